@@ -1,0 +1,35 @@
+# The two commands of the README:
+#   make demo   set up .venv and run the main job on embedded defaults
+#   make test   set up .venv and run the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean help
+
+help:
+	@echo "make demo   - set up .venv and run the main job (simulate -> validate -> ...)"
+	@echo "make test   - set up .venv, lint, and run the whole test suite"
+	@echo "make bench  - run the benchmarks in benchmarks/ and print their figures"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/callback-timing demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks training serving
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

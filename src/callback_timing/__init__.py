@@ -1,0 +1,3 @@
+"""callback-timing: when to call a customer back."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,58 @@
+"""Every default in one place: paths, calendar settings, feature settings.
+
+Paths are relative to the working directory unless an environment variable says otherwise,
+so a fresh clone works without set-up and a deployment can move things with env vars.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Environment variable that may hold the pseudonymisation key (any string).
+PSEUDONYM_KEY_ENV = "CALLBACK_TIMING_PSEUDONYM_KEY"
+
+
+def home_dir() -> Path:
+    """Folder for local state (generated data, models, key file); ``$CALLBACK_TIMING_HOME``."""
+    return Path(os.environ.get("CALLBACK_TIMING_HOME", ".callback-timing"))
+
+
+def data_dir() -> Path:
+    """Where ``simulate`` and the demo write generated histories by default."""
+    return Path(os.environ.get("CALLBACK_TIMING_DATA", "data"))
+
+
+def model_dir() -> Path:
+    """Default model bundle location for ``train --out`` and ``serve --model``."""
+    return Path(os.environ.get("CALLBACK_TIMING_MODEL_DIR", "models/current"))
+
+
+def mlruns_dir() -> Path:
+    """MLflow's local store (tracking database and artifacts)."""
+    return Path(os.environ.get("CALLBACK_TIMING_MLRUNS", "mlruns"))
+
+
+def default_db_path() -> Path:
+    """Default outcome store (SQLite file)."""
+    return home_dir() / "outcomes.db"
+
+
+# --- calendar --------------------------------------------------------------------------------
+
+#: Months counted as summer vacation season (contact-local), by default for every country.
+SUMMER_MONTHS: tuple[int, ...] = (7, 8)
+#: End-of-year season: from this day of December up to and including this day of January.
+END_OF_YEAR_FROM_DEC = 20
+END_OF_YEAR_TO_JAN = 6
+
+# --- features --------------------------------------------------------------------------------
+
+#: Width of the local hour bands used by the history features (hours).
+HOUR_BAND_HOURS = 2
+#: Pseudo-count used to smooth a contact's answer rates toward the prior (TargetAgg-style).
+PRIOR_STRENGTH = 3.0
+#: Recent-call windows (hours) for the "calls in the last ..." features.
+RECENT_WINDOWS_H: tuple[int, ...] = (3, 24, 168)
+#: A contact with fewer calls than this is reported as "too little history" by ``validate``.
+MIN_HISTORY_CALLS = 5

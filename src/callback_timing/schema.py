@@ -1,0 +1,71 @@
+"""The contract's call-history schema: column names, outcome vocabulary, typed errors.
+
+See ``shared/contract.md`` section 1. Everything that names a column of the call history
+imports it from here, so a rename happens in one place.
+"""
+
+from __future__ import annotations
+
+#: Columns a call-history file must have.
+REQUIRED_COLUMNS: tuple[str, ...] = ("contact_id", "called_at", "outcome")
+
+#: Columns the contract allows besides the required ones.
+OPTIONAL_COLUMNS: tuple[str, ...] = (
+    "call_id",
+    "phone",
+    "country",
+    "subdivision",
+    "timezone",
+    "industry",
+    "requested_at",
+    "request_id",
+    "attempt",
+    "duration_s",
+)
+
+ALL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+
+#: The outcome vocabulary (lower case); ``answered`` is the positive label.
+OUTCOMES: tuple[str, ...] = (
+    "answered",
+    "no_answer",
+    "busy",
+    "voicemail",
+    "rejected",
+    "invalid_number",
+)
+POSITIVE_OUTCOME = "answered"
+
+#: Columns of a *clean* call frame, as :func:`callback_timing.data.load_history` returns it.
+#: Timestamps are tz-aware UTC; ``timezone`` is always a valid IANA name; the clear phone
+#: number is replaced by ``phone_hash`` (keyed pseudonym) and never leaves the loader.
+CLEAN_COLUMNS: tuple[str, ...] = (
+    "contact_id",  # str
+    "called_at",  # datetime64[ns, UTC]
+    "outcome",  # str, one of OUTCOMES
+    "answered",  # int8 0/1
+    "call_id",  # str or missing
+    "phone_hash",  # str or missing
+    "country",  # ISO alpha-2 or missing
+    "subdivision",  # str or missing
+    "timezone",  # IANA name, never missing
+    "tz_source",  # given | phone | country | default
+    "tz_flag",  # True when the phone's region spans several zones (main zone used)
+    "industry",  # normalised taxonomy value, "other" when unknown
+    "requested_at",  # datetime64[ns, UTC] or NaT
+    "request_id",  # str or missing
+    "attempt",  # Int64 or missing
+    "duration_s",  # float or NaN
+)
+
+
+class CallbackTimingError(Exception):
+    """Base class of errors a user can cause; the CLI prints them as one line."""
+
+
+class SchemaError(CallbackTimingError):
+    """The input as a whole cannot be used (missing required column, unreadable file...)."""
+
+
+class ConfigError(CallbackTimingError):
+    """A configuration value or option is invalid."""
