@@ -69,3 +69,20 @@ class SchemaError(CallbackTimingError):
 
 class ConfigError(CallbackTimingError):
     """A configuration value or option is invalid."""
+
+
+#: The industry taxonomy (see ``contacts.normalise_industry``); unknown values map to "other".
+INDUSTRIES: tuple[str, ...] = (
+    "it",
+    "manufacturing",
+    "automotive",
+    "retail",
+    "finance",
+    "healthcare",
+    "logistics",
+    "construction",
+    "public_sector",
+    "hospitality",
+    "consumer",
+    "other",
+)
