@@ -154,8 +154,13 @@ def holiday_frame(
     names = np.full(n, None, dtype=object)
     if n == 0:
         return pd.DataFrame(
-            {"holiday": holiday, "holiday_name": names, "bridge_day": bridge,
-             "days_to_holiday": to_h, "days_from_holiday": from_h},
+            {
+                "holiday": holiday,
+                "holiday_name": names,
+                "bridge_day": bridge,
+                "days_to_holiday": to_h,
+                "days_from_holiday": from_h,
+            },
             index=index,
         )
     key = pd.MultiIndex.from_arrays([country.to_numpy(), subdivision.to_numpy()])
@@ -191,8 +196,13 @@ def holiday_frame(
             one = np.timedelta64(1, "D")
             bridge[mask] = ~off(d) & off(d - one) & off(d + one)
     return pd.DataFrame(
-        {"holiday": holiday, "holiday_name": names, "bridge_day": bridge,
-         "days_to_holiday": to_h, "days_from_holiday": from_h},
+        {
+            "holiday": holiday,
+            "holiday_name": names,
+            "bridge_day": bridge,
+            "days_to_holiday": to_h,
+            "days_from_holiday": from_h,
+        },
         index=index,
     )
 

@@ -1,0 +1,59 @@
+"""Seeded synthetic fixtures shared by the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from callback_timing.schema import CLEAN_COLUMNS
+
+_ZONES = [
+    ("Europe/Warsaw", "PL", None),
+    ("Europe/Berlin", "DE", "BY"),
+    ("America/New_York", "US", "NY"),
+    ("America/Phoenix", "US", "AZ"),
+    ("Europe/London", "GB", "ENG"),
+]
+
+
+def make_clean_calls(
+    n_calls: int = 2000, n_contacts: int = 60, seed: int = 0, days: int = 60
+) -> pd.DataFrame:
+    """A random clean call frame (schema.CLEAN_COLUMNS), sorted by contact and time."""
+    rng = np.random.default_rng(seed)
+    contact = rng.integers(0, n_contacts, n_calls)
+    zone = contact % len(_ZONES)
+    start = pd.Timestamp("2026-03-02", tz="UTC")
+    at = start + pd.to_timedelta(rng.integers(0, days * 86400, n_calls), unit="s")
+    outcome = rng.choice(
+        ["answered", "no_answer", "busy", "voicemail"], n_calls, p=[0.3, 0.4, 0.2, 0.1]
+    )
+    frame = pd.DataFrame(
+        {
+            "contact_id": [f"c-{i:04d}" for i in contact],
+            "called_at": at,
+            "outcome": outcome,
+            "answered": (outcome == "answered").astype(np.int8),
+            "call_id": [f"x-{i:06d}" for i in range(n_calls)],
+            "phone_hash": None,
+            "country": [_ZONES[z][1] for z in zone],
+            "subdivision": [_ZONES[z][2] for z in zone],
+            "timezone": [_ZONES[z][0] for z in zone],
+            "tz_source": "given",
+            "tz_flag": False,
+            "industry": np.array(["it", "retail", "consumer", "manufacturing"])[contact % 4],
+            "requested_at": pd.NaT,
+            "request_id": None,
+            "attempt": pd.array([pd.NA] * n_calls, dtype="Int64"),
+            "duration_s": np.nan,
+        }
+    )
+    frame["requested_at"] = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
+    frame = frame.sort_values(["contact_id", "called_at"], kind="stable").reset_index(drop=True)
+    return frame[list(CLEAN_COLUMNS)]
+
+
+@pytest.fixture
+def clean_calls() -> pd.DataFrame:
+    return make_clean_calls()
