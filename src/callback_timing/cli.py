@@ -1,0 +1,207 @@
+"""The ``callback-timing`` command line: thin Typer commands over the library.
+
+Exit codes: 0 success; 1 a user mistake (bad file, bad option value: one line on stderr, no
+stack trace); 2 a usage error (unknown option, missing argument: Typer's message).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from callback_timing import __version__, config
+from callback_timing.schema import CallbackTimingError
+
+app = typer.Typer(
+    name="callback-timing",
+    help="Tells a call centre when to call a customer back.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+log = logging.getLogger("callback_timing")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"callback-timing {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    """callback-timing: ranked call windows with the probability that the person picks up."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar; yields a ``progress(done, total)`` callback (quiet if no TTY)."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as bar:
+        task = bar.add_task(description, total=1)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=max(total, 1))
+
+        yield update
+
+
+def _run_simulate(
+    contacts: int, days: int, seed: int, out: Path, start: str, dirt_rate: float
+) -> Path:
+    from callback_timing.simulate import simulate, write_history
+
+    with _progress("simulating calls") as progress:
+        result = simulate(
+            contacts=contacts,
+            days=days,
+            seed=seed,
+            start=start,
+            dirt_rate=dirt_rate,
+            progress=progress,
+        )
+    path = write_history(result.history, out)
+    world_path = result.world.save(_sidecar(path, "world"))
+    result.truth.to_parquet(_sidecar(path, "truth", ".parquet"), index=False)
+    console.print(
+        f"wrote {len(result.history):,} calls of {contacts:,} contacts over {days} days "
+        f"to {path} (ground truth: {world_path})"
+    )
+    return path
+
+
+def _sidecar(path: Path, kind: str, suffix: str | None = None) -> Path:
+    """``data/history.csv`` -> ``data/history.<kind><suffix>``."""
+    return path.with_name(f"{path.stem}.{kind}{suffix if suffix is not None else ''}")
+
+
+@app.command("simulate")
+def simulate_cmd(
+    contacts: Annotated[int, typer.Option(min=1, help="Number of synthetic contacts.")] = 2000,
+    days: Annotated[int, typer.Option(min=1, help="Length of the simulated period in days.")] = 120,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same history).")] = 0,
+    out: Annotated[
+        Path, typer.Option(help="Output file (.csv or .parquet).")
+    ] = config.data_dir() / "history.csv",
+    start: Annotated[str, typer.Option(help="First day of the period (YYYY-MM-DD).")] = (
+        "2026-03-02"
+    ),
+    dirt_rate: Annotated[
+        float,
+        typer.Option(min=0.0, max=0.5, help="Share of rows spoiled like a real CRM export."),
+    ] = 0.03,
+) -> None:
+    """Write a synthetic call history with a known ground truth (contract section 1)."""
+    _run_simulate(contacts, days, seed, out, start, dirt_rate)
+
+
+def _run_validate(
+    history: Path,
+    mapping: list[str] | None,
+    assume_tz: str | None,
+    rejects: Path | None,
+    as_json: bool,
+):
+    from callback_timing.data import load_history, parse_mapping
+    from callback_timing.report import quality_report, render_report
+
+    with _progress("validating history") as progress:
+        progress(0, 1)
+        result = load_history(history, mapping=parse_mapping(mapping or []), assume_tz=assume_tz)
+        progress(1, 1)
+    rejects_path = rejects or _sidecar(history, "rejects", ".csv")
+    result.write_rejects(rejects_path)
+    report = quality_report(result)
+    report["rejects_file"] = str(rejects_path)
+    if as_json:
+        console.print_json(json.dumps(report, default=str))
+    else:
+        console.print(render_report(report))
+        console.print(f"rejected rows with reasons: {rejects_path}")
+    return result, report
+
+
+@app.command("validate")
+def validate_cmd(
+    history: Annotated[Path, typer.Option(help="Call history file (.csv or .parquet).")],
+    map_: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="Rename a column of a foreign export: new=old (repeatable)."),
+    ] = None,
+    assume_tz: Annotated[
+        str | None,
+        typer.Option(help="IANA zone for timestamps without offset (else they are rejected)."),
+    ] = None,
+    rejects: Annotated[
+        Path | None, typer.Option(help="Where to write rejected rows (default: beside input).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Print a data-quality report: rows, rejects by reason, duplicates, coverage."""
+    _run_validate(history, map_, assume_tz, rejects, as_json)
+
+
+@app.command("demo")
+def demo_cmd(
+    workdir: Annotated[Path, typer.Option(help="Folder for the generated files.")] = (
+        config.data_dir()
+    ),
+    contacts: Annotated[int, typer.Option(min=1, help="Synthetic contacts.")] = 2000,
+    days: Annotated[int, typer.Option(min=1, help="Simulated days.")] = 120,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """The main job on embedded defaults: simulate a call history, then validate it."""
+    console.rule("1/2 simulate a call history")
+    path = _run_simulate(contacts, days, seed, workdir / "history.csv", "2026-03-02", 0.03)
+    console.rule("2/2 validate it")
+    _run_validate(path, None, None, None, False)
+    console.print(
+        "\nnext: [bold].venv/bin/callback-timing --help[/] lists every command; "
+        f"the history is in {path}"
+    )
+
+
+def main() -> None:
+    """Console-script entry point: user mistakes become one line on stderr and exit code 1."""
+    try:
+        app()
+    except CallbackTimingError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+    except OSError as exc:  # unreadable/unwritable paths: the user's to fix, not a crash
+        err_console.print(f"[red]error:[/] {exc.strerror or exc}: {exc.filename}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
