@@ -1,0 +1,317 @@
+"""Contacts: phone number -> E.164, country and time zone; industry taxonomy; pseudonyms.
+
+Every function is vectorised over pandas Series and does its per-value Python work once per
+*unique* value (a million calls have far fewer distinct phones and industries), then maps the
+results back. The clear phone number is only ever handled here and in the loader; what leaves
+is ``phone_hash``, a keyed pseudonym (:func:`pseudonymise`).
+
+Examples
+--------
+>>> import pandas as pd
+>>> normalise_industry(pd.Series(["IT Services", " Banking ", "hospital", "?"])).tolist()
+['it', 'finance', 'healthcare', 'other']
+>>> parse_phones(pd.Series(["+48 512 345 678"]), pd.Series([None]))[
+...     ["country", "timezone", "valid"]].values.tolist()
+[['PL', 'Europe/Warsaw', True]]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib.resources
+import os
+import re
+import secrets
+import zoneinfo
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import phonenumbers
+from phonenumbers import timezone as phone_timezone
+
+from callback_timing import config, schema
+from callback_timing.schema import ConfigError
+
+# --- industry taxonomy -----------------------------------------------------------------------
+
+#: Free-text industry labels (after :func:`_industry_key`: lower case, punctuation -> space,
+#: single spaces) mapped to the taxonomy :data:`callback_timing.schema.INDUSTRIES`. Taxonomy
+#: values themselves (also with a space instead of ``_``) map to themselves.
+INDUSTRY_SYNONYMS: dict[str, str] = {
+    **{name: "it" for name in (
+        "it", "i t", "it services", "information technology", "software", "tech",
+        "technology", "saas", "ict", "telecom", "telecommunications", "computer", "internet",
+    )},
+    **{name: "manufacturing" for name in (
+        "manufacturer", "industry", "industrial", "production", "factory", "machinery",
+    )},
+    **{name: "automotive" for name in (
+        "car", "cars", "auto", "automobile", "automotive supplier", "car dealer", "motor vehicles",
+    )},
+    **{name: "retail" for name in (
+        "shop", "store", "retailer", "ecommerce", "e commerce", "wholesale", "trade",
+    )},
+    **{name: "finance" for name in (
+        "banking", "bank", "insurance", "financial services", "financial", "fintech",
+        "accounting", "investment",
+    )},
+    **{name: "healthcare" for name in (
+        "health care", "health", "hospital", "medical", "pharma", "pharmaceutical", "clinic",
+    )},
+    **{name: "logistics" for name in (
+        "transport", "transportation", "shipping", "freight", "courier", "warehousing",
+    )},
+    **{name: "construction" for name in ("building", "real estate", "architecture")},
+    **{name: "public_sector" for name in (
+        "government", "public administration", "public", "municipality", "administration",
+        "education", "school", "university",
+    )},
+    **{name: "hospitality" for name in (
+        "hotel", "hotels", "restaurant", "restaurants", "tourism", "travel", "catering",
+        "horeca",
+    )},
+    **{name: "consumer" for name in (
+        "private", "b2c", "individual", "private person", "residential", "household",
+    )},
+    **{name.replace("_", " "): name for name in schema.INDUSTRIES},
+}
+
+_NON_WORD = re.compile(r"[\W_]+")
+
+
+def _industry_key(value: str) -> str:
+    return _NON_WORD.sub(" ", value.lower()).strip()
+
+
+def normalise_industry(values: pd.Series) -> pd.Series:
+    """Map free-text industries onto :data:`~callback_timing.schema.INDUSTRIES`.
+
+    Case, surrounding and inner whitespace and punctuation are ignored; synonyms come from
+    :data:`INDUSTRY_SYNONYMS`. Unknown or missing values become ``"other"``.
+
+    >>> import pandas as pd
+    >>> normalise_industry(pd.Series(["Information-Technology", "PUBLIC  sector", None])).tolist()
+    ['it', 'public_sector', 'other']
+    """
+    uniques = pd.unique(values.dropna().astype(str))
+    lookup = {raw: INDUSTRY_SYNONYMS.get(_industry_key(raw), "other") for raw in uniques}
+    out = values.map(lookup).astype("str").fillna("other")
+    return out.rename(values.name)
+
+
+# --- time zones ------------------------------------------------------------------------------
+
+#: Main zone of multi-zone countries where the first zone of tzdata's ``zone.tab`` is not the
+#: one most people live in.
+MAIN_ZONE_OVERRIDES: dict[str, str] = {
+    "AU": "Australia/Sydney",
+    "BR": "America/Sao_Paulo",
+    "CA": "America/Toronto",
+    "PS": "Asia/Hebron",
+    "RU": "Europe/Moscow",
+    "UA": "Europe/Kyiv",
+    "UZ": "Asia/Tashkent",
+}
+
+
+@lru_cache(maxsize=1)
+def _zone_tab() -> dict[str, str]:
+    """First zone listed per country in tzdata's ``zone.tab``."""
+    try:
+        text = (importlib.resources.files("tzdata") / "zoneinfo" / "zone.tab").read_text()
+    except (ModuleNotFoundError, FileNotFoundError):  # pragma: no cover - system tz database
+        path = Path("/usr/share/zoneinfo/zone.tab")
+        text = path.read_text() if path.exists() else ""
+    first: dict[str, str] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            parts = line.split("\t")
+            first.setdefault(parts[0], parts[2])
+    return first
+
+
+@lru_cache(maxsize=1)
+def _available_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def is_valid_zone(name: object) -> bool:
+    """Whether ``name`` is an IANA zone name known to :mod:`zoneinfo`."""
+    return isinstance(name, str) and name in _available_zones()
+
+
+@lru_cache(maxsize=1)
+def _zones_by_lower_name() -> dict[str, str]:
+    return {name.lower(): name for name in _available_zones()}
+
+
+def canonical_zone(values: pd.Series) -> pd.Series:
+    """IANA zone names matched case-insensitively; unknown names become missing.
+
+    >>> import pandas as pd
+    >>> canonical_zone(pd.Series([" europe/warsaw", "Mars/Base", None])).tolist()
+    ['Europe/Warsaw', nan, nan]
+    """
+    lookup = _zones_by_lower_name()
+    key = values.astype("str").str.strip().str.lower()
+    return key.map(lookup).astype("str").rename(values.name)
+
+
+def normalise_country(values: pd.Series) -> pd.Series:
+    """ISO 3166-1 alpha-2 codes, upper case; codes neither tzdata nor phonenumbers know -> missing.
+
+    >>> import pandas as pd
+    >>> normalise_country(pd.Series([" de", "PL", "Germany", None])).tolist()
+    ['DE', 'PL', nan, nan]
+    """
+    known = set(phonenumbers.SUPPORTED_REGIONS) | set(_zone_tab())
+    code = values.astype("str").str.strip().str.upper()
+    return code.where(code.isin(known)).astype("str").rename(values.name)
+
+
+@lru_cache(maxsize=1024)
+def country_main_timezone(country: str) -> str | None:
+    """The zone most of a country's people live in, or ``None`` for an unknown code.
+
+    Rule: :data:`MAIN_ZONE_OVERRIDES` first; otherwise the first zone tzdata's ``zone.tab``
+    lists for the country (tzdata orders a country's zones most populous first where geography
+    allows); otherwise the single zone of phonenumbers' example number for the region.
+
+    >>> [country_main_timezone(c) for c in ("US", "de", "PL", "GB", "RU", "XX")]
+    ['America/New_York', 'Europe/Berlin', 'Europe/Warsaw', 'Europe/London', 'Europe/Moscow', None]
+    """
+    if not isinstance(country, str):
+        return None
+    code = country.strip().upper()
+    zone = MAIN_ZONE_OVERRIDES.get(code) or _zone_tab().get(code)
+    if zone is None:
+        example = phonenumbers.example_number(code)
+        zones = phone_timezone.time_zones_for_number(example) if example else ()
+        zone = zones[0] if len(zones) == 1 else None
+    return zone if is_valid_zone(zone) else None
+
+
+# --- phone numbers ---------------------------------------------------------------------------
+
+PHONE_COLUMNS: tuple[str, ...] = ("e164", "country", "timezone", "tz_ambiguous", "valid")
+_NO_PHONE = (None, None, None, False, False)
+
+
+def _parse_one(phone: str, region: str | None) -> tuple:
+    try:
+        number = phonenumbers.parse(phone, region)
+    except phonenumbers.NumberParseException:
+        return _NO_PHONE
+    # number_type is UNKNOWN exactly when is_valid_number is False; asking it once and then
+    # doing what timezone.time_zones_for_number does saves a second, costly type look-up
+    kind = phonenumbers.number_type(number)
+    if kind == phonenumbers.PhoneNumberType.UNKNOWN:
+        return _NO_PHONE
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    country = phonenumbers.region_code_for_number(number)
+    country = country if country and country.isalpha() else None  # "001": non-geographic
+    if phonenumbers.is_number_type_geographical(kind, number.country_code):
+        zones = phone_timezone.time_zones_for_geographical_number(number)
+    else:
+        zones = phone_timezone.time_zones_for_number(number)
+    zones = [z for z in zones if is_valid_zone(z)]
+    if len(zones) == 1:
+        return e164, country, zones[0], False, True
+    main = country_main_timezone(country) if country else None
+    return e164, country, main or (zones[0] if zones else None), bool(zones or main), True
+
+
+def parse_phones(phone: pd.Series, country: pd.Series | None = None) -> pd.DataFrame:
+    """Parse phone numbers (E.164, or national format with the row's ``country``).
+
+    Parameters
+    ----------
+    phone : Series of phone numbers as text; missing values give an invalid, empty row.
+    country : Series of ISO alpha-2 codes aligned with ``phone``, used only for numbers
+        without a leading ``+``.
+
+    Returns
+    -------
+    DataFrame with the index of ``phone`` and columns ``e164``, ``country`` (region of the
+    number), ``timezone``, ``tz_ambiguous`` (the number's region spans several zones, so the
+    country's main zone, see :func:`country_main_timezone`, was used) and ``valid``.
+    Each distinct (number, country) pair is parsed once.
+
+    >>> import pandas as pd
+    >>> out = parse_phones(pd.Series(["0151 23456789", "+1 800 555 0100", "12"]),
+    ...                    pd.Series(["DE", None, "PL"]))
+    >>> out[["e164", "timezone", "tz_ambiguous", "valid"]].values.tolist()
+    [['+4915123456789', 'Europe/Berlin', False, True], \
+['+18005550100', 'America/New_York', True, True], [nan, nan, False, False]]
+    """
+    text = phone.astype("str").str.strip()
+    text = text.where(text != "")
+    if country is None:
+        region = pd.Series(np.nan, index=phone.index, dtype="str")
+    else:
+        region = country.astype("str").str.strip().str.upper()
+        region = region.where(region.isin(phonenumbers.SUPPORTED_REGIONS))
+    # the region only matters for numbers written without the international "+"
+    region = region.where(~text.str.startswith("+", na=False))
+    phone_codes, phones = pd.factorize(text)
+    region_codes, regions = pd.factorize(region)
+    pair = phone_codes.astype(np.int64) * (len(regions) + 1) + region_codes + 1
+    pairs, inverse = np.unique(pair, return_inverse=True)
+    parsed = [
+        _parse_one(phones[p], regions[r - 1] if r else None) if p >= 0 else _NO_PHONE
+        for p, r in zip(*np.divmod(pairs, len(regions) + 1), strict=True)
+    ]
+    table = pd.DataFrame(parsed or [_NO_PHONE], columns=list(PHONE_COLUMNS)).astype(
+        {"e164": "str", "country": "str", "timezone": "str", "tz_ambiguous": bool, "valid": bool})
+    return table.take(inverse).set_axis(phone.index)
+
+
+# --- pseudonymisation ------------------------------------------------------------------------
+
+#: Length of a pseudonym (hex characters of the HMAC-SHA256 digest; 80 bits).
+PSEUDONYM_HEX_CHARS = 20
+
+
+def load_key() -> bytes:
+    """The pseudonymisation key.
+
+    ``$CALLBACK_TIMING_PSEUDONYM_KEY`` (any string) when set; otherwise the key file
+    ``config.home_dir() / "pseudonym.key"``, created once with 256 random bits and file mode
+    0600. Keep the key: pseudonyms computed with another key do not match.
+    """
+    env = os.environ.get(config.PSEUDONYM_KEY_ENV)
+    if env:
+        return env.encode()
+    path = config.home_dir() / "pseudonym.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_bytes().strip()
+        if not key:
+            raise ConfigError(f"pseudonymisation key file {path} is empty") from None
+        return key
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
+    return path.read_bytes().strip()
+
+
+def pseudonymise(values: pd.Series, key: bytes) -> pd.Series:
+    """Keyed pseudonyms: HMAC-SHA256 hex, first :data:`PSEUDONYM_HEX_CHARS` characters.
+
+    Equal inputs give equal pseudonyms under the same key; missing stays missing.
+
+    >>> import pandas as pd
+    >>> out = pseudonymise(pd.Series(["+48512345678", None, "+48512345678"]), b"k")
+    >>> out.str.len().tolist(), out[0] == out[2], out.isna().tolist()
+    ([20.0, nan, 20.0], True, [False, True, False])
+    """
+    uniques = pd.unique(values.dropna().astype(str))
+    lookup = {
+        v: hmac.new(key, v.encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_CHARS]
+        for v in uniques
+    }
+    return values.map(lookup).astype("str").rename(values.name)

@@ -1,0 +1,361 @@
+import gzip
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from callback_timing import schema
+from callback_timing.data import (
+    LoadResult,
+    apply_mapping,
+    clean_history,
+    load_history,
+    parse_mapping,
+    read_table,
+)
+from callback_timing.report import quality_report
+from callback_timing.schema import ConfigError, SchemaError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+KEY = b"test-key"
+
+
+def _frame(**columns) -> pd.DataFrame:
+    n = max(len(v) for v in columns.values())
+    base = {"contact_id": ["c1"] * n, "called_at": ["2026-06-01T10:00:00Z"] * n,
+            "outcome": ["answered"] * n}
+    return pd.DataFrame({**base, **columns})
+
+
+def _rejects(result: LoadResult) -> list[tuple[int, str]]:
+    return list(result.rejects[["row", "column"]].itertuples(index=False, name=None))
+
+
+def _assert_accounted(result: LoadResult) -> None:
+    assert result.n_input_rows == result.n_clean + result.n_duplicates + result.n_rejected_rows
+
+
+# --- the messy fixture: every kind of bad row, with its CSV line number ----------------------
+
+
+@pytest.fixture(scope="module")
+def messy() -> LoadResult:
+    return load_history(FIXTURES / "messy_history.csv", key=KEY)
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "reason"),
+    [
+        (4, "called_at", "unparseable timestamp"),
+        (5, "called_at", "--assume-tz"),
+        (6, "outcome", "unknown outcome"),
+        (7, "phone", "invalid phone number and no country or timezone"),
+        (8, "timezone", "unknown time zone"),
+        (9, "contact_id", "empty contact_id"),
+        (10, "attempt", "whole number >= 1"),
+        (11, "attempt", "whole number >= 1"),
+        (12, "duration_s", ">= 0"),
+        (13, "duration_s", ">= 0"),
+        (14, "requested_at", "unparseable timestamp"),
+        (15, "call_id", "duplicate call_id"),
+    ],
+)
+def test_each_bad_row_is_rejected_with_line_column_and_reason(messy, row, column, reason):
+    hits = messy.rejects[(messy.rejects["row"] == row) & (messy.rejects["column"] == column)]
+    assert len(hits) == 1
+    assert reason in hits["reason"].iloc[0]
+
+
+def test_messy_fixture_accounting(messy):
+    assert messy.n_input_rows == 16
+    assert messy.n_duplicates == 1  # line 16 repeats line 3
+    assert messy.n_rejected_rows == 12
+    assert messy.n_clean == 3
+    _assert_accounted(messy)
+    assert messy.rejects_by_reason()["duplicate call_id"] == 1
+
+
+def test_invalid_phone_with_country_is_kept_with_a_warning(messy):
+    kept = messy.calls.set_index("call_id").loc["k14"]
+    assert (kept.country, kept.timezone, kept.tz_source) == ("DE", "Europe/Berlin", "country")
+    assert pd.isna(kept.phone_hash)
+    assert sum(messy.warnings.values()) == 1
+    assert 17 not in messy.rejects["row"].tolist()
+
+
+def test_clean_frame_has_the_contract_columns_and_dtypes(messy):
+    calls = messy.calls
+    assert tuple(calls.columns) == schema.CLEAN_COLUMNS
+    assert str(calls["called_at"].dtype) == "datetime64[ns, UTC]"
+    assert str(calls["requested_at"].dtype) == "datetime64[ns, UTC]"
+    assert calls["answered"].dtype == "int8"
+    assert calls["attempt"].dtype == "Int64"
+    assert calls["duration_s"].dtype == "float64"
+    assert calls["tz_flag"].dtype == bool
+    for column in ("contact_id", "outcome", "call_id", "phone_hash", "country", "timezone",
+                   "tz_source", "industry"):
+        assert calls[column].dtype == "str", column
+    assert calls["outcome"].tolist() == ["answered", "no_answer", "rejected"]
+    assert calls["answered"].tolist() == [1, 0, 0]
+    assert calls["industry"].tolist() == ["it", "it", "finance"]
+    assert calls.index.equals(pd.RangeIndex(3))
+    assert calls["called_at"].tolist() == sorted(calls["called_at"])  # c1 twice, then c8
+
+
+def test_write_rejects_and_read_back(messy, tmp_path):
+    path = messy.write_rejects(tmp_path / "out" / "rejects.csv")
+    back = pd.read_csv(path)
+    assert back.columns.tolist() == ["row", "column", "reason"]
+    assert back["row"].tolist() == messy.rejects["row"].tolist()
+    assert back["reason"].tolist() == messy.rejects["reason"].tolist()
+
+
+# --- the clear phone number never leaves the loader ------------------------------------------
+
+
+def test_clear_phone_never_appears_in_outputs(tmp_path, caplog):
+    frame = _frame(
+        contact_id=["a", "b", "c", "d"],
+        phone=["+48 512 345 678", "+48 999 888 777 666", "+49 30 901820", "+48 999 888 777 666"],
+        country=[None, None, None, "PL"],
+        outcome=["answered", "busy", "bogus", "busy"],
+    )
+    with caplog.at_level(logging.DEBUG):
+        result = clean_history(frame, key=KEY)
+        report = quality_report(result)
+    texts = [result.calls.to_csv(), result.rejects.to_csv(), json.dumps(report), caplog.text,
+             result.write_rejects(tmp_path / "r.csv").read_text()]
+    for text in texts:
+        for digits in ("512345678", "512 345 678", "999888777", "999 888 777", "30901820"):
+            assert digits not in text
+    assert result.calls["phone_hash"].notna().sum() == 1
+    assert _rejects(result) == [(3, "phone"), (4, "outcome")]
+
+
+# --- timestamps ------------------------------------------------------------------------------
+
+
+def test_mixed_offsets_parse_to_the_same_utc_instant():
+    stamps = ["2026-06-01T12:00:00+02:00", "2026-06-01T06:00:00-04:00", "2026-06-01T10:00:00Z",
+              "2026-06-01T15:30:00+0530", "2026-06-01 11:00:00.000+01:00"]
+    result = clean_history(_frame(contact_id=list("abcde"), called_at=stamps), key=KEY)
+    assert result.n_clean == 5
+    assert set(result.calls["called_at"]) == {pd.Timestamp("2026-06-01T10:00:00Z")}
+
+
+def test_naive_timestamps_need_assume_tz():
+    frame = _frame(contact_id=list("abcd"), called_at=[
+        "2026-06-01 12:00:00", "2026-03-29 02:30:00", "2026-10-25 02:30:00", "2026-06-01"])
+    without = clean_history(frame, key=KEY)
+    assert without.n_clean == 0
+    assert without.rejects["reason"].str.contains("--assume-tz").all()
+    with_tz = clean_history(frame, assume_tz="europe/berlin", key=KEY)
+    by_contact = with_tz.calls.set_index("contact_id")["called_at"]
+    assert by_contact["a"] == pd.Timestamp("2026-06-01T10:00Z")
+    assert by_contact["c"] == pd.Timestamp("2026-10-25T00:30Z")  # fold: first (summer) instant
+    assert by_contact["d"] == pd.Timestamp("2026-05-31T22:00Z")
+    assert _rejects(with_tz) == [(3, "called_at")]  # 02:30 on 29 March does not exist
+    assert "daylight-saving gap" in with_tz.rejects["reason"].iloc[0]
+
+
+def test_unknown_assume_tz_is_a_config_error():
+    with pytest.raises(ConfigError, match="Mars/Base"):
+        clean_history(_frame(contact_id=["a"]), assume_tz="Mars/Base", key=KEY)
+
+
+def test_typed_parquet_columns(tmp_path):
+    frame = pd.DataFrame({
+        "contact_id": ["a", "b"],
+        "called_at": pd.to_datetime(["2026-06-01T12:00:00+02:00", "2026-06-01T10:00:00Z"],
+                                    utc=True),
+        "outcome": ["answered", "busy"],
+        "attempt": [1, 2],
+        "duration_s": [12.5, 0.0],
+    })
+    frame.to_parquet(tmp_path / "h.parquet")
+    result = load_history(tmp_path / "h.parquet", key=KEY)
+    assert result.n_clean == 2
+    assert result.calls["attempt"].tolist() == [1, 2]
+    assert (result.calls["called_at"] == pd.Timestamp("2026-06-01T10:00Z")).all()
+
+
+# --- time zone and country resolution --------------------------------------------------------
+
+
+def test_zone_sources_and_flags():
+    frame = _frame(
+        contact_id=list("abcdef"),
+        phone=["+48 512 345 678", "+1 800 555 0100", None, None, "+48 512 345 678", None],
+        country=[None, None, "DE", None, "US", "pl"],
+        timezone=[None, None, None, None, None, "America/Chicago"],
+    )
+    calls = clean_history(frame, key=KEY).calls.set_index("contact_id")
+    assert calls["tz_source"].to_dict() == {"a": "phone", "b": "phone", "c": "country",
+                                           "d": "default", "e": "country", "f": "given"}
+    assert calls["timezone"].to_dict() == {
+        "a": "Europe/Warsaw", "b": "America/New_York", "c": "Europe/Berlin", "d": "UTC",
+        "e": "America/New_York", "f": "America/Chicago"}
+    assert calls["tz_flag"].to_dict() == {k: k == "b" for k in "abcdef"}
+    # a given country beats the phone's (people keep their numbers when they move)
+    assert calls["country"].drop("d").to_dict() == {"a": "PL", "b": "US", "c": "DE", "e": "US",
+                                                    "f": "PL"}
+    assert pd.isna(calls["country"]["d"])
+    assert calls.loc["a", "phone_hash"] == calls.loc["e", "phone_hash"]
+
+
+# --- duplicates ------------------------------------------------------------------------------
+
+
+def test_duplicate_contact_and_time_without_call_id():
+    frame = _frame(contact_id=["a", "a", "a"], called_at=[
+        "2026-06-01T10:00:00Z", "2026-06-01T12:00:00+02:00", "2026-06-01T11:00:00Z"],
+        outcome=["busy", "answered", "busy"])
+    result = clean_history(frame, key=KEY)
+    assert result.n_duplicates == 0
+    assert _rejects(result) == [(3, "called_at")]
+    assert result.rejects["reason"].iloc[0] == "duplicate (contact_id, called_at)"
+    _assert_accounted(result)
+
+
+def test_exact_duplicates_are_counted_not_rejected():
+    frame = _frame(contact_id=["a", "a", "b", "a"], outcome=["busy", "busy", "busy", "busy"])
+    result = clean_history(frame, key=KEY)
+    assert (result.n_duplicates, result.n_clean, len(result.rejects)) == (2, 2, 0)
+
+
+# --- reading, mapping, required columns ------------------------------------------------------
+
+
+def test_missing_required_column_is_named(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text("contact_id,start,outcome\nc1,2026-06-01T10:00Z,busy\n")
+    with pytest.raises(SchemaError, match="missing required column 'called_at'"):
+        load_history(path, key=KEY)
+    with pytest.raises(SchemaError, match="'called_at', 'outcome'"):
+        clean_history(pd.DataFrame({"contact_id": ["a"]}), key=KEY)
+
+
+def test_mapping_renames_foreign_columns(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text("contact_id,start,result\nc1,2026-06-01T10:00Z,Busy\n")
+    mapping = parse_mapping(["called_at=start", "outcome=result"])
+    result = load_history(path, mapping=mapping, key=KEY)
+    assert result.calls["outcome"].tolist() == ["busy"]
+    with pytest.raises(SchemaError, match="no column 'begin'"):
+        load_history(path, mapping={"called_at": "begin"}, key=KEY)
+    with pytest.raises(SchemaError, match="already has a column 'contact_id'"):
+        apply_mapping(read_table(path), {"contact_id": "start"})
+
+
+@pytest.mark.parametrize("item", ["called_at", "=start", "called_at=", "when=start"])
+def test_parse_mapping_errors(item):
+    with pytest.raises(ConfigError, match="--map"):
+        parse_mapping([item])
+
+
+def test_unreadable_files_raise_schema_error(tmp_path):
+    with pytest.raises(SchemaError, match="no such file"):
+        read_table(tmp_path / "nope.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(SchemaError, match="empty"):
+        read_table(tmp_path / "empty.csv")
+    (tmp_path / "twice.csv").write_text("contact_id,called_at,outcome,phone,phone\n")
+    with pytest.raises(SchemaError, match="'phone' appears twice"):
+        read_table(tmp_path / "twice.csv")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(SchemaError, match="cannot read"):
+        read_table(tmp_path / "bad.parquet")
+
+
+def test_semicolons_blank_lines_quoted_breaks_and_malformed_lines(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text(
+        "contact_id;called_at;outcome;industry\n"  # line 1
+        'a;2026-06-01T10:00Z;busy;"IT\nservices"\n'  # lines 2-3
+        "\n"  # line 4
+        "b;2026-06-01T10:00Z;busy;IT;+48512345678\n"  # line 5: one field too many
+        "c;2026-06-01T10:00Z\n"  # line 6: too short, outcome missing
+        "d;2026-06-01T10:00Z;busy\n"  # line 7: optional field missing is fine
+    )
+    result = load_history(path, key=KEY)
+    assert _rejects(result) == [(5, "*"), (6, "outcome")]
+    assert "malformed line" in result.rejects["reason"].iloc[0]
+    assert "512345678" not in result.rejects.to_csv()
+    assert result.calls["contact_id"].tolist() == ["a", "d"]
+    _assert_accounted(result)
+
+
+def test_plain_csv_rows_are_line_numbers(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text("contact_id,called_at,outcome\na,2026-06-01T10:00Z,busy\nb,x,busy\n")
+    assert _rejects(load_history(path, key=KEY)) == [(3, "called_at")]
+
+
+# --- the accounting invariant on messy generated data ----------------------------------------
+
+_POOLS = {
+    "contact_id": ["c1", "c2", " c3 ", "", "  "],
+    "called_at": ["2026-06-01T10:00:00Z", "2026-06-01T12:00:00+02:00", "2026-06-01 10:00",
+                  "garbage", "", "2026-13-40T99:00Z", "9999-01-01T00:00Z", "2026-03-29T02:30"],
+    "outcome": list(schema.OUTCOMES) + ["ANSWERED", " busy ", "picked up", ""],
+    "call_id": ["k1", "k2", "k3", ""],
+    "phone": ["+48 512 345 678", "0151 23456789", "12", "+1 800 555 0100", "", "abc"],
+    "country": ["PL", "DE", "us", "XX", "", "Germany"],
+    "timezone": ["Europe/Warsaw", "Mars/Base", "", "utc"],
+    "industry": ["IT", "banking", "", "?!"],
+    "subdivision": ["NY", "be", ""],
+    "request_id": ["r1", ""],
+    "requested_at": ["2026-06-01T09:00Z", "soon", ""],
+    "attempt": ["1", "2.0", "0", "-1", "x", "", "1e30"],
+    "duration_s": ["0", "12.5", "-3", "nan", "inf", "abc", ""],
+}
+
+
+@st.composite
+def messy_frames(draw):
+    optional = draw(st.lists(st.sampled_from(schema.OPTIONAL_COLUMNS), unique=True))
+    columns = list(schema.REQUIRED_COLUMNS) + optional
+    n = draw(st.integers(0, 25))
+    text = st.text(max_size=6)
+    rows = [
+        {c: draw(st.one_of(st.sampled_from(_POOLS[c]), text)) for c in columns} for _ in range(n)
+    ]
+    return pd.DataFrame(rows, columns=columns, dtype="str"), draw(
+        st.sampled_from([None, "Europe/Berlin"]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messy_frames())
+def test_every_row_is_accounted_for(case):
+    frame, assume_tz = case
+    result = clean_history(frame, assume_tz=assume_tz, key=KEY)
+    _assert_accounted(result)
+    assert tuple(result.calls.columns) == schema.CLEAN_COLUMNS
+    assert result.calls["timezone"].notna().all()
+    assert result.calls["called_at"].notna().all()
+    assert set(result.calls["outcome"]) <= set(schema.OUTCOMES)
+    assert set(result.rejects["row"]) <= set(range(2, len(frame) + 2))
+    assert quality_report(result)["rows"]["input"] == len(frame)
+
+
+def test_null_tokens_are_missing_but_na_is_namibia():
+    frame = _frame(contact_id=["a", "b"], duration_s=["NULL", "N/A"], country=["NA", "None"],
+                   requested_at=["null", ""])
+    result = clean_history(frame, key=KEY)
+    assert result.n_clean == 2
+    assert result.calls["duration_s"].isna().all()
+    assert result.calls["requested_at"].isna().all()
+    assert result.calls.set_index("contact_id")["timezone"].to_dict() == {
+        "a": "Africa/Windhoek", "b": "UTC"}
+
+
+def test_compressed_csv(tmp_path):
+    path = tmp_path / "h.csv.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("contact_id,called_at,outcome\na,2026-06-01T10:00Z,busy\nb,x,busy\n")
+    result = load_history(path, key=KEY)
+    assert (result.n_clean, _rejects(result)) == (1, [(3, "called_at")])
