@@ -88,7 +88,7 @@ def _run_simulate(
             progress=progress,
         )
     path = write_history(result.history, out)
-    world_path = result.world.save(_sidecar(path, "world"))
+    world_path = result.world.save(_sidecar(path, "world", ".parquet"))
     result.truth.to_parquet(_sidecar(path, "truth", ".parquet"), index=False)
     console.print(
         f"wrote {len(result.history):,} calls of {contacts:,} contacts over {days} days "
@@ -128,13 +128,17 @@ def _run_validate(
     assume_tz: str | None,
     rejects: Path | None,
     as_json: bool,
+    default_tz: str = "UTC",
 ):
     from callback_timing.data import load_history, parse_mapping
     from callback_timing.report import quality_report, render_report
 
     with _progress("validating history") as progress:
         progress(0, 1)
-        result = load_history(history, mapping=parse_mapping(mapping or []), assume_tz=assume_tz)
+        result = load_history(
+            history, mapping=parse_mapping(mapping or []), assume_tz=assume_tz,
+            default_tz=default_tz,
+        )
         progress(1, 1)
     rejects_path = rejects or _sidecar(history, "rejects", ".csv")
     result.write_rejects(rejects_path)
@@ -159,13 +163,17 @@ def validate_cmd(
         str | None,
         typer.Option(help="IANA zone for timestamps without offset (else they are rejected)."),
     ] = None,
+    default_tz: Annotated[
+        str,
+        typer.Option(help="IANA zone for rows with no timezone, country or valid phone."),
+    ] = "UTC",
     rejects: Annotated[
         Path | None, typer.Option(help="Where to write rejected rows (default: beside input).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Print a data-quality report: rows, rejects by reason, duplicates, coverage."""
-    _run_validate(history, map_, assume_tz, rejects, as_json)
+    _run_validate(history, map_, assume_tz, rejects, as_json, default_tz)
 
 
 @app.command("demo")

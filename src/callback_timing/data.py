@@ -71,6 +71,7 @@ REASON_GAP = "local time does not exist in the --assume-tz zone (daylight-saving
 WARN_PHONE = "invalid phone number (country/timezone used instead)"
 WARN_COUNTRY = "unknown country code (ignored)"
 WARN_MISMATCH = "country differs from the phone's country (given country kept)"
+WARN_DEFAULT_TZ = "no timezone, country or valid phone ({zone} used; see --default-tz)"
 
 # a time of day followed by "Z" or a +hh[:mm] offset, at the end of the text
 # (no \d or \s: with those pandas leaves pyarrow's fast RE2 for Python's re)
@@ -220,7 +221,9 @@ class _Rejects:
         return out.sort_values("row", kind="stable", ignore_index=True)
 
 
-def _resolve_contacts(raw: pd.DataFrame, rejects: _Rejects, key: bytes | None):
+def _resolve_contacts(
+    raw: pd.DataFrame, rejects: _Rejects, key: bytes | None, default_tz: str | None
+):
     """Country, zone, zone source/flag and phone pseudonym per row; warnings by kind."""
     given_tz_text = _text(raw, "timezone")
     given_tz = canonical_zone(given_tz_text)
@@ -242,7 +245,8 @@ def _resolve_contacts(raw: pd.DataFrame, rejects: _Rejects, key: bytes | None):
     main = main.astype("str")
     source = np.select([given_tz.notna(), use_phone, main.notna()],
                        ["given", "phone", "country"], "default")
-    zone = given_tz.fillna(phones["timezone"].where(use_phone)).fillna(main).fillna("UTC")
+    no_zone = (source == "default") & ~rejects.any
+    zone = given_tz.fillna(phones["timezone"].where(use_phone)).fillna(main).fillna(default_tz)
     if key is None and phones["e164"].notna().any():
         key = load_key()
     out = pd.DataFrame({
@@ -256,6 +260,7 @@ def _resolve_contacts(raw: pd.DataFrame, rejects: _Rejects, key: bytes | None):
         WARN_PHONE: int((bad_phone & fallback).sum()),
         WARN_COUNTRY: int((country_text.notna() & given_country.isna()).sum()),
         WARN_MISMATCH: int(mismatch.sum()),
+        WARN_DEFAULT_TZ.format(zone=default_tz): int(no_zone.sum()),
     }
     return out, warnings
 
@@ -287,8 +292,20 @@ def _row_numbers(frame: pd.DataFrame) -> np.ndarray:
     return np.arange(2, len(frame) + 2, dtype="int64")
 
 
+def _zone_option(value: str | None, option: str) -> str | None:
+    if value is None:
+        return None
+    zone = canonical_zone(pd.Series([value], dtype="str")).iloc[0]
+    if not isinstance(zone, str):
+        raise ConfigError(f"unknown time zone for {option}: {value!r}")
+    return zone
+
+
 def clean_history(
-    frame: pd.DataFrame, assume_tz: str | None = None, key: bytes | None = None
+    frame: pd.DataFrame,
+    assume_tz: str | None = None,
+    key: bytes | None = None,
+    default_tz: str = "UTC",
 ) -> LoadResult:
     """Validate and clean a raw call-history frame (contract section 1).
 
@@ -300,17 +317,16 @@ def clean_history(
     assume_tz : IANA zone in which timestamps without an offset are read; without it such
         timestamps are rejected.
     key : pseudonymisation key; default :func:`~callback_timing.contacts.load_key`.
+    default_tz : IANA zone for rows with no timezone, country or valid phone; such rows are
+        kept with ``tz_source="default"`` and counted in :attr:`LoadResult.warnings`.
 
     Returns
     -------
     LoadResult
     """
     check_required(frame)
-    if assume_tz is not None:
-        zone = canonical_zone(pd.Series([assume_tz], dtype="str")).iloc[0]
-        if not isinstance(zone, str):
-            raise ConfigError(f"unknown time zone for --assume-tz: {assume_tz!r}")
-        assume_tz = zone
+    assume_tz = _zone_option(assume_tz, "--assume-tz")
+    default_tz = _zone_option(default_tz, "--default-tz") or "UTC"
     bad_lines = list(frame.attrs.get("bad_lines", []))
     exact = frame.duplicated(keep="first").to_numpy()
     raw = frame.loc[~exact].reset_index(drop=True)
@@ -328,7 +344,7 @@ def clean_history(
     else:
         requested_at = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
     attempt, duration = _check_numbers(raw, rejects)
-    contacts, warnings = _resolve_contacts(raw, rejects, key)
+    contacts, warnings = _resolve_contacts(raw, rejects, key, default_tz)
     calls = pd.DataFrame({
         "contact_id": contact_id,
         "called_at": called_at,
@@ -365,7 +381,9 @@ def load_history(
     mapping: dict[str, str] | None = None,
     assume_tz: str | None = None,
     key: bytes | None = None,
+    default_tz: str = "UTC",
 ) -> LoadResult:
     """Read, map and clean a call-history file: :func:`read_table`, :func:`apply_mapping`,
-    :func:`clean_history`."""
-    return clean_history(apply_mapping(read_table(path), mapping), assume_tz=assume_tz, key=key)
+    :func:`clean_history` (see there for the options)."""
+    frame = apply_mapping(read_table(path), mapping)
+    return clean_history(frame, assume_tz=assume_tz, key=key, default_tz=default_tz)

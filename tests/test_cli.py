@@ -1,0 +1,131 @@
+"""The console script as a user runs it: help, main job, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+EXE = Path(sys.executable).with_name("callback-timing")
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "callback_timing.cli"]
+    return subprocess.run(
+        [*command, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin", "CALLBACK_TIMING_PSEUDONYM_KEY": "test-key",
+             "COLUMNS": "120"},
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["simulate"], ["validate"], ["demo"]])
+def test_help_everywhere(tmp_path, command):
+    out = run(*command, "--help", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "Usage" in out.stdout and "--help" in out.stdout
+
+
+def test_simulate_then_validate_accounts_for_every_row(tmp_path):
+    sim = run("simulate", "--contacts", "150", "--days", "20", "--seed", "3",
+              "--out", "h.csv", cwd=tmp_path)
+    assert sim.returncode == 0, sim.stderr
+    for name in ("h.csv", "h.world.parquet", "h.truth.parquet"):
+        assert (tmp_path / name).is_file()
+    out = run("validate", "--history", "h.csv", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    rows = report["rows"]
+    n_lines = len(pd.read_csv(tmp_path / "h.csv", dtype=str, keep_default_na=False))
+    assert rows["input"] == n_lines
+    assert rows["clean"] + rows["rejected"] + rows["duplicates"] == rows["input"]
+    rejects = pd.read_csv(tmp_path / "h.rejects.csv")
+    assert rejects["row"].nunique() == rows["rejected"] > 0
+    assert set(rejects.columns) == {"row", "column", "reason"}
+    assert rows["duplicates"] > 0
+
+
+def test_same_seed_same_history(tmp_path):
+    for name in ("a.csv", "b.csv"):
+        assert run("simulate", "--contacts", "40", "--days", "10", "--seed", "9",
+                   "--out", name, cwd=tmp_path).returncode == 0
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+def _one_line_error(out: subprocess.CompletedProcess, *needles: str) -> None:
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_missing_file_is_one_line(tmp_path):
+    _one_line_error(run("validate", "--history", "nope.csv", cwd=tmp_path), "nope.csv")
+
+
+def test_missing_required_column_is_named(tmp_path):
+    (tmp_path / "h.csv").write_text("contact_id,outcome\nc-1,answered\n")
+    _one_line_error(run("validate", "--history", "h.csv", cwd=tmp_path), "called_at")
+
+
+def test_map_renames_a_foreign_export(tmp_path):
+    (tmp_path / "h.csv").write_text(
+        "contact_id,start_time,outcome,timezone\n"
+        "c-1,2026-06-01 10:00,answered,Europe/Warsaw\n"
+        "c-1,2026-06-02 10:00,busy,Europe/Warsaw\n"
+    )
+    out = run("validate", "--history", "h.csv", "--map", "called_at=start_time",
+              "--assume-tz", "Europe/Warsaw", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["rows"]["clean"] == 2
+    assert report["by_local_hour"][10]["calls"] == 2  # local 10:00 in Warsaw
+    bad = run("validate", "--history", "h.csv", "--map", "called_at=when", cwd=tmp_path)
+    _one_line_error(bad, "when")
+    _one_line_error(run("validate", "--history", "h.csv", "--map", "nonsense", cwd=tmp_path),
+                    "--map")
+
+
+def test_bad_zone_option_is_one_line(tmp_path):
+    (tmp_path / "h.csv").write_text("contact_id,called_at,outcome\nc-1,2026-06-01T10:00Z,busy\n")
+    out = run("validate", "--history", "h.csv", "--assume-tz", "Mars/Olympus", cwd=tmp_path)
+    _one_line_error(out, "Mars/Olympus")
+
+
+def test_rows_without_any_location_use_default_zone_with_a_warning(tmp_path):
+    (tmp_path / "h.csv").write_text("contact_id,called_at,outcome\nc-1,2026-06-01T10:00Z,busy\n")
+    out = run("validate", "--history", "h.csv", "--default-tz", "America/Chicago", "--json",
+              cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["timezone_sources"]["default"] == 1
+    assert any("America/Chicago" in k for k in report["warnings"])
+    assert report["by_local_hour"][5]["calls"] == 1  # 10:00Z is 05:00 in Chicago (CDT)
+
+
+def test_usage_error_exit_code(tmp_path):
+    out = run("validate", "--no-such-option", cwd=tmp_path)
+    assert out.returncode == 2
+
+
+def test_unwritable_output_is_one_line(tmp_path):
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    out = run("simulate", "--contacts", "5", "--days", "2", "--out", "blocker/h.csv",
+              cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_the_main_job(tmp_path):
+    out = run("demo", "--contacts", "200", "--days", "30", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "data" / "history.csv").is_file()
+    assert (tmp_path / "data" / "history.rejects.csv").is_file()
+    assert "Rejects by reason" in out.stdout
+    shutil.rmtree(tmp_path / "data")
