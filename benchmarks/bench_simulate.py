@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from callback_timing.simulate import simulate, write_history
+from callback_timing.simulation import simulate, write_history
 
 #: Calls per contact in a default 120-day run (measured: about 14.2 at 0.05 requests/day).
 CALLS_PER_CONTACT = 14.2

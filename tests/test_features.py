@@ -199,3 +199,11 @@ def test_holiday_and_bridge_features_in_contact_calendar(clean_calls):
     assert X.holiday.tolist() == [1, 0, 0, 0]  # May Day in Poland, not in New York
     assert X.bridge_day.tolist() == [0, 0, 1, 0]  # Friday after Thanksgiving
     assert X.days_from_holiday.iloc[3] == 1  # 3 May, Constitution Day, was the day before
+
+
+def test_public_api_names_resolve():
+    import callback_timing as ct
+
+    assert set(ct.__all__) - {"__version__"} == set(ct._EXPORTS)
+    for name in ct.__all__:
+        assert getattr(ct, name) is not None

@@ -14,7 +14,7 @@ from phonenumbers import timezone as pn_timezone
 from callback_timing import calendar
 from callback_timing.schema import ALL_COLUMNS, INDUSTRIES, OUTCOMES, ConfigError
 from callback_timing.sim.dirt import KINDS
-from callback_timing.simulate import SimulationResult, simulate, write_history
+from callback_timing.simulation import SimulationResult, simulate, write_history
 from callback_timing.world import World
 
 ISO_WITH_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}$")

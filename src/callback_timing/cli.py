@@ -76,7 +76,7 @@ def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
 def _run_simulate(
     contacts: int, days: int, seed: int, out: Path, start: str, dirt_rate: float
 ) -> Path:
-    from callback_timing.simulate import simulate, write_history
+    from callback_timing.simulation import simulate, write_history
 
     with _progress("simulating calls") as progress:
         result = simulate(

@@ -1,2 +1,2 @@
-"""Internals of the synthetic call world; the public API is :mod:`callback_timing.simulate`
+"""Internals of the synthetic call world; the public API is :mod:`callback_timing.simulation`
 and :mod:`callback_timing.world`."""

@@ -114,7 +114,7 @@ class TruthParams:
     """Constants of the answer-probability truth (logit scale), saved with a world.
 
     The defaults are calibrated so that the traditional callback desk of
-    :func:`callback_timing.simulate.simulate` answers about 23% of first attempts and
+    :func:`callback_timing.simulation.simulate` answers about 23% of first attempts and
     reaches about 45% of requests within three attempts.
     """
 
