@@ -175,3 +175,12 @@ def test_empty_key_file_is_an_error(monkeypatch, tmp_path):
     (tmp_path / "pseudonym.key").write_text("")
     with pytest.raises(ConfigError, match="empty"):
         load_key()
+
+
+def test_every_spelling_the_simulator_uses_is_understood():
+    from callback_timing.sim.dirt import MESSY_INDUSTRY
+
+    for industry, spellings in MESSY_INDUSTRY.items():
+        assert normalise_industry(pd.Series(list(spellings))).tolist() == [industry] * len(
+            spellings
+        ), industry

@@ -86,18 +86,31 @@ def _industry_key(value: str) -> str:
     return _NON_WORD.sub(" ", value.lower()).strip()
 
 
+def _industry_of(raw: str) -> str:
+    """The whole label's synonym, else the first word that is one ("Retail trade" -> retail)."""
+    key = _industry_key(raw)
+    if key in INDUSTRY_SYNONYMS:
+        return INDUSTRY_SYNONYMS[key]
+    for word in key.split():
+        if word in INDUSTRY_SYNONYMS:
+            return INDUSTRY_SYNONYMS[word]
+    return "other"
+
+
 def normalise_industry(values: pd.Series) -> pd.Series:
     """Map free-text industries onto :data:`~callback_timing.schema.INDUSTRIES`.
 
     Case, surrounding and inner whitespace and punctuation are ignored; synonyms come from
-    :data:`INDUSTRY_SYNONYMS`. Unknown or missing values become ``"other"``.
+    :data:`INDUSTRY_SYNONYMS`, for the whole label or else its first word that is one.
+    Unknown or missing values become ``"other"``.
 
     >>> import pandas as pd
-    >>> normalise_industry(pd.Series(["Information-Technology", "PUBLIC  sector", None])).tolist()
-    ['it', 'public_sector', 'other']
+    >>> labels = pd.Series(["Information-Technology", "PUBLIC  sector", "Retail trade", None])
+    >>> normalise_industry(labels).tolist()
+    ['it', 'public_sector', 'retail', 'other']
     """
     uniques = pd.unique(values.dropna().astype(str))
-    lookup = {raw: INDUSTRY_SYNONYMS.get(_industry_key(raw), "other") for raw in uniques}
+    lookup = {raw: _industry_of(raw) for raw in uniques}
     out = values.map(lookup).astype("str").fillna("other")
     return out.rename(values.name)
 

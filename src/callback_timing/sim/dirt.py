@@ -38,7 +38,7 @@ KINDS: tuple[str, ...] = (
 )
 BAD_TIMESTAMPS = ("2026-13-45T25:00", "yesterday", "")  # plus the row's own time, naive
 BAD_OUTCOMES = ("maybe", "ans", "")
-INVALID_PHONES = ("+48 123", "12345", "000000000", "+1 555 0100", "n/a")
+INVALID_PHONES = ("+48 123", "12345", "000000000", "+1 555 0100", "call me later")
 UNKNOWN_TIMEZONES = ("Europe/Wrsaw", "Mars/Olympus", "Europe/Berlim", "America/NewYork")
 MESSY_INDUSTRY: dict[str, tuple[str, ...]] = {
     "it": ("IT", " it services ", "Information Technology", "Software"),
