@@ -207,3 +207,19 @@ def test_public_api_names_resolve():
     assert set(ct.__all__) - {"__version__"} == set(ct._EXPORTS)
     for name in ct.__all__:
         assert getattr(ct, name) is not None
+
+
+def test_targets_with_an_empty_history(clean_calls):
+    priors = fit_priors(clean_calls)
+    empty = clean_calls.iloc[:0]
+    targets = pd.DataFrame(
+        {"contact_id": ["new"], "at": [pd.Timestamp("2026-06-02T08:00Z")],
+         "timezone": ["Europe/Berlin"], "country": ["DE"], "subdivision": ["BY"],
+         "industry": ["it"]}
+    )
+    X = build_features(empty, targets, priors)
+    assert X.hist_n.iloc[0] == 0 and X.calls_last_24h.iloc[0] == 0
+    assert np.isnan(X.hours_since_last_call.iloc[0])
+    assert X.hist_rate.iloc[0] == pytest.approx(X.prior_industry.iloc[0])
+    assert X.hour.iloc[0] == 10  # CEST
+    assert len(build_features(clean_calls, targets.iloc[:0], priors)) == 0

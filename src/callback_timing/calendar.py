@@ -152,17 +152,6 @@ def holiday_frame(
     to_h = np.full(n, FAR_DAYS, dtype=np.int16)
     from_h = np.full(n, FAR_DAYS, dtype=np.int16)
     names = np.full(n, None, dtype=object)
-    if n == 0:
-        return pd.DataFrame(
-            {
-                "holiday": holiday,
-                "holiday_name": names,
-                "bridge_day": bridge,
-                "days_to_holiday": to_h,
-                "days_from_holiday": from_h,
-            },
-            index=index,
-        )
     key = pd.MultiIndex.from_arrays([country.to_numpy(), subdivision.to_numpy()])
     codes, uniques = pd.factorize(key)
     years_all = days.astype("datetime64[Y]").astype(int) + 1970
@@ -175,11 +164,8 @@ def holiday_frame(
         is_h = _is_in(d, hdays)
         holiday[mask] = is_h
         if len(hdays):
-            pos = np.searchsorted(hdays, d)
-            hit = np.clip(pos, 0, len(hdays) - 1)
-            names_arr = np.array(hnames, dtype=object)
-            names[mask] = np.where(is_h, names_arr[hit], None)
-            nxt = np.clip(pos, 0, len(hdays) - 1)
+            nxt = np.clip(np.searchsorted(hdays, d), 0, len(hdays) - 1)
+            names[mask] = np.where(is_h, np.array(hnames, dtype=object)[nxt], None)
             dist_next = (hdays[nxt] - d).astype(int)
             to_h[mask] = np.where(dist_next >= 0, np.minimum(dist_next, FAR_DAYS), FAR_DAYS)
             pos_r = np.searchsorted(hdays, d, side="right") - 1

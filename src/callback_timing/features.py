@@ -96,6 +96,14 @@ class _Sorted:
             lo = np.maximum(lo, np.searchsorted(self.key, base + np.maximum(since, 0), "left"))
         return lo, hi
 
+    def previous(self, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Key and original row of the call just before position ``hi`` (0 where none)."""
+        if len(self.key) == 0:
+            zeros = np.zeros(len(hi), dtype=np.int64)
+            return zeros, zeros
+        pos = np.maximum(hi - 1, 0)
+        return self.key[pos], self.order[pos]
+
     def count_answered(self, group: np.ndarray, sec: np.ndarray):
         lo, hi = self.window(group, sec)
         return hi - lo, self.cum[hi] - self.cum[lo]
@@ -129,7 +137,6 @@ def history_features(
     DataFrame aligned with ``targets`` holding :data:`PRIOR_FEATURES` and
     :data:`HISTORY_FEATURES`.
     """
-    n = len(targets)
     if calls_clock is None:
         calls_clock = calendar.local_clock(calls["called_at"], calls["timezone"])
     if targets_clock is None:
@@ -167,12 +174,12 @@ def history_features(
     by_contact = _Sorted(c_code, c_sec, c_ans)
     lo, hi = by_contact.window(t_code, t_sec)
     has_prev = hi > lo
-    last_sec = by_contact.key[np.maximum(hi - 1, 0)] - t_code * _SHIFT
+    last_key, last_row = by_contact.previous(hi)
+    last_sec = last_key - t_code * _SHIFT
     out["hours_since_last_call"] = np.where(has_prev, (t_sec - last_sec) / 3600.0, np.nan)
-    outcome_codes = pd.Categorical(calls["outcome"], categories=OUTCOMES).codes
-    last = outcome_codes[by_contact.order[np.maximum(hi - 1, 0)]] if len(calls) else np.zeros(n)
+    outcome_codes = np.append(pd.Categorical(calls["outcome"], categories=OUTCOMES).codes, -1)
     out["last_outcome"] = pd.Categorical.from_codes(
-        np.where(has_prev, np.asarray(last) + 1, 0), categories=LAST_OUTCOME_CATEGORIES
+        np.where(has_prev, outcome_codes[last_row] + 1, 0), categories=LAST_OUTCOME_CATEGORIES
     )
     for hours in config.RECENT_WINDOWS_H:
         lo_w, hi_w = by_contact.window(t_code, t_sec, since=t_sec - hours * 3600)
@@ -182,8 +189,7 @@ def history_features(
     only_answers = _Sorted(c_code[answered], c_sec[answered], c_ans[answered])
     lo_a, hi_a = only_answers.window(t_code, t_sec)
     has_answer = hi_a > lo_a
-    last_answer_key = only_answers.key[np.maximum(hi_a - 1, 0)] if answered.any() else t_code
-    last_answer_sec = last_answer_key - t_code * _SHIFT
+    last_answer_sec = only_answers.previous(hi_a)[0] - t_code * _SHIFT
     out["hours_since_last_answer"] = np.where(
         has_answer, (t_sec - last_answer_sec) / 3600.0, np.nan
     )
