@@ -127,5 +127,7 @@ def test_demo_runs_the_main_job(tmp_path):
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "data" / "history.csv").is_file()
     assert (tmp_path / "data" / "history.rejects.csv").is_file()
+    png = (tmp_path / "data" / "history.heatmap.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
     assert "Rejects by reason" in out.stdout
     shutil.rmtree(tmp_path / "data")

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from rich.console import Console
@@ -94,3 +95,20 @@ def test_report_of_an_all_rejected_file():
     assert empty["date_range"] == {"first": None, "last": None}
     assert empty["by_country"] == {}
     Console(record=True).print(render_report(empty))
+
+
+def test_weekday_hour_table_is_contact_local():
+    from callback_timing.plots import weekday_hour_table
+
+    calls = pd.DataFrame(
+        {
+            # the same instant: Tuesday 14:00 in Warsaw, Tuesday 08:00 in New York
+            "called_at": pd.to_datetime(["2026-06-02T12:00Z"] * 3, utc=True),
+            "timezone": ["Europe/Warsaw", "Europe/Warsaw", "America/New_York"],
+            "answered": [1, 1, 0],
+        }
+    )
+    counts, rates = weekday_hour_table(calls)
+    assert counts.sum() == 3 and counts[1, 14] == 2 and counts[1, 8] == 1
+    assert rates[1, 14] == 1.0 and rates[1, 8] == 0.0
+    assert np.isnan(rates[0, 0])

@@ -129,6 +129,7 @@ def _run_validate(
     rejects: Path | None,
     as_json: bool,
     default_tz: str = "UTC",
+    plot: Path | None = None,
 ):
     from callback_timing.data import load_history, parse_mapping
     from callback_timing.report import quality_report, render_report
@@ -144,11 +145,17 @@ def _run_validate(
     result.write_rejects(rejects_path)
     report = quality_report(result)
     report["rejects_file"] = str(rejects_path)
+    if plot is not None and len(result.calls):
+        from callback_timing.plots import answer_heatmap
+
+        report["plot"] = str(answer_heatmap(result.calls, plot, title=history.name))
     if as_json:
         console.print_json(json.dumps(report, default=str))
     else:
         console.print(render_report(report))
         console.print(f"rejected rows with reasons: {rejects_path}")
+        if "plot" in report:
+            console.print(f"answer rate by weekday x local hour: {report['plot']}")
     return result, report
 
 
@@ -171,9 +178,13 @@ def validate_cmd(
         Path | None, typer.Option(help="Where to write rejected rows (default: beside input).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Also write a PNG heatmap of answer rate by weekday x local hour."),
+    ] = None,
 ) -> None:
     """Print a data-quality report: rows, rejects by reason, duplicates, coverage."""
-    _run_validate(history, map_, assume_tz, rejects, as_json, default_tz)
+    _run_validate(history, map_, assume_tz, rejects, as_json, default_tz, plot)
 
 
 @app.command("demo")
@@ -189,7 +200,7 @@ def demo_cmd(
     console.rule("1/2 simulate a call history")
     path = _run_simulate(contacts, days, seed, workdir / "history.csv", "2026-03-02", 0.03)
     console.rule("2/2 validate it")
-    _run_validate(path, None, None, None, False)
+    _run_validate(path, None, None, None, False, plot=_sidecar(path, "heatmap", ".png"))
     console.print(
         "\nnext: [bold].venv/bin/callback-timing --help[/] lists every command; "
         f"the history is in {path}"

@@ -1,0 +1,68 @@
+"""Pictures people would rather look at than read: answer rates by weekday x local hour.
+
+Matplotlib with the non-interactive Agg backend, so plots render on a server without a screen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from callback_timing.calendar import local_clock  # noqa: E402
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def weekday_hour_table(calls: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Calls and answer rate per contact-local (weekday, hour): two 7 x 24 arrays.
+
+    >>> import pandas as pd
+    >>> calls = pd.DataFrame({"called_at": pd.to_datetime(["2026-06-02T12:00Z"] * 2, utc=True),
+    ...                       "timezone": ["Europe/Warsaw"] * 2, "answered": [1, 0]})
+    >>> counts, rates = weekday_hour_table(calls)
+    >>> int(counts[1, 14]), float(rates[1, 14])
+    (2, 0.5)
+    """
+    clock = local_clock(calls["called_at"], calls["timezone"])
+    cell = clock["weekday"].to_numpy(np.int64) * 24 + clock["hour"].to_numpy(np.int64)
+    counts = np.bincount(cell, minlength=7 * 24).astype(float)
+    answers = np.bincount(cell, weights=calls["answered"].to_numpy(float), minlength=7 * 24)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = np.where(counts > 0, answers / counts, np.nan)
+    return counts.reshape(7, 24), rates.reshape(7, 24)
+
+
+def answer_heatmap(
+    calls: pd.DataFrame, path: str | Path, title: str = "Call history", min_calls: int = 10
+) -> Path:
+    """Write a PNG: answer rate and call volume by contact-local weekday x hour.
+
+    Cells with fewer than ``min_calls`` calls are left blank in the answer-rate panel, so
+    noise does not pass for a pattern.
+    """
+    counts, rates = weekday_hour_table(calls)
+    rates = np.where(counts >= min_calls, rates, np.nan)
+    fig, axes = plt.subplots(1, 2, figsize=(15, 4.2), constrained_layout=True)
+    panels = (
+        (rates * 100, "answer rate (%)", "viridis", f"answer rate (cells >= {min_calls} calls)"),
+        (counts, "calls", "Greys", "calls made"),
+    )
+    for ax, (values, label, cmap, name) in zip(axes, panels, strict=True):
+        image = ax.imshow(values, aspect="auto", cmap=cmap, interpolation="nearest")
+        ax.set_yticks(range(7), WEEKDAYS)
+        ax.set_xticks(range(0, 24, 2), [f"{h:02d}" for h in range(0, 24, 2)])
+        ax.set_xlabel("contact-local hour")
+        ax.set_title(name)
+        fig.colorbar(image, ax=ax, label=label)
+    fig.suptitle(f"{title}: {len(calls):,} calls, {calls['answered'].mean():.1%} answered")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
