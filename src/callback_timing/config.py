@@ -52,6 +52,8 @@ END_OF_YEAR_TO_JAN = 6
 HOUR_BAND_HOURS = 2
 #: Pseudo-count used to smooth a contact's answer rates toward the prior (TargetAgg-style).
 PRIOR_STRENGTH = 3.0
+#: Pseudo-count used to smooth a group's prior (e.g. IT on Mondays 08-10) toward its parent.
+GROUP_PRIOR_STRENGTH = 30.0
 #: Recent-call windows (hours) for the "calls in the last ..." features.
 RECENT_WINDOWS_H: tuple[int, ...] = (3, 24, 168)
 #: A contact with fewer calls than this is reported as "too little history" by ``validate``.

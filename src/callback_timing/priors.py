@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from callback_timing import config
-from callback_timing.schema import INDUSTRIES
 
 
 def hour_band(hour: np.ndarray | pd.Series) -> np.ndarray:
@@ -46,7 +45,7 @@ class Priors:
     strength : pseudo-count pulling each group toward its parent.
     """
 
-    strength: float = config.PRIOR_STRENGTH * 10
+    strength: float = config.GROUP_PRIOR_STRENGTH
     population_: float = field(default=np.nan, init=False)
     industry_: pd.Series = field(default=None, init=False, repr=False)
     wd_: pd.Series = field(default=None, init=False, repr=False)
@@ -99,8 +98,3 @@ class Priors:
         idx = pd.MultiIndex.from_arrays(keys) if len(keys) > 1 else pd.Index(keys[0])
         values = table.reindex(idx).to_numpy(dtype=float)
         return np.where(np.isnan(values), fallback, values)
-
-    @property
-    def industries(self) -> list[str]:
-        """The industry categories the model knows (the taxonomy)."""
-        return list(INDUSTRIES)
