@@ -223,3 +223,23 @@ def test_targets_with_an_empty_history(clean_calls):
     assert X.hist_rate.iloc[0] == pytest.approx(X.prior_industry.iloc[0])
     assert X.hour.iloc[0] == 10  # CEST
     assert len(build_features(clean_calls, targets.iloc[:0], priors)) == 0
+
+
+def test_asof_cuts_history_for_future_slots(clean_calls):
+    """Ranking at `now` for a later slot sees only calls before `now`."""
+    priors = fit_priors(clean_calls)
+    contact = clean_calls[clean_calls.contact_id == "c-0003"].reset_index(drop=True)
+    now = contact.called_at.iloc[10]
+    slot = now + pd.Timedelta("2h")
+    base = {"contact_id": "c-0003", "timezone": contact.timezone.iloc[0],
+            "country": contact.country.iloc[0], "subdivision": contact.subdivision.iloc[0],
+            "industry": contact.industry.iloc[0]}
+    targets = pd.DataFrame([{**base, "at": slot, "asof": now}, {**base, "at": now}])
+    later_call = contact.iloc[[10]].assign(called_at=now + pd.Timedelta("1h"), call_id="late")
+    with_late = pd.concat([clean_calls, later_call], ignore_index=True)
+    X = build_features(with_late, targets, priors)
+    X_plain = build_features(clean_calls, targets, priors)
+    assert X.hist_n.iloc[0] == X.hist_n.iloc[1] == 10  # neither the call at now nor after it
+    pd.testing.assert_frame_equal(X, X_plain)  # a call between now and the slot changes nothing
+    assert X.hours_since_last_call.iloc[0] == pytest.approx(X.hours_since_last_call.iloc[1] + 2)
+    assert (X[[f"calls_last_{h}h" for h in (3, 24, 168)]].to_numpy() >= 0).all()

@@ -25,7 +25,9 @@ from callback_timing import calendar, config
 from callback_timing.priors import N_BANDS, Priors, hour_band
 from callback_timing.schema import INDUSTRIES, OUTCOMES
 
-#: Columns a targets frame must have (``at`` is tz-aware UTC).
+#: Columns a targets frame must have (``at`` is tz-aware UTC). An optional ``asof`` column
+#: (UTC) moves the history cut-off earlier: ranking at ``now`` for a slot at ``at`` uses only
+#: calls before ``now``.
 TARGET_COLUMNS = ("contact_id", "at", "timezone", "country", "subdivision", "industry")
 
 CALENDAR_FEATURES = [
@@ -146,6 +148,8 @@ def history_features(
     )
     c_code, t_code = codes[: len(calls)].astype(np.int64), codes[len(calls) :].astype(np.int64)
     c_sec, t_sec = _seconds(calls["called_at"]), _seconds(targets["at"])
+    asof = targets["asof"].fillna(targets["at"]) if "asof" in targets else targets["at"]
+    cut = np.minimum(t_sec, _seconds(asof))
     c_ans = calls["answered"].to_numpy(np.int64)
     c_wd = calls_clock["weekday"].to_numpy(np.int64)
     t_wd = targets_clock["weekday"].to_numpy(np.int64)
@@ -167,12 +171,12 @@ def history_features(
         ),
     }
     for name, (c_group, t_group, prior_name) in groups.items():
-        counts, answers = _Sorted(c_group, c_sec, c_ans).count_answered(t_group, t_sec)
+        counts, answers = _Sorted(c_group, c_sec, c_ans).count_answered(t_group, cut)
         out[f"{name}_n"] = counts.astype(np.float32)
         out[f"{name}_rate"] = (answers + m * out[prior_name]) / (counts + m)
 
     by_contact = _Sorted(c_code, c_sec, c_ans)
-    lo, hi = by_contact.window(t_code, t_sec)
+    lo, hi = by_contact.window(t_code, cut)
     has_prev = hi > lo
     last_key, last_row = by_contact.previous(hi)
     last_sec = last_key - t_code * _SHIFT
@@ -182,12 +186,12 @@ def history_features(
         np.where(has_prev, outcome_codes[last_row] + 1, 0), categories=LAST_OUTCOME_CATEGORIES
     )
     for hours in config.RECENT_WINDOWS_H:
-        lo_w, hi_w = by_contact.window(t_code, t_sec, since=t_sec - hours * 3600)
-        out[f"calls_last_{hours}h"] = (hi_w - lo_w).astype(np.float32)
+        lo_w, hi_w = by_contact.window(t_code, cut, since=t_sec - hours * 3600)
+        out[f"calls_last_{hours}h"] = np.maximum(hi_w - lo_w, 0).astype(np.float32)
 
     answered = c_ans.astype(bool)
     only_answers = _Sorted(c_code[answered], c_sec[answered], c_ans[answered])
-    lo_a, hi_a = only_answers.window(t_code, t_sec)
+    lo_a, hi_a = only_answers.window(t_code, cut)
     has_answer = hi_a > lo_a
     last_answer_sec = only_answers.previous(hi_a)[0] - t_code * _SHIFT
     out["hours_since_last_answer"] = np.where(

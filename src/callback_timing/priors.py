@@ -98,3 +98,42 @@ class Priors:
         idx = pd.MultiIndex.from_arrays(keys) if len(keys) > 1 else pd.Index(keys[0])
         values = table.reindex(idx).to_numpy(dtype=float)
         return np.where(np.isnan(values), fallback, values)
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """Plain JSON-serialisable form (see :meth:`from_dict`)."""
+
+        def records(table: pd.Series) -> list:
+            return [[*(k if isinstance(k, tuple) else (k,)), float(v)] for k, v in table.items()]
+
+        return {
+            "strength": self.strength,
+            "population": self.population_,
+            "industry": records(self.industry_),
+            "wd": records(self.wd_),
+            "band": records(self.band_),
+            "wdband": records(self.wdband_),
+            "countries": list(self.countries_),
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict) -> Priors:
+        """Rebuild fitted priors from :meth:`to_dict` output."""
+
+        def table(rows: list, names: list[str]) -> pd.Series:
+            if len(names) == 1:
+                return pd.Series({r[0]: r[1] for r in rows}, dtype=float, name="answered")
+            index = pd.MultiIndex.from_tuples(
+                [(r[0], *(int(x) for x in r[1:-1])) for r in rows], names=names
+            )
+            return pd.Series([r[-1] for r in rows], index=index, dtype=float)
+
+        priors = cls(strength=state["strength"])
+        priors.population_ = state["population"]
+        priors.industry_ = table(state["industry"], ["industry"])
+        priors.wd_ = table(state["wd"], ["industry", "weekday"])
+        priors.band_ = table(state["band"], ["industry", "band"])
+        priors.wdband_ = table(state["wdband"], ["industry", "weekday", "band"])
+        priors.countries_ = list(state["countries"])
+        return priors

@@ -1,0 +1,160 @@
+"""AnswerModel: XGBoost answer-probability classifier with a held-out isotonic calibrator.
+
+scikit-learn style: the constructor only stores keyword arguments; :meth:`AnswerModel.fit`
+sets trailing-underscore attributes and returns ``self``. Categorical features (pandas
+``category`` columns) are handled natively by XGBoost's ``hist`` tree method.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> rng = np.random.default_rng(0)
+>>> X = pd.DataFrame({"x": rng.normal(size=600),
+...                   "c": pd.Categorical(rng.choice(["a", "b"], 600), categories=["a", "b"])})
+>>> y = (rng.random(600) < 1 / (1 + np.exp(-2 * X["x"]))).astype(int)
+>>> m = AnswerModel(n_estimators=50).fit(X[:400], y[:400], X[400:], y[400:])
+>>> p = m.p_answer(X[400:])
+>>> bool(((p >= 0) & (p <= 1)).all()), m.predict_proba(X[:3]).shape
+(True, (3, 2))
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.isotonic import IsotonicRegression
+
+#: Default XGBoost hyper-parameters (``train --params`` or ``tune`` override them).
+DEFAULT_PARAMS: dict[str, float | int] = {
+    "n_estimators": 800,
+    "learning_rate": 0.05,
+    "max_depth": 6,
+    "min_child_weight": 5.0,
+    "subsample": 0.9,
+    "colsample_bytree": 0.8,
+    "reg_lambda": 1.0,
+    "reg_alpha": 0.0,
+    "max_cat_to_onehot": 16,
+}
+
+
+class AnswerModel:
+    """Gradient-boosted answer-probability model, calibrated on held-out data.
+
+    Parameters
+    ----------
+    early_stopping_rounds : rounds without validation log-loss improvement before stopping.
+    calibration : ``"isotonic"`` (default) or ``"none"``.
+    n_jobs, random_state : passed to XGBoost.
+    **params : XGBoost hyper-parameters; see :data:`DEFAULT_PARAMS`.
+    """
+
+    def __init__(
+        self,
+        early_stopping_rounds: int = 50,
+        calibration: str = "isotonic",
+        n_jobs: int = 2,
+        random_state: int = 0,
+        **params,
+    ) -> None:
+        self.early_stopping_rounds = early_stopping_rounds
+        self.calibration = calibration
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.params = {**DEFAULT_PARAMS, **params}
+
+    def fit(self, X: pd.DataFrame, y, X_val: pd.DataFrame, y_val) -> AnswerModel:
+        """Fit the booster with early stopping on ``X_val`` and calibrate on it."""
+        classifier = xgb.XGBClassifier(
+            tree_method="hist",
+            enable_categorical=True,
+            objective="binary:logistic",
+            eval_metric="logloss",
+            early_stopping_rounds=self.early_stopping_rounds,
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+            **self.params,
+        )
+        classifier.fit(X, np.asarray(y), eval_set=[(X_val, np.asarray(y_val))], verbose=False)
+        self.booster_ = classifier.get_booster()
+        self.best_iteration_ = int(classifier.best_iteration)
+        self.feature_names_ = list(X.columns)
+        self.categories_ = {
+            c: list(X[c].cat.categories)
+            for c in X.columns
+            if isinstance(X[c].dtype, pd.CategoricalDtype)
+        }
+        raw = self.predict_raw(X_val)
+        self.calibrator_ = None
+        if self.calibration == "isotonic":
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+            iso.fit(raw, np.asarray(y_val, dtype=float))
+            self.calibrator_ = (iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist())
+        elif self.calibration != "none":
+            raise ValueError(f"calibration must be 'isotonic' or 'none', not {self.calibration!r}")
+        return self
+
+    def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated booster probabilities (best iteration)."""
+        matrix = xgb.DMatrix(X[self.feature_names_], enable_categorical=True)
+        return self.booster_.predict(matrix, iteration_range=(0, self.best_iteration_ + 1))
+
+    def p_answer(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated answer probability of each row."""
+        raw = self.predict_raw(X)
+        if self.calibrator_ is None:
+            return raw
+        xs, ys = self.calibrator_
+        return np.interp(raw, xs, ys)  # isotonic prediction: linear between thresholds, clipped
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """``[[p(no answer), p(answer)], ...]`` like a scikit-learn classifier."""
+        p = self.p_answer(X)
+        return np.column_stack([1 - p, p])
+
+    def feature_importance(self) -> pd.Series:
+        """Total gain per feature, largest first."""
+        gain = self.booster_.get_score(importance_type="total_gain")
+        return pd.Series(gain, dtype=float).reindex(self.feature_names_).fillna(0.0).sort_values(
+            ascending=False
+        )
+
+    # --- persistence: plain JSON, no pickles ----------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``booster.json`` and ``answer_model.json`` into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.booster_.save_model(folder / "booster.json")
+        state = {
+            "params": self.params,
+            "early_stopping_rounds": self.early_stopping_rounds,
+            "calibration": self.calibration,
+            "best_iteration": self.best_iteration_,
+            "feature_names": self.feature_names_,
+            "categories": self.categories_,
+            "calibrator": self.calibrator_,
+        }
+        (folder / "answer_model.json").write_text(json.dumps(state))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> AnswerModel:
+        """Read a model written by :meth:`save`."""
+        folder = Path(folder)
+        state = json.loads((folder / "answer_model.json").read_text())
+        model = cls(
+            early_stopping_rounds=state["early_stopping_rounds"],
+            calibration=state["calibration"],
+            **state["params"],
+        )
+        model.booster_ = xgb.Booster()
+        model.booster_.load_model(folder / "booster.json")
+        model.best_iteration_ = state["best_iteration"]
+        model.feature_names_ = state["feature_names"]
+        model.categories_ = state["categories"]
+        model.calibrator_ = state["calibrator"]
+        return model
