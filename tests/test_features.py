@@ -27,6 +27,8 @@ def _brute_force(calls: pd.DataFrame, contact: str, at: pd.Timestamp) -> dict:
     out["calls_last_24h"] = int(
         (mine.called_at.dt.floor("s") >= at.floor("s") - pd.Timedelta("24h")).sum()
     )
+    week = mine.called_at.dt.floor("s") >= at.floor("s") - pd.Timedelta("168h")
+    out["answers_last_168h"] = int(mine.answered[week].sum())
     if len(mine):
         out["hours_since_last_call"] = (
             at.floor("s") - mine.called_at.iloc[-1].floor("s")
@@ -69,6 +71,7 @@ def test_history_features_match_brute_force(clean_calls):
         ref = _brute_force(clean_calls, row.contact_id, row.called_at)
         assert X.hist_n.iloc[i] == ref["hist_n"]
         assert X.calls_last_24h.iloc[i] == ref["calls_last_24h"]
+        assert X.answers_last_168h.iloc[i] == ref["answers_last_168h"]
         assert X.consecutive_no_answers.iloc[i] == ref["consecutive_no_answers"]
         assert X.last_outcome.iloc[i] == ref["last_outcome"]
         np.testing.assert_allclose(X.hours_since_last_call.iloc[i], ref["hours_since_last_call"])

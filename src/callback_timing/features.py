@@ -58,10 +58,15 @@ HISTORY_FEATURES = [
     "hist_band_rate",
     "hist_wdband_n",
     "hist_wdband_rate",
+    "hist_hour_n",
+    "hist_hour_rate",
+    "hist_wdhour_n",
+    "hist_wdhour_rate",
     "hours_since_last_call",
     "hours_since_last_answer",
     "consecutive_no_answers",
     *[f"calls_last_{h}h" for h in config.RECENT_WINDOWS_H],
+    "answers_last_168h",
     "last_outcome",
 ]
 #: Every model input column, in order.
@@ -153,6 +158,8 @@ def history_features(
     c_ans = calls["answered"].to_numpy(np.int64)
     c_wd = calls_clock["weekday"].to_numpy(np.int64)
     t_wd = targets_clock["weekday"].to_numpy(np.int64)
+    c_hour = calls_clock["hour"].to_numpy(np.int64)
+    t_hour = targets_clock["hour"].to_numpy(np.int64)
     c_band = hour_band(calls_clock["hour"]).astype(np.int64)
     t_band = hour_band(targets_clock["hour"]).astype(np.int64)
 
@@ -168,6 +175,10 @@ def history_features(
             (c_code * 7 + c_wd) * N_BANDS + c_band,
             (t_code * 7 + t_wd) * N_BANDS + t_band,
             "prior_wdband",
+        ),
+        "hist_hour": (c_code * 24 + c_hour, t_code * 24 + t_hour, "prior_band"),
+        "hist_wdhour": (
+            (c_code * 7 + c_wd) * 24 + c_hour, (t_code * 7 + t_wd) * 24 + t_hour, "prior_wdband"
         ),
     }
     for name, (c_group, t_group, prior_name) in groups.items():
@@ -188,6 +199,9 @@ def history_features(
     for hours in config.RECENT_WINDOWS_H:
         lo_w, hi_w = by_contact.window(t_code, cut, since=t_sec - hours * 3600)
         out[f"calls_last_{hours}h"] = np.maximum(hi_w - lo_w, 0).astype(np.float32)
+    lo_w, hi_w = by_contact.window(t_code, cut, since=t_sec - 168 * 3600)
+    answers_week = by_contact.cum[np.maximum(hi_w, lo_w)] - by_contact.cum[lo_w]
+    out["answers_last_168h"] = answers_week.astype(np.float32)
 
     answered = c_ans.astype(bool)
     only_answers = _Sorted(c_code[answered], c_sec[answered], c_ans[answered])

@@ -1,0 +1,231 @@
+"""Honest evaluation: probability metrics, calibration, baselines, and regret against the truth.
+
+Pure functions over arrays and frames; the plots go to files. Used by training (and later by
+the campaign evaluator).
+
+Examples
+--------
+>>> import numpy as np
+>>> y = np.array([0, 0, 1, 1]); p = np.array([0.1, 0.4, 0.35, 0.8])
+>>> m = classification_metrics(y, p)
+>>> round(m["roc_auc"], 2), round(m["brier"], 4)
+(0.75, 0.1231)
+>>> expected_calibration_error(np.array([0, 1] * 50), np.full(100, 0.5))
+0.0
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.compose import ColumnTransformer  # noqa: E402
+from sklearn.impute import SimpleImputer  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.metrics import (  # noqa: E402
+    average_precision_score,
+    brier_score_loss,
+    log_loss,
+    roc_auc_score,
+)
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import OneHotEncoder, StandardScaler  # noqa: E402
+
+from callback_timing.features import CATEGORICAL_FEATURES  # noqa: E402
+
+_EPS = 1e-6
+
+
+def expected_calibration_error(y, p, n_bins: int = 10) -> float:
+    """ECE over ``n_bins`` equal-count bins: sum of |observed - predicted| weighted by size."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    if len(p) == 0:
+        return float("nan")
+    order = np.argsort(p, kind="stable")
+    bins = np.array_split(order, min(n_bins, len(p)))
+    gaps = [abs(y[b].mean() - p[b].mean()) * len(b) for b in bins if len(b)]
+    return round(float(np.sum(gaps) / len(p)), 6)
+
+
+def classification_metrics(y, p) -> dict[str, float]:
+    """ROC AUC, PR AUC, log loss, Brier score and ECE of probabilities ``p`` for labels ``y``."""
+    y = np.asarray(y, dtype=int)
+    p = np.clip(np.asarray(p, dtype=float), _EPS, 1 - _EPS)
+    two_classes = len(np.unique(y)) == 2
+    return {
+        "roc_auc": float(roc_auc_score(y, p)) if two_classes else float("nan"),
+        "pr_auc": float(average_precision_score(y, p)) if two_classes else float("nan"),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
+        "mean_p": float(p.mean()),
+        "answer_rate": float(y.mean()),
+        "n": int(len(y)),
+    }
+
+
+def reliability_plot(curves: dict[str, tuple], path: str | Path, n_bins: int = 10) -> Path:
+    """Reliability diagram: observed answer rate against predicted probability per bin.
+
+    ``curves`` maps a label to ``(y, p)``; equal-count bins, the diagonal is perfect.
+    """
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(6, 6.5), height_ratios=(3, 1), sharex=True, constrained_layout=True
+    )
+    top = 0.0
+    for label, (y, p) in curves.items():
+        y, p = np.asarray(y, float), np.asarray(p, float)
+        bins = np.array_split(np.argsort(p, kind="stable"), min(n_bins, len(p)))
+        xs = [p[b].mean() for b in bins if len(b)]
+        ys = [y[b].mean() for b in bins if len(b)]
+        top = max(top, *xs, *ys)
+        ece = expected_calibration_error(y, p, n_bins)
+        ax.plot(xs, ys, "o-", label=f"{label} (ECE {ece:.3f})")
+        hist.hist(p, bins=40, histtype="step", label=label)
+    top = min(1.0, top * 1.1 + 0.02)
+    ax.plot([0, top], [0, top], "k--", lw=1, label="perfect")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_ylabel("observed answer rate")
+    ax.set_title("Reliability on the test slice")
+    ax.legend(loc="upper left", fontsize=8)
+    hist.set_xlabel("predicted answer probability")
+    hist.set_ylabel("calls")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def importance_plot(importance: pd.Series, path: str | Path, top: int = 20) -> Path:
+    """Horizontal bar chart of the ``top`` features by total gain."""
+    head = importance.head(top)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(head) + 1.2), constrained_layout=True)
+    ax.barh(head.index, head.to_numpy() / max(head.sum(), 1e-12) * 100)
+    ax.set_xlabel("share of total gain among the shown features (%)")
+    ax.set_title("Feature importance")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --- baselines ----------------------------------------------------------------------------
+
+
+def weekday_hour_baseline(X_train: pd.DataFrame, y_train, X: pd.DataFrame, m: float = 20.0):
+    """Population answer rate by contact-local weekday x hour (smoothed), as a score."""
+    y_train = np.asarray(y_train, dtype=float)
+    prior = y_train.mean()
+    key = X_train["weekday"].astype(int) * 24 + X_train["hour"].astype(int)
+    agg = pd.DataFrame({"k": key.to_numpy(), "y": y_train}).groupby("k")["y"].agg(["sum", "count"])
+    rate = (agg["sum"] + m * prior) / (agg["count"] + m)
+    keys = X["weekday"].astype(int) * 24 + X["hour"].astype(int)
+    return keys.map(rate).fillna(prior).to_numpy(dtype=float)
+
+
+def logistic_baseline(X_train: pd.DataFrame, y_train, X: pd.DataFrame, max_rows: int = 200_000):
+    """Logistic regression on the same features (one-hot categoricals, scaled numbers)."""
+    numeric = [c for c in X_train.columns if c not in CATEGORICAL_FEATURES]
+    categorical = [c for c in CATEGORICAL_FEATURES if c in X_train.columns]
+    pipe = make_pipeline(
+        ColumnTransformer(
+            [
+                ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True),
+                                      StandardScaler()), numeric),
+                ("cat", OneHotEncoder(handle_unknown="ignore"), categorical),
+            ]
+        ),
+        LogisticRegression(max_iter=500),
+    )
+    rows = np.arange(len(X_train))
+    if len(rows) > max_rows:
+        rows = np.random.default_rng(0).choice(rows, max_rows, replace=False)
+    pipe.fit(_as_plain(X_train.iloc[rows]), np.asarray(y_train)[rows])
+    return pipe.predict_proba(_as_plain(X))[:, 1]
+
+
+def _as_plain(X: pd.DataFrame) -> pd.DataFrame:
+    out = X.copy()
+    for c in CATEGORICAL_FEATURES:
+        if c in out:
+            out[c] = out[c].astype(object).where(out[c].notna(), "missing").astype(str)
+    return out
+
+
+def baseline_scores(X_train: pd.DataFrame, y_train, X_test: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Scores of the baselines on ``X_test``: weekday x hour rate, contact rate, logistic."""
+    return {
+        "weekday_hour_rate": weekday_hour_baseline(X_train, y_train, X_test),
+        "contact_rate": X_test["hist_rate"].to_numpy(dtype=float),
+        "logistic_regression": logistic_baseline(X_train, y_train, X_test),
+    }
+
+
+# --- regret against the simulator's truth ---------------------------------------------------
+
+
+def first_requests(calls: pd.DataFrame) -> pd.DataFrame:
+    """One row per callback request (its first attempt) with ``now`` = ``requested_at``."""
+    first = calls[calls["requested_at"].notna() & calls["request_id"].notna()]
+    first = first.sort_values("called_at", kind="stable").drop_duplicates("request_id")
+    cols = ["request_id", "contact_id", "timezone", "country", "subdivision", "industry"]
+    out = first[cols].copy()
+    out["now"] = first["requested_at"]
+    out["first_call_id"] = first["call_id"]
+    return out.reset_index(drop=True)
+
+
+def slot_regret(
+    requests: pd.DataFrame,
+    features,
+    scorers: dict,
+    world,
+    horizon_hours: float = 48,
+    max_requests: int | None = 1500,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Mean regret of each scorer's chosen slot per request, against the true best slot.
+
+    Parameters
+    ----------
+    requests : :func:`first_requests` rows.
+    features : callable turning a targets frame into a feature frame (cut at ``asof``).
+    scorers : name -> callable(features) -> scores; each picks its top slot per request.
+    world : :class:`~callback_timing.world.World` giving the true probability of any slot.
+
+    Returns
+    -------
+    ``{f"regret_{name}": mean, f"p_true_{name}": mean, "p_true_best": mean, "n_requests": n}``;
+    regret is the true probability of the best allowed slot minus that of the chosen one.
+    """
+    from callback_timing.slots import candidate_slots
+
+    if max_requests is not None and len(requests) > max_requests:
+        requests = requests.sample(max_requests, random_state=seed)
+    slots = candidate_slots(requests, horizon_hours=horizon_hours)
+    if len(slots) == 0:
+        return {"n_requests": 0}
+    X = features(slots)
+    p_true = world.p_answer(
+        slots["contact_id"].to_numpy(), slots["at"], X["calls_last_24h"].to_numpy()
+    )
+    group = pd.Series(pd.factorize(slots["request_id"])[0])
+    best = pd.Series(p_true).groupby(group).max()
+    out: dict[str, float] = {"n_requests": int(len(best)), "p_true_best": float(best.mean())}
+    rng = np.random.default_rng(seed)
+    all_scorers = {**scorers, "random_slot": lambda X: rng.random(len(X))}
+    for name, scorer in all_scorers.items():
+        chosen = pd.Series(np.asarray(scorer(X), dtype=float)).groupby(group).idxmax()
+        picked = p_true[chosen.to_numpy()]
+        out[f"p_true_{name}"] = float(picked.mean())
+        out[f"regret_{name}"] = float((best.to_numpy() - picked).mean())
+    return out
