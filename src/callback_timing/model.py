@@ -28,14 +28,16 @@ import xgboost as xgb
 from sklearn.isotonic import IsotonicRegression
 
 #: Default XGBoost hyper-parameters (``train --params`` or ``tune`` override them).
+#: Shallow, strongly regularised trees: per-contact signal is sparse and noisy, and these beat
+#: a logistic regression on log loss across simulated worlds of 800-2,000 contacts.
 DEFAULT_PARAMS: dict[str, float | int] = {
-    "n_estimators": 800,
-    "learning_rate": 0.05,
-    "max_depth": 6,
-    "min_child_weight": 5.0,
+    "n_estimators": 1500,
+    "learning_rate": 0.03,
+    "max_depth": 4,
+    "min_child_weight": 50.0,
     "subsample": 0.9,
-    "colsample_bytree": 0.8,
-    "reg_lambda": 1.0,
+    "colsample_bytree": 0.6,
+    "reg_lambda": 10.0,
     "reg_alpha": 0.0,
     "max_cat_to_onehot": 16,
 }
