@@ -187,6 +187,82 @@ def validate_cmd(
     _run_validate(history, map_, assume_tz, rejects, as_json, default_tz, plot)
 
 
+def _print_training(report) -> None:
+    from rich.table import Table
+
+    from callback_timing.training import metrics_table
+
+    ev = report.evaluation
+    table = Table(title="Test slice (the last 20% of the period)", title_justify="left")
+    table.add_column("scorer")
+    for col in ("ROC AUC", "PR AUC", "log loss", "Brier", "ECE"):
+        table.add_column(col, justify="right")
+    for name, row in metrics_table(ev).iterrows():
+        style = "bold" if name == "model" else None
+        table.add_row(str(name), *(f"{v:.4f}" for v in row.to_numpy()), style=style)
+    console.print(table)
+    t = ev.truth
+    if "ceiling_auc" in t:
+        console.print(
+            f"truth ceiling AUC {t['ceiling_auc']:.4f}: the model reaches "
+            f"{t['auc_vs_ceiling']:.1%} of it"
+        )
+    if "regret_model" in t:
+        console.print(
+            f"slot choice over {t['n_requests']:,} test requests (48 h, 08:00-21:00 local): "
+            f"true p of the model's slot {t['p_true_model']:.3f}, best {t['p_true_best']:.3f}, "
+            f"weekday x hour rate {t['p_true_weekday_hour_rate']:.3f}, "
+            f"random {t['p_true_random_slot']:.3f}; regret {t['regret_model']:.3f}"
+        )
+    console.print(f"model bundle: {report.bundle_dir}  (version {ev.bundle.version})")
+    if report.model_version is not None:
+        state = "champion" if report.promoted else "challenger"
+        console.print(
+            f"MLflow: run {report.run_id}, registered version {report.model_version} "
+            f"-> {state}: {report.decision}"
+        )
+    if report.bentoml_tag:
+        console.print(f"BentoML model store: {report.bentoml_tag}")
+
+
+@app.command("train")
+def train_cmd(
+    history: Annotated[Path, typer.Option(help="Call history file (.csv or .parquet).")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for the model bundle.")
+    ] = config.model_dir(),
+    params: Annotated[
+        str | None,
+        typer.Option(help="XGBoost parameters: 'best' (from `tune`) or a JSON file."),
+    ] = None,
+    map_: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="Rename a column of a foreign export: new=old (repeatable)."),
+    ] = None,
+    assume_tz: Annotated[
+        str | None, typer.Option(help="IANA zone for timestamps without offset.")
+    ] = None,
+    default_tz: Annotated[
+        str, typer.Option(help="IANA zone for rows with no timezone, country or phone.")
+    ] = "UTC",
+    track: Annotated[
+        bool, typer.Option(help="Log the run to MLflow and register the model.")
+    ] = True,
+    bentoml: Annotated[bool, typer.Option(help="Save the bundle to the BentoML store.")] = True,
+) -> None:
+    """Build features, train and calibrate the answer model, evaluate it on a later period."""
+    from callback_timing.data import parse_mapping
+    from callback_timing.workflow import resolve_params, train
+
+    with _progress("training") as progress:
+        report = train(
+            history, out, mapping=parse_mapping(map_ or []), assume_tz=assume_tz,
+            default_tz=default_tz, params=resolve_params(params), track=track,
+            bentoml=bentoml, progress=progress,
+        )
+    _print_training(report)
+
+
 @app.command("demo")
 def demo_cmd(
     workdir: Annotated[Path, typer.Option(help="Folder for the generated files.")] = (

@@ -58,3 +58,15 @@ GROUP_PRIOR_STRENGTH = 30.0
 RECENT_WINDOWS_H: tuple[int, ...] = (3, 24, 168)
 #: A contact with fewer calls than this is reported as "too little history" by ``validate``.
 MIN_HISTORY_CALLS = 5
+
+# --- tracking and registry ---------------------------------------------------------------------
+
+#: MLflow experiment of training and tuning runs.
+EXPERIMENT_NAME = "callback-timing"
+#: MLflow registered model (champion/challenger aliases) of the answer model.
+REGISTERED_MODEL_NAME = "callback-timing-answer"
+
+
+def best_params_path() -> Path:
+    """Where ``tune`` persists the best XGBoost parameters (read by ``train --params best``)."""
+    return home_dir() / "best_params.json"

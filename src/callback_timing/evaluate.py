@@ -9,7 +9,7 @@ Examples
 >>> y = np.array([0, 0, 1, 1]); p = np.array([0.1, 0.4, 0.35, 0.8])
 >>> m = classification_metrics(y, p)
 >>> round(m["roc_auc"], 2), round(m["brier"], 4)
-(0.75, 0.1231)
+(0.75, 0.1581)
 >>> expected_calibration_error(np.array([0, 1] * 50), np.full(100, 0.5))
 0.0
 """

@@ -26,6 +26,10 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+
+#: Calibrated probabilities never reach 0 or 1: one surprise would cost an unbounded log loss.
+P_FLOOR = 0.005
 
 #: Default XGBoost hyper-parameters (``train --params`` or ``tune`` override them).
 #: Shallow, strongly regularised trees: per-contact signal is sparse and noisy, and these beat
@@ -43,13 +47,20 @@ DEFAULT_PARAMS: dict[str, float | int] = {
 }
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
 class AnswerModel:
     """Gradient-boosted answer-probability model, calibrated on held-out data.
 
     Parameters
     ----------
     early_stopping_rounds : rounds without validation log-loss improvement before stopping.
-    calibration : ``"isotonic"`` (default) or ``"none"``.
+    calibration : ``"sigmoid"`` (default: Platt scaling of the booster's logit, smooth and
+        stable on small validation slices), ``"isotonic"`` (floored at :data:`P_FLOOR`) or
+        ``"none"``.
     n_jobs, random_state : passed to XGBoost.
     **params : XGBoost hyper-parameters; see :data:`DEFAULT_PARAMS`.
     """
@@ -57,7 +68,7 @@ class AnswerModel:
     def __init__(
         self,
         early_stopping_rounds: int = 50,
-        calibration: str = "isotonic",
+        calibration: str = "sigmoid",
         n_jobs: int = 2,
         random_state: int = 0,
         **params,
@@ -90,13 +101,21 @@ class AnswerModel:
             if isinstance(X[c].dtype, pd.CategoricalDtype)
         }
         raw = self.predict_raw(X_val)
+        y_val = np.asarray(y_val, dtype=float)
         self.calibrator_ = None
-        if self.calibration == "isotonic":
-            iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
-            iso.fit(raw, np.asarray(y_val, dtype=float))
-            self.calibrator_ = (iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist())
+        if self.calibration == "sigmoid":
+            platt = LogisticRegression(C=1e6).fit(_logit(raw)[:, None], y_val)
+            self.calibrator_ = {"sigmoid": [float(platt.coef_[0, 0]), float(platt.intercept_[0])]}
+        elif self.calibration == "isotonic":
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=P_FLOOR, y_max=1 - P_FLOOR)
+            iso.fit(raw, y_val)
+            self.calibrator_ = {
+                "isotonic": [iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist()]
+            }
         elif self.calibration != "none":
-            raise ValueError(f"calibration must be 'isotonic' or 'none', not {self.calibration!r}")
+            raise ValueError(
+                f"calibration must be 'sigmoid', 'isotonic' or 'none', not {self.calibration!r}"
+            )
         return self
 
     def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
@@ -109,7 +128,10 @@ class AnswerModel:
         raw = self.predict_raw(X)
         if self.calibrator_ is None:
             return raw
-        xs, ys = self.calibrator_
+        if "sigmoid" in self.calibrator_:
+            slope, intercept = self.calibrator_["sigmoid"]
+            return 1.0 / (1.0 + np.exp(-(slope * _logit(raw) + intercept)))
+        xs, ys = self.calibrator_["isotonic"]
         return np.interp(raw, xs, ys)  # isotonic prediction: linear between thresholds, clipped
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:

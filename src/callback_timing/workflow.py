@@ -1,0 +1,191 @@
+"""End-to-end jobs as library functions: ``train`` (load → fit → evaluate → track → store).
+
+The CLI and ``training/`` call these; notebooks can too. Every side effect lives here or in the
+modules it calls (:mod:`~callback_timing.tracking` for MLflow, :mod:`~callback_timing.model_store`
+for BentoML), so :mod:`~callback_timing.training` stays pure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from callback_timing import config
+from callback_timing.bundle import ModelBundle
+from callback_timing.data import LoadResult, load_history
+from callback_timing.evaluate import importance_plot, reliability_plot
+from callback_timing.schema import ConfigError
+from callback_timing.training import Evaluation, evaluate_bundle_on, fit_and_evaluate, metrics_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainReport:
+    """What :func:`train` did: the evaluation, where the bundle went, the registry decision."""
+
+    evaluation: Evaluation
+    load: LoadResult
+    bundle_dir: Path
+    run_id: str | None = None
+    model_version: str | None = None
+    promoted: bool | None = None
+    decision: str | None = None
+    bentoml_tag: str | None = None
+
+
+def simulator_truth(history: Path):
+    """The simulator's truth frame and world beside ``history``, if it came from ``simulate``."""
+    from callback_timing.world import World
+
+    truth_path = history.with_name(f"{history.stem}.truth.parquet")
+    world_path = history.with_name(f"{history.stem}.world.parquet")
+    if not (truth_path.is_file() and world_path.is_file()):
+        return None, None
+    return pd.read_parquet(truth_path), World.load(world_path)
+
+
+def resolve_params(spec: str | None) -> dict:
+    """``None`` → defaults; ``best`` → the tuned parameters; a path → a JSON object of params."""
+    if spec is None:
+        return {}
+    path = config.best_params_path() if spec == "best" else Path(spec)
+    if not path.is_file():
+        hint = " (run `callback-timing tune` first)" if spec == "best" else ""
+        raise ConfigError(f"no parameter file {path}{hint}")
+    try:
+        params = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"parameter file {path} is not valid JSON: {exc.msg}") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"parameter file {path} must hold a JSON object of XGBoost parameters")
+    return params.get("params", params)
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target`` with the shortest possible window without a bundle."""
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _flat_metrics(evaluation: Evaluation) -> dict[str, float]:
+    flat = {f"test_{k}": v for k, v in evaluation.metrics["model"].items()}
+    for name, values in evaluation.metrics.items():
+        if name != "model":
+            flat.update({f"{name}.{k}": v for k, v in values.items() if k != "n"})
+    flat.update({f"truth.{k}": v for k, v in evaluation.truth.items()})
+    return flat
+
+
+def train(
+    history: str | Path,
+    out_dir: str | Path | None = None,
+    mapping: dict[str, str] | None = None,
+    assume_tz: str | None = None,
+    default_tz: str = "UTC",
+    params: dict | None = None,
+    use_truth: bool = True,
+    track: bool = True,
+    bentoml: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainReport:
+    """Train, calibrate and evaluate the answer model on a history file; track and store it.
+
+    Writes the bundle to ``out_dir`` (default :func:`config.model_dir`), logs an MLflow run with
+    metrics, plots and the bundle, registers the model and promotes it to ``champion`` only when
+    it is not worse than the current champion on this run's test slice, and saves the bundle to
+    the BentoML model store.
+    """
+    history = Path(history)
+    out_dir = Path(out_dir) if out_dir is not None else config.model_dir()
+    result = load_history(history, mapping=mapping, assume_tz=assume_tz, default_tz=default_tz)
+    truth, world = simulator_truth(history) if use_truth else (None, None)
+    evaluation = fit_and_evaluate(result.calls, params, truth=truth, world=world,
+                                  progress=progress)
+    bundle = evaluation.bundle
+    report = TrainReport(evaluation=evaluation, load=result, bundle_dir=out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    with tempfile.TemporaryDirectory(prefix="callback-timing-train-") as tmp:
+        tmp = Path(tmp)
+        if track:
+            _track(report, history, tmp, staging)
+        else:
+            bundle.metadata["version"] = bundle.metadata["trained_at"]
+            bundle.save(staging)
+    _replace_folder(staging, out_dir)
+    if bentoml:
+        from callback_timing.model_store import save_to_bentoml
+
+        report.bentoml_tag = save_to_bentoml(
+            out_dir,
+            labels={"decision": "champion" if report.promoted in (True, None) else "challenger"},
+            metadata={"version": bundle.version, "mlflow_run_id": report.run_id or "",
+                      "test_log_loss": evaluation.metrics["model"]["log_loss"]},
+        )
+    log.info("trained model %s (test log loss %.4f)", bundle.version,
+             evaluation.metrics["model"]["log_loss"])
+    return report
+
+
+def _track(report: TrainReport, history: Path, tmp: Path, staging: Path) -> None:
+    """Log the run to MLflow, register the model and decide champion or challenger."""
+    from callback_timing import tracking
+    from callback_timing.plots import answer_heatmap
+    from callback_timing.report import quality_report
+
+    evaluation, result = report.evaluation, report.load
+    bundle = evaluation.bundle
+    curves = {name: (evaluation.y_test, evaluation.p_test[name])
+              for name in ("model", "logistic_regression", "truth") if name in evaluation.p_test}
+    figures = {
+        "reliability": reliability_plot(curves, tmp / "reliability.png"),
+        "feature_importance": importance_plot(
+            bundle.model.feature_importance(), tmp / "importance.png"
+        ),
+        "answer_rate_weekday_hour": answer_heatmap(result.calls, tmp / "heatmap.png",
+                                                   title=history.name),
+    }
+    rejects = result.write_rejects(tmp / "rejects.csv")
+    with tracking.start_run(run_name=f"train {history.name}",
+                            tags={"history": history.name, "kind": "train"}) as run:
+        report.run_id = run.info.run_id
+        bundle.metadata.update(version=run.info.run_id[:12], mlflow_run_id=run.info.run_id)
+        bundle.save(staging)
+        tracking.log_training(
+            params={**bundle.model.params, "best_iteration": bundle.model.best_iteration_,
+                    "rows": bundle.metadata["rows"], "split": bundle.metadata["split"]},
+            metrics=_flat_metrics(evaluation),
+            figures=figures,
+            tables={"data_quality": quality_report(result),
+                    "metrics": metrics_table(evaluation).reset_index(names="scorer")},
+            bundle_dir=staging,
+            booster=bundle.model.booster_[: bundle.model.best_iteration_ + 1],
+            input_example=evaluation.X_test.head(5),
+            extra_artifacts=[rejects],
+        )
+    report.model_version = tracking.register_model(report.run_id)
+    champion = tracking.champion(dest=tmp / "champion")
+    champion_metrics = None
+    if champion is not None and champion.run_id != report.run_id:
+        try:
+            champion_bundle = ModelBundle.load(champion.bundle_dir)
+            champion_metrics = evaluate_bundle_on(champion_bundle, result.calls,
+                                                  evaluation.split)
+        except Exception as exc:  # an unreadable champion must not block a new model
+            log.warning("champion version %s cannot be evaluated (%s): replacing it",
+                        champion.version, type(exc).__name__)
+    decision = tracking.decide_promotion(evaluation.metrics["model"], champion_metrics)
+    tracking.apply_decision(config.REGISTERED_MODEL_NAME, report.model_version, decision)
+    report.promoted, report.decision = decision.promote, decision.reason
