@@ -1,0 +1,97 @@
+"""`callback-timing train` and training/train.py as a user and a scheduler run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXE = Path(sys.executable).with_name("callback-timing")
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CALLBACK_"))}
+    env.update(
+        CALLBACK_TIMING_PSEUDONYM_KEY="test-key",
+        CALLBACK_TIMING_HOME=str(tmp / "home"),
+        CALLBACK_TIMING_MLRUNS=str(tmp / "mlruns"),
+        BENTOML_HOME=str(tmp / "bentoml"),
+        COLUMNS="200",
+    )
+    return env
+
+
+def run(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(EXE), *args], cwd=tmp, env=_env(tmp), capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    sim = run(tmp, "simulate", "--contacts", "700", "--days", "90", "--seed", "4",
+              "--out", "data/h.csv")
+    assert sim.returncode == 0, sim.stderr
+    out = run(tmp, "train", "--history", "data/h.csv")
+    assert out.returncode == 0, out.stderr
+    return tmp, out
+
+
+def test_train_writes_bundle_run_registry_and_bentoml(trained):
+    tmp, out = trained
+    meta = json.loads((tmp / "models" / "current" / "metadata.json").read_text())
+    assert meta["bundle_format"] == 1 and len(meta["mlflow_run_id"]) == 32
+    assert meta["metrics"]["log_loss"] < meta["metrics"]["answer_rate"] + 0.5
+    assert "-> champion: no champion yet" in out.stdout
+    assert "truth ceiling AUC" in out.stdout and "logistic_regression" in out.stdout
+    assert (tmp / "mlruns" / "mlflow.db").is_file()
+    artifacts = list((tmp / "mlruns" / "artifacts").rglob("reliability.png"))
+    assert artifacts, "the reliability plot is logged under mlruns/"
+    models = list((tmp / "bentoml" / "models" / "callback-timing-answer").glob("*/metadata.json"))
+    assert len(models) == 1
+
+
+def test_worse_model_stays_challenger(trained):
+    tmp, _ = trained
+    (tmp / "weak.json").write_text(json.dumps({"max_depth": 1, "n_estimators": 2}))
+    out = run(tmp, "train", "--history", "data/h.csv", "--params", "weak.json",
+              "--out", "models/weak")
+    assert out.returncode == 0, out.stderr
+    assert "-> challenger: kept champion: log loss" in " ".join(out.stdout.split())
+
+
+def test_scheduler_entry_point_reads_its_config(trained):
+    tmp, _ = trained
+    config = (ROOT / "training" / "configs" / "default.toml").read_text()
+    config = config.replace('"data/history.csv"', '"data/h.csv"').replace(
+        '"models/current"', '"models/scheduled"').replace("bentoml = true", "bentoml = false")
+    (tmp / "job.toml").write_text(config)
+    out = subprocess.run([sys.executable, str(ROOT / "training" / "train.py"), "--config",
+                          "job.toml"], cwd=tmp, env=_env(tmp), capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "trained " in out.stdout and (tmp / "models" / "scheduled" / "metadata.json").is_file()
+
+
+def test_unusable_history_is_one_line_and_registers_nothing(tmp_path):
+    (tmp_path / "h.csv").write_text(
+        "contact_id,called_at,outcome,timezone\n"
+        "c1,2026-06-01T10:00Z,answered,Europe/Warsaw\n"
+        "c1,2026-06-02T10:00Z,busy,Europe/Warsaw\n"
+    )
+    out = run(tmp_path, "train", "--history", "h.csv")
+    assert out.returncode == 1
+    assert out.stderr.strip().count("\n") == 0 and "too few clean calls" in out.stderr
+    assert not (tmp_path / "models").exists()
+    assert not (tmp_path / "bentoml").exists()
+
+
+def test_params_best_without_tuning_is_one_line(tmp_path):
+    (tmp_path / "h.csv").write_text("contact_id,called_at,outcome\n")
+    out = run(tmp_path, "train", "--history", "h.csv", "--params", "best")
+    assert out.returncode == 1 and "run `callback-timing tune` first" in out.stderr

@@ -1,0 +1,59 @@
+"""Scheduled training job: ``python training/train.py [--config training/configs/default.toml]``.
+
+A thin entry point for schedulers (cron, systemd timers, Airflow): it reads a TOML config and
+calls :func:`callback_timing.workflow.train`, the same function as ``callback-timing train``.
+Exit code 0 on success, 1 on a data or configuration problem (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from pathlib import Path
+
+from callback_timing.schema import CallbackTimingError
+from callback_timing.workflow import resolve_params, train
+
+DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.toml"
+
+
+def load_config(path: Path) -> dict:
+    """The TOML configuration as a dict (see ``configs/default.toml``)."""
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CallbackTimingError(f"cannot read config {path}: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config file")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        data, model, tracking = cfg["data"], cfg["model"], cfg["tracking"]
+        spec = None if model.get("params", "default") == "default" else model["params"]
+        report = train(
+            data["history"],
+            model["out"],
+            mapping=data.get("map") or None,
+            assume_tz=data.get("assume_tz") or None,
+            default_tz=data.get("default_tz", "UTC"),
+            params=resolve_params(spec),
+            track=tracking.get("mlflow", True),
+            bentoml=tracking.get("bentoml", True),
+        )
+    except (CallbackTimingError, KeyError) as exc:
+        print(f"error: {exc if not isinstance(exc, KeyError) else f'config lacks {exc}'}",
+              file=sys.stderr)
+        return 1
+    metrics = report.evaluation.metrics["model"]
+    state = {True: "champion", False: "challenger", None: "not registered"}[report.promoted]
+    print(f"trained {report.evaluation.bundle.version}: test log loss {metrics['log_loss']:.4f}, "
+          f"AUC {metrics['roc_auc']:.4f}, ECE {metrics['ece']:.4f}; {state}: {report.decision}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
