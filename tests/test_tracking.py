@@ -211,3 +211,15 @@ def test_registry_champion_and_challenger(logged, trained, tmp_path):
     model, _, X_test = trained
     bundle = ModelBundle.load(info.bundle_dir)
     np.testing.assert_allclose(bundle.model.p_answer(X_test), model.p_answer(X_test))
+
+
+def test_a_users_tracking_uri_is_kept_across_calls(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tracking.ensure_experiment("kept-uri")
+    tracking.ensure_experiment("kept-uri")
+    assert tracking.tracking_uri() == uri
+    with tracking.start_run("r") as run:
+        pass
+    client = MlflowClient(uri)
+    assert client.get_run(run.info.run_id).info.run_name == "r"

@@ -263,6 +263,53 @@ def train_cmd(
     _print_training(report)
 
 
+@app.command("tune")
+def tune_cmd(
+    history: Annotated[Path, typer.Option(help="Call history file (.csv or .parquet).")],
+    trials: Annotated[int, typer.Option(min=1, help="Number of Optuna trials.")] = 30,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=0, help="Start no new trial after this many seconds."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
+    map_: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="Rename a column of a foreign export: new=old (repeatable)."),
+    ] = None,
+    assume_tz: Annotated[
+        str | None, typer.Option(help="IANA zone for timestamps without offset.")
+    ] = None,
+    default_tz: Annotated[
+        str, typer.Option(help="IANA zone for rows with no timezone, country or phone.")
+    ] = "UTC",
+    track: Annotated[
+        bool, typer.Option(help="Log the search (one nested run per trial) to MLflow.")
+    ] = True,
+) -> None:
+    """Search XGBoost parameters on the train/validation periods; save the best for `train`."""
+    from callback_timing.data import load_history, parse_mapping
+    from callback_timing.tuning import tune
+
+    loaded = load_history(history, mapping=parse_mapping(map_ or []), assume_tz=assume_tz,
+                          default_tz=default_tz)
+    with _progress(f"tuning ({trials} trials)") as progress:
+        result = tune(loaded.calls, trials, timeout=timeout, seed=seed, track=track,
+                      progress=progress, tags={"history": history.name})
+    change = result.best_value / result.default_value - 1
+    winner = "the defaults" if result.best_trial == 0 else f"trial {result.best_trial}"
+    lines = [
+        f"best of {result.n_trials} trials ({result.n_pruned} pruned): {winner}",
+        f"validation log loss {result.best_value:.5f} vs {result.default_value:.5f} with the "
+        f"defaults (trial 0): {change:+.2%}",
+        f"parameters: {json.dumps(result.best_params)}",
+        f"saved to {result.params_path} (`callback-timing train --params best` uses them)",
+    ]
+    if result.parent_run_id:
+        lines.append(f"MLflow: parent run {result.parent_run_id}, one nested run per trial")
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)
+
+
 @app.command("demo")
 def demo_cmd(
     workdir: Annotated[Path, typer.Option(help="Folder for the generated files.")] = (

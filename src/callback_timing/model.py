@@ -35,14 +35,15 @@ P_FLOOR = 0.005
 #: Shallow, strongly regularised trees: per-contact signal is sparse and noisy, and these beat
 #: a logistic regression on log loss across simulated worlds of 800-2,000 contacts.
 DEFAULT_PARAMS: dict[str, float | int] = {
-    "n_estimators": 1500,
-    "learning_rate": 0.03,
+    "n_estimators": 1000,
+    "learning_rate": 0.08,
     "max_depth": 4,
     "min_child_weight": 50.0,
     "subsample": 0.9,
     "colsample_bytree": 0.6,
     "reg_lambda": 10.0,
     "reg_alpha": 0.0,
+    "max_bin": 64,
     "max_cat_to_onehot": 16,
 }
 
@@ -62,6 +63,8 @@ class AnswerModel:
         stable on small validation slices), ``"isotonic"`` (floored at :data:`P_FLOOR`) or
         ``"none"``.
     n_jobs, random_state : passed to XGBoost.
+    callbacks : ``xgboost.callback.TrainingCallback`` objects for the next :meth:`fit` (e.g. an
+        Optuna pruning callback); not saved with the model.
     **params : XGBoost hyper-parameters; see :data:`DEFAULT_PARAMS`.
     """
 
@@ -71,12 +74,14 @@ class AnswerModel:
         calibration: str = "sigmoid",
         n_jobs: int = 2,
         random_state: int = 0,
+        callbacks: list | None = None,
         **params,
     ) -> None:
         self.early_stopping_rounds = early_stopping_rounds
         self.calibration = calibration
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.callbacks = callbacks
         self.params = {**DEFAULT_PARAMS, **params}
 
     def fit(self, X: pd.DataFrame, y, X_val: pd.DataFrame, y_val) -> AnswerModel:
@@ -89,6 +94,7 @@ class AnswerModel:
             early_stopping_rounds=self.early_stopping_rounds,
             n_jobs=self.n_jobs,
             random_state=self.random_state,
+            callbacks=self.callbacks,
             **self.params,
         )
         classifier.fit(X, np.asarray(y), eval_set=[(X_val, np.asarray(y_val))], verbose=False)

@@ -54,7 +54,6 @@ MODEL_REQUIREMENTS = ("xgboost", "scikit-learn", "pandas", "numpy")
 _MAX_VALUE, _MAX_KEY = 6000, 250  # MLflow's limits on a parameter's value and key
 _BAD_KEY = re.compile(r"[^\w\-. /:]")
 _BAD_FILE = re.compile(r"[^\w\-.]")
-_applied_uri: str | None = None  # given to mlflow.set_tracking_uri, which exports it to env
 
 
 def _default_uri() -> str:
@@ -64,19 +63,20 @@ def _default_uri() -> str:
 
 
 def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else a SQLite database in :func:`config.mlruns_dir`.
-
-    ``mlflow.set_tracking_uri`` copies its argument into ``$MLFLOW_TRACKING_URI``; a value
-    put there by this module is not mistaken for the user's choice.
-    """
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    return env if env and env != _applied_uri else _default_uri()
+    """``$MLFLOW_TRACKING_URI``, else a SQLite database in :func:`config.mlruns_dir`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or _default_uri()
 
 
 def _client() -> MlflowClient:
-    global _applied_uri
-    _applied_uri = uri = tracking_uri()
+    uri = tracking_uri()
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
+    # set_tracking_uri also exports the URI; put the environment back, so that only the
+    # user's own $MLFLOW_TRACKING_URI ever counts as a choice
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     return MlflowClient(tracking_uri=uri)
 
 
@@ -379,3 +379,30 @@ def apply_decision(name: str, version: str | int, decision: Decision) -> None:
     client.set_registered_model_alias(name, alias, str(version))
     client.set_model_version_tag(name, str(version), "decision", alias)
     client.set_model_version_tag(name, str(version), "decision_reason", decision.reason)
+
+
+# --- logging into the active run (tuning trials) ------------------------------------------------
+
+
+def _require_active_run(what: str) -> None:
+    # without an active run mlflow.log_* would silently start a new, unnamed one
+    if mlflow.active_run() is None:
+        raise RuntimeError(f"{what} needs an active run: use `with start_run(...):`")
+
+
+def log_params(params: Mapping) -> None:
+    """Log ``params`` (flattened, see :func:`flatten_params`) to the active run."""
+    _require_active_run("log_params")
+    mlflow.log_params(flatten_params(params))
+
+
+def log_metrics(metrics: Mapping, step: int | None = None) -> None:
+    """Log finite ``metrics`` (see :func:`clean_metrics`) to the active run, at ``step``."""
+    _require_active_run("log_metrics")
+    mlflow.log_metrics(clean_metrics(metrics), step=step)
+
+
+def set_tags(tags: Mapping[str, object]) -> None:
+    """Set ``tags`` (values as strings) on the active run."""
+    _require_active_run("set_tags")
+    mlflow.set_tags({key: str(value) for key, value in tags.items()})
