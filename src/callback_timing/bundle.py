@@ -37,14 +37,29 @@ _VERSIONED = ("callback-timing", "xgboost", "scikit-learn", "pandas", "numpy", "
               "phonenumbers")
 
 
+def installed(name: str) -> tuple[str, str] | None:
+    """``(distribution, version)`` providing package ``name`` (e.g. xgboost from xgboost-cpu).
+
+    >>> installed("pandas")[0]
+    'pandas'
+    """
+    try:
+        return name, importlib_metadata.version(name)
+    except importlib_metadata.PackageNotFoundError:
+        pass
+    for dist in importlib_metadata.packages_distributions().get(name.replace("-", "_"), []):
+        return dist, importlib_metadata.version(dist)
+    return None
+
+
 def library_versions() -> dict[str, str]:
     """Versions of the libraries a bundle depends on (for its metadata)."""
     versions = {"python": platform.python_version()}
     for name in _VERSIONED:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            versions[name] = "not installed"
+        found = installed(name)
+        versions[name] = f"{found[1]} ({found[0]})" if found and found[0] != name else (
+            found[1] if found else "not installed"
+        )
     return versions
 
 

@@ -30,7 +30,6 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 # champion downloads happen inside CLI commands that draw their own progress bar
@@ -46,6 +45,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from callback_timing import config
+from callback_timing.bundle import installed
 
 #: Run metrics copied onto a registered version as tags (exact name or ``*_name``/``*.name``).
 KEY_METRICS = ("log_loss", "ece", "brier", "auc")
@@ -206,7 +206,7 @@ def log_booster(booster: xgb.Booster, input_example: pd.DataFrame) -> str:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         signature = infer_signature(example, output)
-    requirements = [f"{p}=={importlib_metadata.version(p)}" for p in MODEL_REQUIREMENTS]
+    requirements = ["{}=={}".format(*installed(p)) for p in MODEL_REQUIREMENTS]
     model_logger = logging.getLogger("mlflow.models.model")
     model_logger.addFilter(_not_serving_check)
     try:
