@@ -95,3 +95,27 @@ def test_params_best_without_tuning_is_one_line(tmp_path):
     (tmp_path / "h.csv").write_text("contact_id,called_at,outcome\n")
     out = run(tmp_path, "train", "--history", "h.csv", "--params", "best")
     assert out.returncode == 1 and "run `callback-timing tune` first" in out.stderr
+
+
+def test_scheduler_tune_then_train_with_best(trained):
+    tmp, _ = trained
+    config = (ROOT / "training" / "configs" / "default.toml").read_text()
+    config = (config.replace('"data/history.csv"', '"data/h.csv"')
+              .replace("trials = 30", "trials = 3")
+              .replace('params = "default"', 'params = "best"')
+              .replace('"models/current"', '"models/tuned"')
+              .replace("bentoml = true", "bentoml = false"))
+    (tmp / "tune.toml").write_text(config)
+    tuned = subprocess.run([sys.executable, str(ROOT / "training" / "tune.py"), "--config",
+                            "tune.toml"], cwd=tmp, env=_env(tmp), capture_output=True, text=True,
+                           timeout=600)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "best of 3 trials" in tuned.stdout
+    best = json.loads((tmp / "home" / "best_params.json").read_text())["params"]
+    out = subprocess.run([sys.executable, str(ROOT / "training" / "train.py"), "--config",
+                          "tune.toml"], cwd=tmp, env=_env(tmp), capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    meta = json.loads((tmp / "models" / "tuned" / "metadata.json").read_text())
+    assert meta["params"]["max_depth"] == best["max_depth"]
+    assert meta["params"]["learning_rate"] == pytest.approx(best["learning_rate"])

@@ -17,10 +17,10 @@ import os
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-# XGBoost's OpenMP threads spin while they wait; on a busy 2-core machine (a dialer's box, CI,
-# a tuning run next to a server) that made one fit 50x slower. Passive waiting costs nothing
-# measurable when the cores are free. Set before xgboost is first loaded; the user's own
-# setting wins.
+# XGBoost's OpenMP threads spin while they wait; on a busy 2-core machine (CI, a tuning run next
+# to a server) that made single fits up to 50x slower. Passive waiting is robust: measured on a
+# 300k-row fit with 2 threads, 7.3 s instead of 5.2 s on idle cores, 9.0 s instead of 14.1 s
+# next to one busy process. Set before xgboost is first loaded; the user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
