@@ -19,7 +19,7 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*command, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
         env={"PATH": "/usr/bin:/bin", "CALLBACK_TIMING_PSEUDONYM_KEY": "test-key",
-             "COLUMNS": "120"},
+             "COLUMNS": "120", "HOME": str(cwd), "BENTOML_HOME": str(cwd / "bentoml")},
     )
 
 
@@ -130,4 +130,7 @@ def test_demo_runs_the_main_job(tmp_path):
     png = (tmp_path / "data" / "history.heatmap.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     assert "Rejects by reason" in out.stdout
+    assert "-> champion" in out.stdout
+    assert (tmp_path / "models" / "current" / "metadata.json").is_file()
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()
     shutil.rmtree(tmp_path / "data")

@@ -45,6 +45,11 @@ _EXPORTS: dict[str, str] = {
     "SimulationResult": "callback_timing.simulation",
     "write_history": "callback_timing.simulation",
     "World": "callback_timing.world",
+    "AnswerModel": "callback_timing.model",
+    "ModelBundle": "callback_timing.bundle",
+    "fit_and_evaluate": "callback_timing.training",
+    "train": "callback_timing.workflow",
+    "tune": "callback_timing.tuning",
     "CallbackTimingError": "callback_timing.schema",
     "SchemaError": "callback_timing.schema",
     "ConfigError": "callback_timing.schema",
@@ -71,12 +76,18 @@ __all__ = [
     "SimulationResult",
     "write_history",
     "World",
+    "AnswerModel",
+    "ModelBundle",
+    "fit_and_evaluate",
+    "train",
+    "tune",
     "CallbackTimingError",
     "SchemaError",
     "ConfigError",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from callback_timing.bundle import ModelBundle
     from callback_timing.calendar import calendar_frame, local_to_utc
     from callback_timing.contacts import normalise_industry, parse_phones, pseudonymise
     from callback_timing.data import LoadResult, clean_history, load_history
@@ -86,11 +97,15 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         fit_priors,
         training_frame,
     )
+    from callback_timing.model import AnswerModel
     from callback_timing.priors import Priors
     from callback_timing.reading import read_table
     from callback_timing.report import quality_report
     from callback_timing.schema import CallbackTimingError, ConfigError, SchemaError
     from callback_timing.simulation import SimulationResult, simulate, write_history
+    from callback_timing.training import fit_and_evaluate
+    from callback_timing.tuning import tune
+    from callback_timing.workflow import train
     from callback_timing.world import World
 
 

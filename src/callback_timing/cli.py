@@ -318,15 +318,24 @@ def demo_cmd(
     contacts: Annotated[int, typer.Option(min=1, help="Synthetic contacts.")] = 2000,
     days: Annotated[int, typer.Option(min=1, help="Simulated days.")] = 120,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    model: Annotated[Path, typer.Option(help="Folder for the model bundle.")] = (
+        config.model_dir()
+    ),
 ) -> None:
-    """The main job on embedded defaults: simulate a call history, then validate it."""
-    console.rule("1/2 simulate a call history")
+    """The main job on embedded defaults: simulate a call history, validate it, train on it."""
+    from callback_timing.workflow import train
+
+    console.rule("1/3 simulate a call history")
     path = _run_simulate(contacts, days, seed, workdir / "history.csv", "2026-03-02", 0.03)
-    console.rule("2/2 validate it")
+    console.rule("2/3 validate it")
     _run_validate(path, None, None, None, False, plot=_sidecar(path, "heatmap", ".png"))
+    console.rule("3/3 train the answer model")
+    with _progress("training") as progress:
+        report = train(path, model, progress=progress)
+    _print_training(report)
     console.print(
         "\nnext: [bold].venv/bin/callback-timing --help[/] lists every command; "
-        f"the history is in {path}"
+        "[bold].venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db[/] shows the run"
     )
 
 
