@@ -57,3 +57,18 @@ def make_clean_calls(
 @pytest.fixture
 def clean_calls() -> pd.DataFrame:
     return make_clean_calls()
+
+
+def tiny_bundle(folder, n_calls: int = 1500, seed: int = 3, version: str = "test"):
+    """A tiny fitted model, its saved bundle folder and a held-out feature frame."""
+    from callback_timing.bundle import ModelBundle
+    from callback_timing.features import fit_priors, training_frame
+    from callback_timing.model import AnswerModel
+
+    calls = make_clean_calls(n_calls=n_calls, seed=seed)
+    train = (calls["called_at"] < calls["called_at"].quantile(0.7)).to_numpy()
+    priors = fit_priors(calls[train])
+    X, y = training_frame(calls, priors)
+    model = AnswerModel(n_estimators=30).fit(X[train], y[train], X[~train], y[~train])
+    saved = ModelBundle(model, priors, calls, {"version": version}).save(folder)
+    return model, saved, X[~train]

@@ -10,10 +10,8 @@ import yaml
 
 from callback_timing import model_store
 from callback_timing.bundle import ModelBundle
-from callback_timing.features import fit_priors, training_frame
-from callback_timing.model import AnswerModel
 from callback_timing.schema import SchemaError
-from tests.conftest import make_clean_calls
+from tests.conftest import tiny_bundle
 
 # bentoml 1.4 builds a gitwildmatch PathSpec at import time, which recent pathspec deprecates
 pytestmark = pytest.mark.filterwarnings("ignore:GitWildMatchPattern:DeprecationWarning")
@@ -31,16 +29,8 @@ def bentoml_home(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny fitted model, its bundle folder and a held-out feature frame."""
-    calls = make_clean_calls(n_calls=1200, seed=5)
-    cut = calls["called_at"].quantile(0.7)
-    train = (calls["called_at"] < cut).to_numpy()
-    priors = fit_priors(calls[train])
-    X, y = training_frame(calls, priors)
-    model = AnswerModel(n_estimators=30).fit(X[train], y[train], X[~train], y[~train])
-    folder = ModelBundle(model, priors, calls, {"version": "run-1"}).save(
-        tmp_path_factory.mktemp("bundle") / "bundle"
-    )
-    return model, folder, X[~train]
+    folder = tmp_path_factory.mktemp("bundle") / "bundle"
+    return tiny_bundle(folder, n_calls=1200, seed=5, version="run-1")
 
 
 def test_save_and_load_round_trip(trained, bentoml_home):

@@ -12,9 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from callback_timing import config, tracking
 from callback_timing.bundle import ModelBundle
-from callback_timing.features import fit_priors, training_frame
-from callback_timing.model import AnswerModel
-from tests.conftest import make_clean_calls
+from tests.conftest import tiny_bundle
 
 NAME = "test-answer"
 
@@ -36,16 +34,8 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny fitted model, its bundle folder and a held-out feature frame."""
-    calls = make_clean_calls(n_calls=1500, seed=3)
-    cut = calls["called_at"].quantile(0.7)
-    train = (calls["called_at"] < cut).to_numpy()
-    priors = fit_priors(calls[train])
-    X, y = training_frame(calls, priors)
-    model = AnswerModel(n_estimators=30).fit(X[train], y[train], X[~train], y[~train])
-    folder = ModelBundle(model, priors, calls, {"version": "test"}).save(
-        tmp_path_factory.mktemp("bundle") / "bundle"
-    )
-    return model, folder, X[~train]
+    folder = tmp_path_factory.mktemp("bundle") / "bundle"
+    return tiny_bundle(folder, n_calls=1500, seed=3, version="test")
 
 
 def _log(trained, tmp_path: Path, metrics: dict, run_name: str = "train") -> tuple[str, str]:

@@ -33,6 +33,20 @@ err_console = Console(stderr=True)
 log = logging.getLogger("callback_timing")
 
 
+# options shared by every command that reads a call history
+MapOption = Annotated[
+    list[str] | None,
+    typer.Option("--map", help="Rename a column of a foreign export: new=old (repeatable)."),
+]
+AssumeTzOption = Annotated[
+    str | None,
+    typer.Option(help="IANA zone for timestamps without offset (else they are rejected)."),
+]
+DefaultTzOption = Annotated[
+    str, typer.Option(help="IANA zone for rows with no timezone, country or valid phone.")
+]
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"callback-timing {__version__}")
@@ -162,18 +176,9 @@ def _run_validate(
 @app.command("validate")
 def validate_cmd(
     history: Annotated[Path, typer.Option(help="Call history file (.csv or .parquet).")],
-    map_: Annotated[
-        list[str] | None,
-        typer.Option("--map", help="Rename a column of a foreign export: new=old (repeatable)."),
-    ] = None,
-    assume_tz: Annotated[
-        str | None,
-        typer.Option(help="IANA zone for timestamps without offset (else they are rejected)."),
-    ] = None,
-    default_tz: Annotated[
-        str,
-        typer.Option(help="IANA zone for rows with no timezone, country or valid phone."),
-    ] = "UTC",
+    map_: MapOption = None,
+    assume_tz: AssumeTzOption = None,
+    default_tz: DefaultTzOption = "UTC",
     rejects: Annotated[
         Path | None, typer.Option(help="Where to write rejected rows (default: beside input).")
     ] = None,
@@ -235,16 +240,9 @@ def train_cmd(
         str | None,
         typer.Option(help="XGBoost parameters: 'best' (from `tune`) or a JSON file."),
     ] = None,
-    map_: Annotated[
-        list[str] | None,
-        typer.Option("--map", help="Rename a column of a foreign export: new=old (repeatable)."),
-    ] = None,
-    assume_tz: Annotated[
-        str | None, typer.Option(help="IANA zone for timestamps without offset.")
-    ] = None,
-    default_tz: Annotated[
-        str, typer.Option(help="IANA zone for rows with no timezone, country or phone.")
-    ] = "UTC",
+    map_: MapOption = None,
+    assume_tz: AssumeTzOption = None,
+    default_tz: DefaultTzOption = "UTC",
     track: Annotated[
         bool, typer.Option(help="Log the run to MLflow and register the model.")
     ] = True,
@@ -272,16 +270,9 @@ def tune_cmd(
         typer.Option(min=0, help="Start no new trial after this many seconds."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
-    map_: Annotated[
-        list[str] | None,
-        typer.Option("--map", help="Rename a column of a foreign export: new=old (repeatable)."),
-    ] = None,
-    assume_tz: Annotated[
-        str | None, typer.Option(help="IANA zone for timestamps without offset.")
-    ] = None,
-    default_tz: Annotated[
-        str, typer.Option(help="IANA zone for rows with no timezone, country or phone.")
-    ] = "UTC",
+    map_: MapOption = None,
+    assume_tz: AssumeTzOption = None,
+    default_tz: DefaultTzOption = "UTC",
     track: Annotated[
         bool, typer.Option(help="Log the search (one nested run per trial) to MLflow.")
     ] = True,
