@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 from callback_timing.schema import CallbackTimingError
@@ -26,33 +27,46 @@ def load_config(path: Path) -> dict:
         raise CallbackTimingError(f"cannot read config {path}: {exc}") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_job(job: Callable[[dict], str], description: str, argv: list[str] | None) -> int:
+    """Parse ``--config``, run ``job(config)``, print its summary; user mistakes -> one line."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config file")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config)
-        data, model, tracking = cfg["data"], cfg["model"], cfg["tracking"]
-        spec = None if model.get("params", "default") == "default" else model["params"]
-        report = train(
-            data["history"],
-            model["out"],
-            mapping=data.get("map") or None,
-            assume_tz=data.get("assume_tz") or None,
-            default_tz=data.get("default_tz", "UTC"),
-            params=resolve_params(spec),
-            track=tracking.get("mlflow", True),
-            bentoml=tracking.get("bentoml", True),
-        )
-    except (CallbackTimingError, KeyError) as exc:
-        print(f"error: {exc if not isinstance(exc, KeyError) else f'config lacks {exc}'}",
-              file=sys.stderr)
+        summary = job(load_config(args.config))
+    except CallbackTimingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyError as exc:
+        print(f"error: config {args.config} lacks {exc}", file=sys.stderr)
+        return 1
+    print(summary)
+    return 0
+
+
+def train_job(cfg: dict) -> str:
+    """Train as configured; return a one-line summary."""
+    data, model, tracking = cfg["data"], cfg["model"], cfg["tracking"]
+    spec = None if model.get("params", "default") == "default" else model["params"]
+    report = train(
+        data["history"],
+        model["out"],
+        mapping=data.get("map") or None,
+        assume_tz=data.get("assume_tz") or None,
+        default_tz=data.get("default_tz", "UTC"),
+        params=resolve_params(spec),
+        track=tracking.get("mlflow", True),
+        bentoml=tracking.get("bentoml", True),
+    )
     metrics = report.evaluation.metrics["model"]
     state = {True: "champion", False: "challenger", None: "not registered"}[report.promoted]
-    print(f"trained {report.evaluation.bundle.version}: test log loss {metrics['log_loss']:.4f}, "
-          f"AUC {metrics['roc_auc']:.4f}, ECE {metrics['ece']:.4f}; {state}: {report.decision}")
-    return 0
+    return (f"trained {report.evaluation.bundle.version}: test log loss "
+            f"{metrics['log_loss']:.4f}, AUC {metrics['roc_auc']:.4f}, ECE {metrics['ece']:.4f}; "
+            f"{state}: {report.decision}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(train_job, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

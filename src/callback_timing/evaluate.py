@@ -1,7 +1,7 @@
 """Honest evaluation: probability metrics, calibration, baselines, and regret against the truth.
 
-Pure functions over arrays and frames; the plots go to files. Used by training (and later by
-the campaign evaluator).
+Pure functions over arrays and frames (the pictures are in :mod:`callback_timing.plots`). Used
+by training (and later by the campaign evaluator).
 
 Examples
 --------
@@ -16,27 +16,21 @@ Examples
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.compose import ColumnTransformer  # noqa: E402
-from sklearn.impute import SimpleImputer  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     log_loss,
     roc_auc_score,
 )
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import OneHotEncoder, StandardScaler  # noqa: E402
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from callback_timing.features import CATEGORICAL_FEATURES  # noqa: E402
+from callback_timing.features import CATEGORICAL_FEATURES
 
 _EPS = 1e-6
 
@@ -68,54 +62,6 @@ def classification_metrics(y, p) -> dict[str, float]:
         "answer_rate": float(y.mean()),
         "n": int(len(y)),
     }
-
-
-def reliability_plot(curves: dict[str, tuple], path: str | Path, n_bins: int = 10) -> Path:
-    """Reliability diagram: observed answer rate against predicted probability per bin.
-
-    ``curves`` maps a label to ``(y, p)``; equal-count bins, the diagonal is perfect.
-    """
-    fig, (ax, hist) = plt.subplots(
-        2, 1, figsize=(6, 6.5), height_ratios=(3, 1), sharex=True, constrained_layout=True
-    )
-    top = 0.0
-    for label, (y, p) in curves.items():
-        y, p = np.asarray(y, float), np.asarray(p, float)
-        bins = np.array_split(np.argsort(p, kind="stable"), min(n_bins, len(p)))
-        xs = [p[b].mean() for b in bins if len(b)]
-        ys = [y[b].mean() for b in bins if len(b)]
-        top = max(top, *xs, *ys)
-        ece = expected_calibration_error(y, p, n_bins)
-        ax.plot(xs, ys, "o-", label=f"{label} (ECE {ece:.3f})")
-        hist.hist(p, bins=40, histtype="step", label=label)
-    top = min(1.0, top * 1.1 + 0.02)
-    ax.plot([0, top], [0, top], "k--", lw=1, label="perfect")
-    ax.set_xlim(0, top)
-    ax.set_ylim(0, top)
-    ax.set_ylabel("observed answer rate")
-    ax.set_title("Reliability on the test slice")
-    ax.legend(loc="upper left", fontsize=8)
-    hist.set_xlabel("predicted answer probability")
-    hist.set_ylabel("calls")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def importance_plot(importance: pd.Series, path: str | Path, top: int = 20) -> Path:
-    """Horizontal bar chart of the ``top`` features by total gain."""
-    head = importance.head(top)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(head) + 1.2), constrained_layout=True)
-    ax.barh(head.index, head.to_numpy() / max(head.sum(), 1e-12) * 100)
-    ax.set_xlabel("share of total gain among the shown features (%)")
-    ax.set_title("Feature importance")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 # --- baselines ----------------------------------------------------------------------------

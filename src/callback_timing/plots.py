@@ -1,4 +1,5 @@
-"""Pictures people would rather look at than read: answer rates by weekday x local hour.
+"""Pictures people would rather look at than read: answer-rate heatmaps, reliability diagrams,
+feature importance.
 
 Matplotlib with the non-interactive Agg backend, so plots render on a server without a screen.
 """
@@ -15,8 +16,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from callback_timing.calendar import local_clock  # noqa: E402
+from callback_timing.evaluate import expected_calibration_error  # noqa: E402
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG (parent folders created), close it, return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def weekday_hour_table(calls: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -61,8 +72,44 @@ def answer_heatmap(
         ax.set_title(name)
         fig.colorbar(image, ax=ax, label=label)
     fig.suptitle(f"{title}: {len(calls):,} calls, {calls['answered'].mean():.1%} answered")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
+
+
+def reliability_plot(curves: dict[str, tuple], path: str | Path, n_bins: int = 10) -> Path:
+    """Reliability diagram: observed answer rate against predicted probability per bin.
+
+    ``curves`` maps a label to ``(y, p)``; equal-count bins, the diagonal is perfect.
+    """
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(6, 6.5), height_ratios=(3, 1), sharex=True, constrained_layout=True
+    )
+    top = 0.0
+    for label, (y, p) in curves.items():
+        y, p = np.asarray(y, float), np.asarray(p, float)
+        bins = np.array_split(np.argsort(p, kind="stable"), min(n_bins, len(p)))
+        xs = [p[b].mean() for b in bins if len(b)]
+        ys = [y[b].mean() for b in bins if len(b)]
+        top = max(top, *xs, *ys)
+        ece = expected_calibration_error(y, p, n_bins)
+        ax.plot(xs, ys, "o-", label=f"{label} (ECE {ece:.3f})")
+        hist.hist(p, bins=40, histtype="step", label=label)
+    top = min(1.0, top * 1.1 + 0.02)
+    ax.plot([0, top], [0, top], "k--", lw=1, label="perfect")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_ylabel("observed answer rate")
+    ax.set_title("Reliability on the test slice")
+    ax.legend(loc="upper left", fontsize=8)
+    hist.set_xlabel("predicted answer probability")
+    hist.set_ylabel("calls")
+    return save_figure(fig, path)
+
+
+def importance_plot(importance: pd.Series, path: str | Path, top: int = 20) -> Path:
+    """Horizontal bar chart of the ``top`` features by total gain."""
+    head = importance.head(top)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(head) + 1.2), constrained_layout=True)
+    ax.barh(head.index, head.to_numpy() / max(head.sum(), 1e-12) * 100)
+    ax.set_xlabel("share of total gain among the shown features (%)")
+    ax.set_title("Feature importance")
+    return save_figure(fig, path)

@@ -20,7 +20,7 @@ import pandas as pd
 from callback_timing import config
 from callback_timing.bundle import ModelBundle
 from callback_timing.data import LoadResult, load_history
-from callback_timing.evaluate import importance_plot, reliability_plot
+from callback_timing.plots import answer_heatmap, importance_plot, reliability_plot
 from callback_timing.schema import ConfigError
 from callback_timing.training import Evaluation, evaluate_bundle_on, fit_and_evaluate, metrics_table
 
@@ -142,7 +142,6 @@ def train(
 def _track(report: TrainReport, history: Path, tmp: Path, staging: Path) -> None:
     """Log the run to MLflow, register the model and decide champion or challenger."""
     from callback_timing import tracking
-    from callback_timing.plots import answer_heatmap
     from callback_timing.report import quality_report
 
     evaluation, result = report.evaluation, report.load
