@@ -97,3 +97,16 @@ def test_period_too_short():
     )
     with pytest.raises(TrainingDataError, match="spans 0.7 days"):
         split_by_time(calls)
+
+
+@pytest.mark.slow
+def test_quality_gates_on_a_dense_world():
+    """With ~1,000 calls per contact personal habits are learnable: the model nears the oracle."""
+    sim = ct.simulate(contacts=200, days=120, seed=5, dirt_rate=0.0, requests_per_contact_day=4.0)
+    calls = ct.clean_history(sim.history, key=b"dense").calls
+    ev = fit_and_evaluate(calls, truth=sim.truth)
+    assert len(calls) / 200 > 900
+    assert ev.truth["auc_vs_ceiling"] >= 0.96
+    assert ev.metrics["model"]["ece"] <= 0.01
+    for name in ("weekday_hour_rate", "contact_rate", "logistic_regression"):
+        assert ev.metrics["model"]["log_loss"] < ev.metrics[name]["log_loss"], name
