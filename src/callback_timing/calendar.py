@@ -210,8 +210,11 @@ def calendar_frame(
     tz: pd.Series,
     country: pd.Series | None = None,
     subdivision: pd.Series | None = None,
+    clock: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """All calendar features of UTC instants in each contact's local time.
+
+    ``clock`` is :func:`local_clock` of the same instants, when the caller has it already.
 
     Columns: ``weekday``, ``hour``, ``minute_of_day``, ``tod_sin``, ``tod_cos``, ``month``,
     ``week_of_year``, ``weekend``, ``holiday``, ``holiday_name``, ``bridge_day``,
@@ -219,7 +222,8 @@ def calendar_frame(
     and ``local`` (naive local wall time, for reasons and reports).
     """
     utc = _as_series(utc)
-    clock = local_clock(utc, tz)
+    if clock is None:
+        clock = local_clock(utc, tz)
     local = pd.DatetimeIndex(clock["local"])
     if country is None:
         country = pd.Series([None] * len(utc), index=utc.index, dtype=object)

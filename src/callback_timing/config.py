@@ -33,11 +33,6 @@ def mlruns_dir() -> Path:
     return Path(os.environ.get("CALLBACK_TIMING_MLRUNS", "mlruns"))
 
 
-def default_db_path() -> Path:
-    """Default outcome store (SQLite file)."""
-    return home_dir() / "outcomes.db"
-
-
 # --- calendar --------------------------------------------------------------------------------
 
 #: Months counted as summer vacation season (contact-local), by default for every country.

@@ -167,8 +167,13 @@ def history_features(
     m = config.PRIOR_STRENGTH
     out = {name: prior[name].to_numpy() for name in PRIOR_FEATURES}
 
+    by_contact = _Sorted(c_code, c_sec, c_ans)
+    lo, hi = by_contact.window(t_code, cut)
+    out["hist_n"] = (hi - lo).astype(np.float32)
+    out["hist_rate"] = (by_contact.cum[hi] - by_contact.cum[lo] + m * out["prior_industry"]) / (
+        hi - lo + m
+    )
     groups = {
-        "hist": (c_code, t_code, "prior_industry"),
         "hist_wd": (c_code * 7 + c_wd, t_code * 7 + t_wd, "prior_wd"),
         "hist_band": (c_code * N_BANDS + c_band, t_code * N_BANDS + t_band, "prior_band"),
         "hist_wdband": (
@@ -186,8 +191,6 @@ def history_features(
         out[f"{name}_n"] = counts.astype(np.float32)
         out[f"{name}_rate"] = (answers + m * out[prior_name]) / (counts + m)
 
-    by_contact = _Sorted(c_code, c_sec, c_ans)
-    lo, hi = by_contact.window(t_code, cut)
     has_prev = hi > lo
     last_key, last_row = by_contact.previous(hi)
     last_sec = last_key - t_code * _SHIFT
@@ -196,12 +199,15 @@ def history_features(
     out["last_outcome"] = pd.Categorical.from_codes(
         np.where(has_prev, outcome_codes[last_row] + 1, 0), categories=LAST_OUTCOME_CATEGORIES
     )
-    for hours in config.RECENT_WINDOWS_H:
+    windows = {}
+    for hours in {*config.RECENT_WINDOWS_H, 168}:
         lo_w, hi_w = by_contact.window(t_code, cut, since=t_sec - hours * 3600)
-        out[f"calls_last_{hours}h"] = np.maximum(hi_w - lo_w, 0).astype(np.float32)
-    lo_w, hi_w = by_contact.window(t_code, cut, since=t_sec - 168 * 3600)
-    answers_week = by_contact.cum[np.maximum(hi_w, lo_w)] - by_contact.cum[lo_w]
-    out["answers_last_168h"] = answers_week.astype(np.float32)
+        windows[hours] = lo_w, np.maximum(hi_w, lo_w)  # a window ending before it starts: empty
+    for hours in config.RECENT_WINDOWS_H:
+        lo_w, hi_w = windows[hours]
+        out[f"calls_last_{hours}h"] = (hi_w - lo_w).astype(np.float32)
+    lo_w, hi_w = windows[168]
+    out["answers_last_168h"] = (by_contact.cum[hi_w] - by_contact.cum[lo_w]).astype(np.float32)
 
     answered = c_ans.astype(bool)
     only_answers = _Sorted(c_code[answered], c_sec[answered], c_ans[answered])
@@ -241,7 +247,8 @@ def build_features(
             raise KeyError(f"targets frame lacks column(s): {', '.join(missing)}")
         targets_clock = calendar.local_clock(targets["at"], targets["timezone"])
     cal = calendar.calendar_frame(
-        targets["at"], targets["timezone"], targets["country"], targets["subdivision"]
+        targets["at"], targets["timezone"], targets["country"], targets["subdivision"],
+        clock=targets_clock,
     )
     hist = history_features(calls, targets, priors, calls_clock, targets_clock)
     frame = cal[CALENDAR_FEATURES].copy()
