@@ -12,6 +12,7 @@ from callback_timing.features import (
     HISTORY_FEATURES,
     build_features,
     fit_priors,
+    targets_from_calls,
     training_frame,
 )
 from tests.conftest import make_clean_calls
@@ -131,8 +132,7 @@ def test_serving_targets_equal_training_rows(clean_calls):
     priors = fit_priors(clean_calls)
     X, _ = training_frame(clean_calls, priors)
     idx = clean_calls.sample(25, random_state=0).index
-    targets = clean_calls.loc[idx, ["contact_id", "timezone", "country", "subdivision", "industry"]]
-    targets.insert(1, "at", clean_calls.loc[idx, "called_at"])
+    targets = targets_from_calls(clean_calls.loc[idx])
     served = build_features(clean_calls, targets, priors)
     pd.testing.assert_frame_equal(served, X.loc[idx])
 

@@ -116,7 +116,8 @@ class _Sorted:
         return hi - lo, self.cum[hi] - self.cum[lo]
 
 
-def _targets_from_calls(calls: pd.DataFrame) -> pd.DataFrame:
+def targets_from_calls(calls: pd.DataFrame) -> pd.DataFrame:
+    """One target per call: the call's contact columns at its own instant."""
     targets = calls[["contact_id", "timezone", "country", "subdivision", "industry"]].copy()
     targets.insert(1, "at", calls["called_at"])
     return targets
@@ -239,7 +240,7 @@ def build_features(
     """
     calls_clock = calendar.local_clock(calls["called_at"], calls["timezone"])
     if targets is None:
-        targets = _targets_from_calls(calls)
+        targets = targets_from_calls(calls)
         targets_clock = calls_clock
     else:
         missing = [c for c in TARGET_COLUMNS if c not in targets]

@@ -27,7 +27,12 @@ from callback_timing.evaluate import (
     slot_regret,
     weekday_hour_baseline,
 )
-from callback_timing.features import build_features, fit_priors, training_frame
+from callback_timing.features import (
+    build_features,
+    fit_priors,
+    targets_from_calls,
+    training_frame,
+)
 from callback_timing.model import AnswerModel
 from callback_timing.schema import CallbackTimingError
 
@@ -46,7 +51,8 @@ class TrainingDataError(CallbackTimingError):
 
 @dataclass
 class Split:
-    """Boolean masks of the three time slices and their boundaries (UTC)."""
+    """Boolean masks of the three time slices (aligned with the calls as given) and their
+    boundaries (UTC)."""
 
     train: np.ndarray
     valid: np.ndarray
@@ -119,7 +125,6 @@ def fit_and_evaluate(
     world : the simulator's :class:`~callback_timing.world.World` for slot regret.
     """
     step = progress or (lambda done, total: None)
-    calls = calls.sort_values(["contact_id", "called_at"], kind="stable").reset_index(drop=True)
     split = split_by_time(calls)
     step(1, 6)
     priors = fit_priors(calls[split.train])
@@ -177,11 +182,8 @@ def fit_and_evaluate(
 
 def evaluate_bundle_on(bundle: ModelBundle, calls: pd.DataFrame, split: Split) -> dict:
     """Metrics of another bundle (e.g. the champion) on this run's test slice and features."""
-    calls = calls.sort_values(["contact_id", "called_at"], kind="stable").reset_index(drop=True)
     test = calls[split.test]
-    targets = test[["contact_id", "timezone", "country", "subdivision", "industry"]].copy()
-    targets.insert(1, "at", test["called_at"])
-    X = build_features(calls, targets, bundle.priors)
+    X = build_features(calls, targets_from_calls(test), bundle.priors)
     return classification_metrics(test["answered"].to_numpy(), bundle.model.p_answer(X))
 
 

@@ -161,7 +161,6 @@ def tune(
     if trials < 1:
         raise ValueError(f"trials must be at least 1, not {trials}")
     step = progress or (lambda done, total: None)
-    calls = calls.sort_values(["contact_id", "called_at"], kind="stable").reset_index(drop=True)
     split = split_by_time(calls)
     # point-in-time features of train/valid rows never look at later calls: drop the test period
     seen = calls[~split.test].reset_index(drop=True)
