@@ -90,7 +90,7 @@ def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
 def _run_simulate(
     contacts: int, days: int, seed: int, out: Path, start: str, dirt_rate: float
 ) -> Path:
-    from callback_timing.simulation import simulate, write_history
+    from callback_timing.simulation import save_ground_truth, simulate, write_history
 
     with _progress("simulating calls") as progress:
         result = simulate(
@@ -102,8 +102,7 @@ def _run_simulate(
             progress=progress,
         )
     path = write_history(result.history, out)
-    world_path = result.world.save(_sidecar(path, "world", ".parquet"))
-    result.truth.to_parquet(_sidecar(path, "truth", ".parquet"), index=False)
+    _, world_path = save_ground_truth(result, path)
     console.print(
         f"wrote {len(result.history):,} calls of {contacts:,} contacts over {days} days "
         f"to {path} (ground truth: {world_path})"

@@ -208,3 +208,26 @@ def write_history(frame: pd.DataFrame, path) -> Path:
     else:
         frame.to_parquet(path, index=False)
     return path
+
+
+def ground_truth_paths(history: str | Path) -> tuple[Path, Path]:
+    """Where the truth and world of a simulated history live: beside it, as
+    ``<stem>.truth.parquet`` and ``<stem>.world.parquet``."""
+    history = Path(history)
+    return (history.with_name(f"{history.stem}.truth.parquet"),
+            history.with_name(f"{history.stem}.world.parquet"))
+
+
+def save_ground_truth(result: SimulationResult, history: str | Path) -> tuple[Path, Path]:
+    """Write ``result.truth`` and ``result.world`` beside the history file ``history``."""
+    truth_path, world_path = ground_truth_paths(history)
+    result.truth.to_parquet(truth_path, index=False)
+    return truth_path, result.world.save(world_path)
+
+
+def load_ground_truth(history: str | Path) -> tuple[pd.DataFrame | None, World | None]:
+    """The truth frame and world beside ``history`` if it came from :func:`simulate`."""
+    truth_path, world_path = ground_truth_paths(history)
+    if not (truth_path.is_file() and world_path.is_file()):
+        return None, None
+    return pd.read_parquet(truth_path), World.load(world_path)

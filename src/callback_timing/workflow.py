@@ -15,13 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from callback_timing import config
 from callback_timing.bundle import ModelBundle
 from callback_timing.data import LoadResult, load_history
 from callback_timing.plots import answer_heatmap, importance_plot, reliability_plot
 from callback_timing.schema import ConfigError
+from callback_timing.simulation import load_ground_truth
 from callback_timing.training import Evaluation, evaluate_bundle_on, fit_and_evaluate, metrics_table
 
 log = logging.getLogger(__name__)
@@ -39,17 +38,6 @@ class TrainReport:
     promoted: bool | None = None
     decision: str | None = None
     bentoml_tag: str | None = None
-
-
-def simulator_truth(history: Path):
-    """The simulator's truth frame and world beside ``history``, if it came from ``simulate``."""
-    from callback_timing.world import World
-
-    truth_path = history.with_name(f"{history.stem}.truth.parquet")
-    world_path = history.with_name(f"{history.stem}.world.parquet")
-    if not (truth_path.is_file() and world_path.is_file()):
-        return None, None
-    return pd.read_parquet(truth_path), World.load(world_path)
 
 
 def resolve_params(spec: str | None) -> dict:
@@ -110,7 +98,7 @@ def train(
     history = Path(history)
     out_dir = Path(out_dir) if out_dir is not None else config.model_dir()
     result = load_history(history, mapping=mapping, assume_tz=assume_tz, default_tz=default_tz)
-    truth, world = simulator_truth(history) if use_truth else (None, None)
+    truth, world = load_ground_truth(history) if use_truth else (None, None)
     evaluation = fit_and_evaluate(result.calls, params, truth=truth, world=world,
                                   progress=progress)
     bundle = evaluation.bundle
