@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import run_child, simulated_clean_calls
 
 TIME_TARGET_S = 60.0
 MEMORY_TARGET_GB = 4.0
@@ -50,27 +51,12 @@ def main() -> int:
         build(args.child)
         return 0
 
-    from callback_timing.data import clean_history
-    from callback_timing.simulation import simulate
-
     with tempfile.TemporaryDirectory() as tmp:
-        # about 14 calls per contact in 120 days: simulate a little more, keep the first N rows
-        contacts = max(1, round(args.calls / 14.2 * 1.06))
-        t0 = time.perf_counter()
-        sim = simulate(contacts=contacts, days=120, seed=1, dirt_rate=0.0)
-        sim_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        clean = clean_history(sim.history, key=b"benchmark").calls.iloc[: args.calls]
-        load_s = time.perf_counter() - t0
+        clean, _, timings = simulated_clean_calls(args.calls, seed=1)
         path = Path(tmp) / "clean.parquet"
         clean.to_parquet(path, index=False)
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", str(path)],
-            check=True, capture_output=True, text=True,
-        )
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
-    figures.update({"contacts": contacts, "simulate_s": round(sim_s, 2),
-                    "load_clean_s": round(load_s, 2),
+        figures = run_child(__file__, str(path))
+    figures.update({"contacts": int(clean["contact_id"].nunique()), **timings,
                     "targets": {"seconds": TIME_TARGET_S, "peak_rss_gb": MEMORY_TARGET_GB}})
     ok = figures["seconds"] <= TIME_TARGET_S and figures["peak_rss_gb"] <= MEMORY_TARGET_GB
     figures["ok"] = ok

@@ -14,11 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from callback_timing.simulation import simulate, write_history
+from common import DAYS, contacts_for
 
-#: Calls per contact in a default 120-day run (measured: about 14.2 at 0.05 requests/day).
-CALLS_PER_CONTACT = 14.2
-DAYS = 120
+from callback_timing.simulation import simulate, write_history
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    contacts = max(1, round(args.calls / CALLS_PER_CONTACT))
+    contacts = contacts_for(args.calls)
     stages: list[float] = []
     t0 = time.perf_counter()
     result = simulate(

@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import run_child, simulated_clean_calls
 
 TIME_TARGET_S = 180.0
 MEMORY_TARGET_GB = 6.0
@@ -56,18 +57,12 @@ def main() -> int:
         child(args.child)
         return 0
 
-    from callback_timing.data import clean_history
-    from callback_timing.simulation import simulate
-
     with tempfile.TemporaryDirectory() as tmp:
-        sim = simulate(contacts=round(args.calls / 14.2 * 1.06), days=120, seed=2, dirt_rate=0.0)
-        clean = clean_history(sim.history, key=b"benchmark").calls.iloc[: args.calls]
+        clean, sim, _ = simulated_clean_calls(args.calls, seed=2)
         clean.to_parquet(Path(tmp) / "clean.parquet", index=False)
         sim.truth.to_parquet(Path(tmp) / "truth.parquet", index=False)
         del sim, clean
-        out = subprocess.run([sys.executable, __file__, "--child", tmp],
-                             check=True, capture_output=True, text=True)
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
+        figures = run_child(__file__, tmp)
     ok = figures["seconds"] <= TIME_TARGET_S and figures["peak_rss_gb"] <= MEMORY_TARGET_GB
     print(json.dumps({"benchmark": "train", **figures,
                       "targets": {"seconds": TIME_TARGET_S, "peak_rss_gb": MEMORY_TARGET_GB},

@@ -105,20 +105,23 @@ def train(
     report = TrainReport(evaluation=evaluation, load=result, bundle_dir=out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    with tempfile.TemporaryDirectory(prefix="callback-timing-train-") as tmp:
-        tmp = Path(tmp)
-        if track:
-            _track(report, history, tmp, staging)
-        else:
-            bundle.metadata["version"] = bundle.metadata["trained_at"]
-            bundle.save(staging)
-    _replace_folder(staging, out_dir)
+    try:
+        with tempfile.TemporaryDirectory(prefix="callback-timing-train-") as tmp:
+            if track:
+                _track(report, history, Path(tmp), staging)
+            else:
+                bundle.metadata["version"] = bundle.metadata["trained_at"]
+                bundle.save(staging)
+        _replace_folder(staging, out_dir)
+    finally:  # a failed run leaves no half-written bundle behind
+        shutil.rmtree(staging, ignore_errors=True)
     if bentoml:
         from callback_timing.model_store import save_to_bentoml
 
         report.bentoml_tag = save_to_bentoml(
             out_dir,
-            labels={"decision": "champion" if report.promoted in (True, None) else "challenger"},
+            labels={"decision": {True: "champion", False: "challenger",
+                                 None: "untracked"}[report.promoted]},
             metadata={"version": bundle.version, "mlflow_run_id": report.run_id or "",
                       "test_log_loss": evaluation.metrics["model"]["log_loss"]},
         )
