@@ -49,6 +49,9 @@ def test_train_writes_bundle_run_registry_and_bentoml(trained):
     assert meta["metrics"]["log_loss"] < meta["metrics"]["answer_rate"] + 0.5
     assert "-> champion: no champion yet" in out.stdout
     assert "truth ceiling AUC" in out.stdout and "logistic_regression" in out.stdout
+    assert "information bound AUC" in out.stdout
+    truth = meta["truth"]
+    assert meta["metrics"]["roc_auc"] < truth["bound_auc"] < truth["ceiling_auc"]
     assert (tmp / "mlruns" / "mlflow.db").is_file()
     artifacts = list((tmp / "mlruns" / "artifacts").rglob("reliability.png"))
     assert artifacts, "the reliability plot is logged under mlruns/"

@@ -49,6 +49,17 @@ def test_model_is_calibrated_and_close_to_the_ceiling(world_run):
     assert ev.truth["auc_vs_ceiling"] >= 0.88
 
 
+def test_sparse_histories_hide_habits_from_any_model(world_run):
+    """~15 calls per contact: even a predictor told every habit but each contact's
+    reachability stays clearly below the ceiling, and the model below that bound. The
+    0.97 x ceiling gate is checked where histories are rich (tests/test_quality_gates.py)."""
+    _, _, ev = world_run
+    t = ev.truth
+    assert ev.metrics["model"]["roc_auc"] < t["bound_auc"] < t["ceiling_auc"]
+    assert t["bound_vs_ceiling"] < 0.98
+    assert t["auc_vs_bound"] >= 0.91
+
+
 def test_model_picks_better_slots_than_population_and_random(world_run):
     _, _, ev = world_run
     t = ev.truth
@@ -97,16 +108,3 @@ def test_period_too_short():
     )
     with pytest.raises(TrainingDataError, match="spans 0.7 days"):
         split_by_time(calls)
-
-
-@pytest.mark.slow
-def test_quality_gates_on_a_dense_world():
-    """With ~1,000 calls per contact personal habits are learnable: the model nears the oracle."""
-    sim = ct.simulate(contacts=200, days=120, seed=5, dirt_rate=0.0, requests_per_contact_day=4.0)
-    calls = ct.clean_history(sim.history, key=b"dense").calls
-    ev = fit_and_evaluate(calls, truth=sim.truth)
-    assert len(calls) / 200 > 900
-    assert ev.truth["auc_vs_ceiling"] >= 0.96
-    assert ev.metrics["model"]["ece"] <= 0.01
-    for name in ("weekday_hour_rate", "contact_rate", "logistic_regression"):
-        assert ev.metrics["model"]["log_loss"] < ev.metrics[name]["log_loss"], name

@@ -211,6 +211,13 @@ def _print_training(report) -> None:
             f"truth ceiling AUC {t['ceiling_auc']:.4f}: the model reaches "
             f"{t['auc_vs_ceiling']:.1%} of it"
         )
+    if "bound_auc" in t:
+        console.print(
+            f"information bound AUC {t['bound_auc']:.4f} ({t['bound_vs_ceiling']:.1%} of the "
+            "ceiling): a predictor told every habit except each contact's reachability, learnt "
+            "from its earlier calls; no model beats it. The model reaches "
+            f"{t['auc_vs_bound']:.1%} of it"
+        )
     if "regret_model" in t:
         console.print(
             f"slot choice over {t['n_requests']:,} test requests (48 h, 08:00-21:00 local): "

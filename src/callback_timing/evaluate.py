@@ -175,3 +175,66 @@ def slot_regret(
         out[f"p_true_{name}"] = float(picked.mean())
         out[f"regret_{name}"] = float((best.to_numpy() - picked).mean())
     return out
+
+
+# --- what the history can reveal --------------------------------------------------------------
+
+
+def information_bound(truth: pd.DataFrame, world, grid: int = 161,
+                      chunk_rows: int = 50_000) -> np.ndarray:
+    """Answer probabilities of the best predictor the call history allows, for every truth row.
+
+    The truth ceiling (the AUC of the true probabilities) assumes each contact's personal habits
+    are known exactly. No model can know them: it sees only the contact's earlier calls. This
+    predictor is told *everything* about the simulated world (the truth function, each contact's
+    golden and never windows, vacation, fatigue) except the contact's personal reachability
+    ``baseline``, which it infers point-in-time by Bayes' rule from the contact's earlier calls
+    (prior ``N(0, baseline_sd**2)``, exact on a grid). Ranking by it is optimal for the
+    information it has, and a real model has less, so its AUC bounds every model's from above
+    (up to sampling noise): a quality gate above it cannot be met on that history.
+
+    Parameters
+    ----------
+    truth : the simulator's truth frame (``contact_id``, ``called_at``, ``p_true``,
+        ``answered``): every call the contacts received.
+    world : the :class:`~callback_timing.world.World` that produced it.
+
+    Returns
+    -------
+    ndarray aligned with ``truth``: the posterior predictive answer probability of each call.
+
+    Examples
+    --------
+    >>> from callback_timing.simulation import simulate
+    >>> sim = simulate(contacts=40, days=30, seed=2, dirt_rate=0.0)
+    >>> p = information_bound(sim.truth, sim.world)
+    >>> bool(((p > 0) & (p < 1)).all()) and len(p) == len(sim.truth)
+    True
+    """
+    sd = float(world.params.baseline_sd)
+    p_true = truth["p_true"].to_numpy(dtype=float)
+    if sd <= 0 or len(truth) == 0:
+        return p_true.copy()
+    idx = world.index_of(truth["contact_id"].to_numpy())
+    logit = np.log(p_true) - np.log1p(-p_true)
+    known = logit - world.contacts["baseline"].to_numpy(float)[idx]  # everything but baseline
+    answered = truth["answered"].to_numpy(dtype=bool)
+    order = np.lexsort((truth["called_at"].to_numpy(), idx))
+    b = np.linspace(-5 * sd, 5 * sd, grid)
+    log_prior = -0.5 * (b / sd) ** 2
+    out = np.empty(len(truth))
+    contact = idx[order]
+    starts = np.flatnonzero(np.r_[True, contact[1:] != contact[:-1]])
+    # chunks of whole contacts, about chunk_rows rows each, to bound memory
+    cuts = np.r_[starts[np.r_[True, np.diff(starts // chunk_rows) > 0]], len(order)]
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        rows = order[lo:hi]
+        s = 1.0 / (1.0 + np.exp(-(b[None, :] + known[rows, None])))
+        loglik = np.where(answered[rows, None], np.log(s), np.log1p(-s))
+        cum = np.vstack([np.zeros(grid), np.cumsum(loglik, axis=0)])
+        first = starts[(starts >= lo) & (starts < hi)] - lo  # contact starts in the chunk
+        own_start = first[np.searchsorted(first, np.arange(hi - lo), "right") - 1]
+        post = cum[:-1] - cum[own_start] + log_prior[None, :]  # the contact's earlier calls
+        post = np.exp(post - post.max(axis=1, keepdims=True))
+        out[rows] = (post * s).sum(axis=1) / post.sum(axis=1)
+    return out

@@ -24,6 +24,7 @@ from callback_timing.evaluate import (
     baseline_scores,
     classification_metrics,
     first_requests,
+    information_bound,
     slot_regret,
     weekday_hour_baseline,
 )
@@ -122,7 +123,8 @@ def fit_and_evaluate(
     calls : clean call history (:func:`callback_timing.data.clean_history`).
     params : XGBoost hyper-parameters overriding :data:`callback_timing.model.DEFAULT_PARAMS`.
     truth : the simulator's truth frame (``call_id``, ``p_true``) for the ceiling AUC.
-    world : the simulator's :class:`~callback_timing.world.World` for slot regret.
+    world : the simulator's :class:`~callback_timing.world.World` for slot regret and (with
+        ``truth``) the information bound (:func:`~callback_timing.evaluate.information_bound`).
     """
     step = progress or (lambda done, total: None)
     split = split_by_time(calls)
@@ -148,6 +150,14 @@ def fit_and_evaluate(
             metrics["truth"] = classification_metrics(y_test, p_test["truth"])
             extra["ceiling_auc"] = metrics["truth"]["roc_auc"]
             extra["auc_vs_ceiling"] = metrics["model"]["roc_auc"] / extra["ceiling_auc"]
+            if world is not None:
+                bound = pd.Series(information_bound(truth, world), index=truth["call_id"])
+                p_test["information_bound"] = bound.reindex(p_true.index).to_numpy(dtype=float)
+                metrics["information_bound"] = classification_metrics(
+                    y_test, p_test["information_bound"])
+                extra["bound_auc"] = metrics["information_bound"]["roc_auc"]
+                extra["bound_vs_ceiling"] = extra["bound_auc"] / extra["ceiling_auc"]
+                extra["auc_vs_bound"] = metrics["model"]["roc_auc"] / extra["bound_auc"]
     if world is not None:
         requests = first_requests(calls[split.test])
         X_train, y_train = X[split.train], y[split.train]
