@@ -18,7 +18,7 @@ import callback_timing as ct
 from callback_timing.training import fit_and_evaluate
 
 SEEDS = (1, 2, 3, 4, 5, 6)
-BASELINES = ("weekday_hour_rate", "contact_rate", "logistic_regression")
+BASELINES = ("weekday_hour_rate", "contact_rate", "logistic_regression", "rules")
 
 
 @pytest.mark.slow

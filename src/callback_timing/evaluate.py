@@ -108,11 +108,15 @@ def _as_plain(X: pd.DataFrame) -> pd.DataFrame:
 
 
 def baseline_scores(X_train: pd.DataFrame, y_train, X_test: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Scores of the baselines on ``X_test``: weekday x hour rate, contact rate, logistic."""
+    """Scores of the baselines on ``X_test``: weekday x hour rate, contact rate, logistic
+    regression, and the rule-based fallback (:class:`~callback_timing.rules.RuleModel`)."""
+    from callback_timing.rules import RuleModel
+
     return {
         "weekday_hour_rate": weekday_hour_baseline(X_train, y_train, X_test),
         "contact_rate": X_test["hist_rate"].to_numpy(dtype=float),
         "logistic_regression": logistic_baseline(X_train, y_train, X_test),
+        "rules": RuleModel.from_file().p_answer(X_test),
     }
 
 

@@ -137,8 +137,9 @@ def _track(report: TrainReport, history: Path, tmp: Path, staging: Path) -> None
 
     evaluation, result = report.evaluation, report.load
     bundle = evaluation.bundle
+    shown = ("model", "rules", "logistic_regression", "truth")
     curves = {name: (evaluation.y_test, evaluation.p_test[name])
-              for name in ("model", "logistic_regression", "truth") if name in evaluation.p_test}
+              for name in shown if name in evaluation.p_test}
     figures = {
         "reliability": reliability_plot(curves, tmp / "reliability.png"),
         "feature_importance": importance_plot(
