@@ -336,6 +336,15 @@ def demo_cmd(
     )
 
 
+def _register_policy_commands() -> None:
+    from callback_timing.cli_policy import rank_cmd
+
+    app.command("rank")(rank_cmd)
+
+
+_register_policy_commands()
+
+
 def main() -> None:
     """Console-script entry point: user mistakes become one line on stderr and exit code 1."""
     try:

@@ -226,9 +226,41 @@ class Policy:
         Raises :class:`RankRequestError` for an invalid request and :class:`ModelUnavailable`
         for ``policy: model`` without a model; everything else falls back to the rules.
         """
+        scored = self._scored(requests, now)
+        if scored is None:
+            return []
+        reqs, slots, X, p, source, reason, allowed, why_not = scored
+        return [self._respond(i, r, slots, X, p, source, reason, allowed, why_not)
+                for i, r in enumerate(reqs)]
+
+    def slot_table(self, requests: list[dict], now: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Every candidate slot of every request: what the windows are cut from.
+
+        Returns one row per (request, 15-minute slot) with ``request_id``, ``contact_id``,
+        ``at`` (UTC), ``p_answer``, ``worth`` (urgency), ``score``, ``allowed``, ``why_not``
+        (the first calling rule that forbids the slot) and ``source``.
+        """
+        scored = self._scored(requests, now)
+        if scored is None or scored[2] is None:
+            return pd.DataFrame(columns=["request_id", "contact_id", "at", "p_answer", "worth",
+                                         "score", "allowed", "why_not", "source"])
+        reqs, slots, X, p, source, _, allowed, why_not = scored
+        req_of = slots["_req"].to_numpy()
+        requested = np.array([np.datetime64(r["requested_at"].tz_localize(None), "ns")
+                              for r in reqs])[req_of]
+        hours = (slots["_at"].to_numpy() - requested) / np.timedelta64(1, "h")
+        flexible = np.array([r["urgency"] == "flexible" for r in reqs])[req_of]
+        worth = np.where(flexible, 1.0, self.config.urgency_worth(hours))
+        return pd.DataFrame({
+            "request_id": slots["request_id"].to_numpy(), "contact_id": slots["contact_id"],
+            "at": slots["at"], "p_answer": p, "worth": worth, "score": p * worth,
+            "allowed": allowed, "why_not": why_not, "source": source[req_of],
+        })
+
+    def _scored(self, requests: list[dict], now: pd.Timestamp | None):
         reqs = [self.normalise(r, now) for r in requests]
         if not reqs:
-            return []
+            return None
         if any(r["policy"] == "model" for r in reqs) and self.bundle is None:
             raise ModelUnavailable("policy 'model' asked for, but no model is loaded")
         slots = self._slots(reqs)
@@ -236,8 +268,7 @@ class Policy:
         X = build_features(history, slots, self.priors) if len(slots) else None
         p, source, reason = self._score(reqs, slots, X)
         allowed, why_not = self._allowed(reqs, slots, X, history)
-        return [self._respond(i, r, slots, X, p, source, reason, allowed, why_not)
-                for i, r in enumerate(reqs)]
+        return reqs, slots, X, p, source, reason, allowed, why_not
 
     def _slots(self, reqs: list[dict]) -> pd.DataFrame:
         frame = pd.DataFrame({
@@ -460,3 +491,30 @@ def _empty_priors() -> Priors:
     priors = Priors()
     priors.population_ = 0.2
     return priors
+
+
+def load_policy(model_dir=None, rules_path=None, rules_table_path=None) -> tuple[Policy, str]:
+    """A :class:`Policy` with the bundle at ``model_dir`` if it loads, else rules only.
+
+    Returns the policy and one line saying what answers (for logs and the CLI). Mistakes in
+    the rules files are :class:`~callback_timing.schema.ConfigError`; a missing or broken
+    model is not an error: the rules answer, and the line says why.
+    """
+    from pathlib import Path
+
+    from callback_timing.bundle import ModelBundle
+
+    config = load_policy_config(rules_path)
+    rules = RuleModel.from_file(rules_table_path)
+    bundle, note = None, "no model folder given: the rules answer"
+    if model_dir is not None:
+        folder = Path(model_dir)
+        if not (folder / "metadata.json").is_file():
+            note = f"no model bundle at {folder}: the rules answer"
+        else:
+            try:
+                bundle = ModelBundle.load(folder)
+                note = f"model {bundle.version} from {folder}"
+            except CallbackTimingError as exc:
+                note = f"model bundle at {folder} could not be loaded ({exc}): the rules answer"
+    return Policy(bundle, config=config, rules=rules), note

@@ -1,0 +1,56 @@
+"""`callback-timing rank`: JSON-lines requests in, responses out, bad lines answered in place."""
+
+from __future__ import annotations
+
+import json
+
+from callback_timing.bundle import ModelBundle
+from tests.conftest import tiny_bundle
+from tests.test_cli import run
+
+GOOD = {"request_id": "r-1", "contact": {"contact_id": "c-0001"}, "now": "2026-05-05T06:00:00Z"}
+
+
+def _write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_rank_file_with_model_rules_and_bad_lines(tmp_path):
+    _, folder, _ = tiny_bundle(tmp_path / "model")
+    version = ModelBundle.load(folder).version
+    _write(tmp_path / "req.jsonl", [
+        json.dumps(GOOD), "{broken", "",
+        json.dumps({**GOOD, "request_id": "r-2", "horizon_hours": 0}),
+        json.dumps({**GOOD, "request_id": "r-3", "policy": "rules"}),
+    ])
+    out = run("rank", "--requests", "req.jsonl", "--out", "resp.jsonl", "--model", str(folder),
+              cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "ranked 2 requests" in out.stdout and "2 rejected" in out.stdout
+    rows = [json.loads(x) for x in (tmp_path / "resp.jsonl").read_text().splitlines()]
+    assert [r.get("request_id") for r in rows] == ["r-1", None, None, "r-3"]
+    assert rows[0]["source"] == "model" and rows[0]["model_version"] == version
+    assert rows[0]["windows"] and rows[3]["source"] == "rules"
+    assert rows[1] == {"line": 2, "error": rows[1]["error"]} and "JSON" in rows[1]["error"]
+    assert rows[2]["line"] == 4 and rows[2]["error"].startswith("horizon_hours:")
+
+
+def test_rank_without_model_answers_from_rules(tmp_path):
+    _write(tmp_path / "req.jsonl", [json.dumps(GOOD)])
+    out = run("rank", "--requests", "req.jsonl", "--out", "resp.jsonl", "--model", "missing",
+              cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "no model bundle at missing" in out.stderr
+    row = json.loads((tmp_path / "resp.jsonl").read_text())
+    assert row["source"] == "rules" and row["fallback_reason"] == "no model loaded"
+
+
+def test_bad_rules_file_is_one_line(tmp_path):
+    _write(tmp_path / "req.jsonl", [json.dumps(GOOD)])
+    (tmp_path / "rules.yaml").write_text("attempts: {per_request: lots}\n")
+    out = run("rank", "--requests", "req.jsonl", "--out", "resp.jsonl", "--rules", "rules.yaml",
+              cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "error: attempts.per_request: expected a number, got 'lots'"]
+    assert not (tmp_path / "resp.jsonl").exists()
