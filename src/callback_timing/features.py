@@ -5,6 +5,9 @@ training row, a candidate slot for a ranking. :func:`build_features` computes, f
 
 - calendar features in the contact's local time (:mod:`callback_timing.calendar`);
 - contact context: industry, country, UTC offset (unknown values allowed);
+- priors: smoothed answer rates of the contact's industry by weekday and hour band, and the
+  rule-based fallback's chance of the slot (``prior_rules``, from the table frozen in the
+  :class:`~callback_timing.priors.Priors`), which the trees learn to correct;
 - point-in-time history features from the contact's calls **strictly before** the target's
   instant (counts and smoothed answer rates overall, by weekday, by hour band and by weekday x
   hour band; hours since the last call and last answer; consecutive no-answers; calls in the
@@ -49,6 +52,8 @@ CALENDAR_FEATURES = [
 ]
 CONTEXT_FEATURES = ["industry", "country"]
 PRIOR_FEATURES = ["prior_industry", "prior_wd", "prior_band", "prior_wdband"]
+#: The rule-based fallback's chance of the slot (expert knowledge the trees can correct).
+RULES_FEATURES = ["prior_rules"]
 HISTORY_FEATURES = [
     "hist_n",
     "hist_rate",
@@ -70,7 +75,8 @@ HISTORY_FEATURES = [
     "last_outcome",
 ]
 #: Every model input column, in order.
-FEATURE_COLUMNS = CALENDAR_FEATURES + CONTEXT_FEATURES + PRIOR_FEATURES + HISTORY_FEATURES
+FEATURE_COLUMNS = (CALENDAR_FEATURES + CONTEXT_FEATURES + PRIOR_FEATURES + RULES_FEATURES
+                   + HISTORY_FEATURES)
 CATEGORICAL_FEATURES = ["industry", "country", "last_outcome"]
 LAST_OUTCOME_CATEGORIES = ["none", *OUTCOMES]
 
@@ -262,6 +268,7 @@ def build_features(
     country = targets["country"].astype(object)
     country = country.where(country.isin(countries), "other")
     frame["country"] = pd.Categorical(country, categories=countries)
+    frame["prior_rules"] = priors.rule_model().table_p(frame)
     for name in PRIOR_FEATURES + HISTORY_FEATURES:
         frame[name] = hist[name]
     return frame[FEATURE_COLUMNS]

@@ -238,7 +238,8 @@ class Policy:
 
         Returns one row per (request, 15-minute slot) with ``request_id``, ``contact_id``,
         ``at`` (UTC), ``p_answer``, ``worth`` (urgency), ``score``, ``allowed``, ``why_not``
-        (the first calling rule that forbids the slot) and ``source``.
+        (the first calling rule that forbids the slot), ``source`` and ``calls_last_24h``
+        (calls to the contact in the 24 h before the slot, as far as known at ``now``).
         """
         scored = self._scored(requests, now)
         if scored is None or scored[2] is None:
@@ -255,6 +256,7 @@ class Policy:
             "request_id": slots["request_id"].to_numpy(), "contact_id": slots["contact_id"],
             "at": slots["at"], "p_answer": p, "worth": worth, "score": p * worth,
             "allowed": allowed, "why_not": why_not, "source": source[req_of],
+            "calls_last_24h": X["calls_last_24h"].to_numpy(),
         })
 
     def _scored(self, requests: list[dict], now: pd.Timestamp | None):

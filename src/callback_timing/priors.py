@@ -52,10 +52,23 @@ class Priors:
     band_: pd.Series = field(default=None, init=False, repr=False)
     wdband_: pd.Series = field(default=None, init=False, repr=False)
     countries_: list[str] = field(default_factory=list, init=False)
+    rules_: dict | None = field(default=None, init=False, repr=False)
 
-    def fit(self, calls: pd.DataFrame) -> Priors:
-        """Fit from rows with ``industry``, ``weekday``, ``band`` and ``answered``."""
+    def fit(self, calls: pd.DataFrame, rules_table: dict | None = None) -> Priors:
+        """Fit from rows with ``industry``, ``weekday``, ``band`` and ``answered``.
+
+        ``rules_table`` is the rule-based fallback's table (parsed ``rules.yaml``) whose
+        chances become the ``prior_rules`` feature; it is frozen here so training and serving
+        read the same table (default: the packaged one).
+        """
         m = self.strength
+        if rules_table is None:
+            import yaml
+
+            from callback_timing.rules import default_rules_text
+
+            rules_table = yaml.safe_load(default_rules_text())
+        self.rules_ = rules_table
         frame = calls[["industry", "weekday", "band", "answered"]].copy()
         frame["industry"] = frame["industry"].astype(str).astype(object)
         frame["weekday"] = frame["weekday"].astype(np.int64)
@@ -70,6 +83,16 @@ class Priors:
         if "country" in calls:
             self.countries_ = sorted(calls["country"].dropna().astype(str).unique().tolist())
         return self
+
+    def rule_model(self):
+        """The :class:`~callback_timing.rules.RuleModel` of the frozen table (or the default)."""
+        from callback_timing.rules import RuleModel
+
+        cached = getattr(self, "_rule_model", None)
+        if cached is None:
+            cached = RuleModel(self.rules_) if self.rules_ else RuleModel.from_file()
+            object.__setattr__(self, "_rule_model", cached)
+        return cached
 
     @staticmethod
     def _child(frame: pd.DataFrame, keys: list[str], parent: pd.Series, m: float) -> pd.Series:
@@ -115,6 +138,7 @@ class Priors:
             "band": records(self.band_),
             "wdband": records(self.wdband_),
             "countries": list(self.countries_),
+            "rules": self.rules_,
         }
 
     @classmethod
@@ -136,4 +160,5 @@ class Priors:
         priors.band_ = table(state["band"], ["industry", "band"])
         priors.wdband_ = table(state["wdband"], ["industry", "weekday", "band"])
         priors.countries_ = list(state["countries"])
+        priors.rules_ = state.get("rules")  # bundles before the rules prior: the default table
         return priors
