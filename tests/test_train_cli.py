@@ -122,3 +122,26 @@ def test_scheduler_tune_then_train_with_best(trained):
     meta = json.loads((tmp / "models" / "tuned" / "metadata.json").read_text())
     assert meta["params"]["max_depth"] == best["max_depth"]
     assert meta["params"]["learning_rate"] == pytest.approx(best["learning_rate"])
+
+
+def test_evaluate_replays_the_campaign_and_logs_it(trained):
+    tmp, _ = trained
+    out = run(tmp, "evaluate", "--history", "data/h.csv", "--requests", "80",
+              "--plot", "campaign.png")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "share of the oracle's value lift over the desk: model" in text
+    for policy in ("desk", "rules", "model", "oracle"):
+        assert f"│ {policy} " in out.stdout
+    assert (tmp / "campaign.png").stat().st_size > 10_000
+    logged = list((tmp / "mlruns" / "artifacts").rglob("campaign_kpis.csv"))
+    assert len(logged) == 1
+    kpis = logged[0].read_text().splitlines()
+    assert kpis[0].startswith(",requests,first_attempt_rate") and len(kpis) >= 5
+
+
+def test_evaluate_needs_the_synthetic_world(tmp_path):
+    (tmp_path / "h.csv").write_text("contact_id,called_at,outcome\n")
+    out = run(tmp_path, "evaluate", "--history", "h.csv")
+    assert out.returncode == 1
+    assert out.stderr.strip().count("\n") == 0 and "no synthetic world" in out.stderr

@@ -337,9 +337,10 @@ def demo_cmd(
 
 
 def _register_policy_commands() -> None:
-    from callback_timing.cli_policy import rank_cmd
+    from callback_timing.cli_policy import evaluate_cmd, rank_cmd
 
     app.command("rank")(rank_cmd)
+    app.command("evaluate")(evaluate_cmd)
 
 
 _register_policy_commands()

@@ -1,4 +1,4 @@
-"""Commands of the ``callback-timing`` CLI that use the ranking policy: ``rank``.
+"""Commands of the ``callback-timing`` CLI that use the ranking policy: ``rank``, ``evaluate``.
 
 Registered on the Typer app by :mod:`callback_timing.cli`; kept apart so each module stays
 small. I/O lives here; the work is in :mod:`callback_timing.policy`.
@@ -85,3 +85,52 @@ def rank_cmd(
     bad = sum("error" in r for r in results)
     console.print(f"ranked {len(results) - bad:,} requests to {out}; {bad:,} rejected"
                   + (" (see their 'error' lines)" if bad else ""), highlight=False)
+
+
+def evaluate_cmd(
+    history: Annotated[Path, typer.Option(help="Simulated history (its world file beside it).")],
+    model: Annotated[Path, typer.Option(help="Model bundle folder.")] = config.model_dir(),
+    requests: Annotated[int, typer.Option(min=1, help="Callback requests to replay.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the request sample and the outcomes.")] = 0,
+    cost_per_attempt: Annotated[
+        float, typer.Option(min=0, help="Cost of one call attempt (any currency).")
+    ] = 1.0,
+    plot: Annotated[Path | None, typer.Option(help="Write the KPI bar chart here (.png).")] = None,
+    track: Annotated[bool, typer.Option(help="Log the campaign to MLflow.")] = True,
+) -> None:
+    """Replay callback requests in the synthetic world: desk vs rules vs model vs oracle."""
+    from rich.table import Table
+
+    from callback_timing.campaign import value_lift_captured
+    from callback_timing.cli import _progress, console, err_console
+    from callback_timing.workflow import evaluate_campaign
+
+    with _progress("replaying the campaign") as progress:
+        report = evaluate_campaign(history, model, requests=requests, seed=seed,
+                                   cost_per_attempt=cost_per_attempt, plot=plot, track=track,
+                                   progress=progress)
+    err_console.print(report.model_note, highlight=False)
+    kpis = report.result.kpis
+    table = Table(title=f"Campaign from {report.start[:10]} ({int(kpis.iloc[0]['requests'])} "
+                  "requests, <= 3 attempts within 48 h)", title_justify="left")
+    columns = {"first attempt": ("first_attempt_rate", "{:.1%}"),
+               "reached": ("reached_rate", "{:.1%}"), "attempts": ("attempts", "{:.2f}"),
+               "hours to contact": ("hours_to_contact", "{:.1f}"),
+               "cost / reached": ("cost_per_reached", "{:.2f}"), "value": ("value", "{:.3f}"),
+               "illegal calls": ("illegal_calls", "{:.0f}")}
+    table.add_column("policy", no_wrap=True)
+    for name in columns:
+        table.add_column(name, justify="right")
+    for name, row in kpis.iterrows():
+        table.add_row(str(name), *(fmt.format(row[col]) for col, fmt in columns.values()),
+                      style="bold" if name == "model" else None)
+    console.print(table)
+    captured = [f"{p} {value_lift_captured(kpis, p):.0%}" for p in ("model", "rules")
+                if p in kpis.index and {"desk", "oracle"} <= set(kpis.index)]
+    if captured:
+        console.print("share of the oracle's value lift over the desk: " + ", ".join(captured),
+                      highlight=False)
+    if report.figure:
+        console.print(f"plot: {report.figure}", highlight=False)
+    if report.run_id:
+        console.print(f"MLflow: run {report.run_id}", highlight=False)

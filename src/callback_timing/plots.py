@@ -113,3 +113,24 @@ def importance_plot(importance: pd.Series, path: str | Path, top: int = 20) -> P
     ax.set_xlabel("share of total gain among the shown features (%)")
     ax.set_title("Feature importance")
     return save_figure(fig, path)
+
+
+def campaign_plot(kpis: pd.DataFrame, path: str | Path) -> Path:
+    """Bars per policy: first-attempt answer rate, reached within the deadline, value."""
+    shown = kpis.loc[[i for i in kpis.index if "cold start" not in str(i)]]
+    metrics = {"first attempt answered": "first_attempt_rate",
+               "reached within 48 h": "reached_rate", "value (urgency-weighted)": "value"}
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    width = 0.8 / len(shown)
+    x = np.arange(len(metrics))
+    for k, (name, row) in enumerate(shown.iterrows()):
+        values = [float(row[c]) for c in metrics.values()]
+        bars = ax.bar(x + (k - (len(shown) - 1) / 2) * width, values, width, label=str(name))
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(x, list(metrics))
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of callback requests")
+    ax.set_title("Campaign replay by policy")
+    ax.legend(loc="upper left", fontsize=8, ncols=len(shown))
+    fig.tight_layout()
+    return save_figure(fig, path)

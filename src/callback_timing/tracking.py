@@ -406,3 +406,14 @@ def set_tags(tags: Mapping[str, object]) -> None:
     """Set ``tags`` (values as strings) on the active run."""
     _require_active_run("set_tags")
     mlflow.set_tags({key: str(value) for key, value in tags.items()})
+
+
+def log_report(params: Mapping, metrics: Mapping, figures: Mapping[str, Path],
+               tables: Mapping[str, dict | pd.DataFrame]) -> None:
+    """Log parameters, metrics, figures and tables into the active run (e.g. a campaign)."""
+    _require_active_run("log_report")
+    mlflow.log_params(flatten_params(params))
+    mlflow.log_metrics(clean_metrics(metrics))
+    with tempfile.TemporaryDirectory(prefix="callback-timing-report-") as tmp:
+        _stage_artifacts(Path(tmp), figures, tables, ())
+        mlflow.log_artifacts(tmp)

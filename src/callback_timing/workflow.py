@@ -180,3 +180,80 @@ def _track(report: TrainReport, history: Path, tmp: Path, staging: Path) -> None
     decision = tracking.decide_promotion(evaluation.metrics["model"], champion_metrics)
     tracking.apply_decision(config.REGISTERED_MODEL_NAME, report.model_version, decision)
     report.promoted, report.decision = decision.promote, decision.reason
+
+
+@dataclass
+class CampaignReport:
+    """What :func:`evaluate_campaign` did."""
+
+    result: object  # callback_timing.campaign.CampaignResult
+    start: str
+    model_note: str
+    figure: Path | None = None
+    run_id: str | None = None
+
+
+def evaluate_campaign(
+    history: str | Path,
+    model_dir: str | Path | None = None,
+    requests: int = 1000,
+    seed: int = 0,
+    cost_per_attempt: float = 1.0,
+    plot: str | Path | None = None,
+    track: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> CampaignReport:
+    """Replay the callback requests of a simulated history's last period for every policy.
+
+    The campaign starts where the model's test period starts (its ``metadata.json``; without a
+    model, at the last 20% of the period); the requests made from then on (up to ``requests``,
+    sampled with ``seed``) are replayed on the calls before it. Needs the world written beside
+    the history by ``simulate``.
+    """
+    import pandas as pd
+
+    from callback_timing.campaign import campaign_kpis, replay
+    from callback_timing.evaluate import first_requests
+    from callback_timing.plots import campaign_plot
+    from callback_timing.policy import load_policy
+
+    history = Path(history)
+    _, world = load_ground_truth(history)
+    if world is None:
+        raise ConfigError(f"{history} has no synthetic world beside it (*.world.parquet): "
+                          "`evaluate` replays requests in the world `simulate` wrote")
+    calls = load_history(history).calls
+    policy, note = load_policy(model_dir)
+    bundle = policy.bundle
+    if bundle is not None and "split" in bundle.metadata:
+        start = pd.Timestamp(bundle.metadata["split"]["test_from"])
+    else:
+        start = calls["called_at"].quantile(0.8)
+    before = calls[calls["called_at"] < start]
+    asked = first_requests(calls[calls["requested_at"] >= start])
+    if len(asked) == 0:
+        raise ConfigError(f"no callback requests in {history} after {start.isoformat()}")
+    asked = asked.sample(min(requests, len(asked)), random_state=seed)
+    asked = asked.rename(columns={"now": "requested_at"})
+    result = replay(world, before, asked, bundle=bundle, seed=seed, progress=progress)
+    result.kpis = campaign_kpis(result.requests, cost_per_attempt)
+    report = CampaignReport(result=result, start=start.isoformat(), model_note=note)
+    if plot is not None:
+        report.figure = campaign_plot(result.kpis, plot)
+    if track:
+        from callback_timing import tracking
+
+        with tempfile.TemporaryDirectory(prefix="callback-timing-campaign-") as tmp:
+            figure = report.figure or campaign_plot(result.kpis, Path(tmp) / "campaign.png")
+            with tracking.start_run("campaign", tags={"kind": "campaign"}) as run:
+                flat = {f"{policy}.{k}": v for policy, row in result.kpis.iterrows()
+                        for k, v in row.items()}
+                tracking.log_report(
+                    {"history": history.name, "requests": len(asked), "seed": seed,
+                     "cost_per_attempt": cost_per_attempt, "start": report.start,
+                     "model": bundle.version if bundle is not None else "none"},
+                    {k.replace(" ", "_").replace("(", "").replace(")", ""): v
+                     for k, v in flat.items()},
+                    {"campaign": figure}, {"campaign_kpis": result.kpis})
+                report.run_id = run.info.run_id
+    return report
