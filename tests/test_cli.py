@@ -23,7 +23,8 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("command", [[], ["simulate"], ["validate"], ["demo"], ["rank"], ["evaluate"]])
+@pytest.mark.parametrize("command", [[], ["simulate"], ["validate"], ["demo"], ["rank"],
+                                     ["evaluate"]])
 def test_help_everywhere(tmp_path, command):
     out = run(*command, "--help", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
