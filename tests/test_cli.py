@@ -24,7 +24,7 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("command", [[], ["simulate"], ["validate"], ["demo"], ["rank"],
-                                     ["evaluate"]])
+                                     ["evaluate"], ["schedule"]])
 def test_help_everywhere(tmp_path, command):
     out = run(*command, "--help", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -134,4 +134,6 @@ def test_demo_runs_the_main_job(tmp_path):
     assert "-> champion" in out.stdout
     assert (tmp_path / "models" / "current" / "metadata.json").is_file()
     assert (tmp_path / "mlruns" / "mlflow.db").is_file()
+    assert "share of the oracle's value lift over the desk" in " ".join(out.stdout.split())
+    assert (tmp_path / "data" / "history.campaign.png").stat().st_size > 10_000
     shutil.rmtree(tmp_path / "data")

@@ -54,3 +54,25 @@ def test_bad_rules_file_is_one_line(tmp_path):
     assert out.stderr.strip().splitlines() == [
         "error: attempts.per_request: expected a number, got 'lots'"]
     assert not (tmp_path / "resp.jsonl").exists()
+
+
+def test_schedule_respects_capacity_and_beats_greedy(tmp_path):
+    import re
+
+    import pandas as pd
+
+    industries = ["consumer", "it", "retail", "hospitality"]
+    _write(tmp_path / "req.jsonl", [json.dumps({
+        "request_id": f"q{i}", "now": "2026-05-05T06:00:00Z",
+        "contact": {"contact_id": f"n{i}", "industry": industries[i % 4], "country": "PL",
+                    "timezone": "Europe/Warsaw"}}) for i in range(60)] + ["[1]"])
+    out = run("schedule", "--requests", "req.jsonl", "--out", "plan.csv", "--capacity", "2",
+              "--model", "missing", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "skipped line 61: expected a JSON object" in out.stderr
+    plan = pd.read_csv(tmp_path / "plan.csv")
+    assert len(plan) == 60 and plan["assigned"].all()
+    assert plan.groupby("at").size().max() <= 2
+    optimal, greedy = map(float, re.search(
+        r"value ([\d.]+) \(greedy ([\d.]+)\)", " ".join(out.stdout.split())).groups())
+    assert optimal >= greedy > 0

@@ -319,17 +319,23 @@ def demo_cmd(
         config.model_dir()
     ),
 ) -> None:
-    """The main job on embedded defaults: simulate a call history, validate it, train on it."""
+    """The main job on embedded defaults: simulate a call history, validate it, train on it,
+    and replay a callback campaign with the traditional desk, the rules, the model and the
+    oracle."""
+    from callback_timing.cli_policy import evaluate_cmd
     from callback_timing.workflow import train
 
-    console.rule("1/3 simulate a call history")
+    console.rule("1/4 simulate a call history")
     path = _run_simulate(contacts, days, seed, workdir / "history.csv", "2026-03-02", 0.03)
-    console.rule("2/3 validate it")
+    console.rule("2/4 validate it")
     _run_validate(path, None, None, None, False, plot=_sidecar(path, "heatmap", ".png"))
-    console.rule("3/3 train the answer model")
+    console.rule("3/4 train the answer model")
     with _progress("training") as progress:
         report = train(path, model, progress=progress)
     _print_training(report)
+    console.rule("4/4 replay a callback campaign: desk vs rules vs model vs oracle")
+    evaluate_cmd(history=path, model=model, requests=400, seed=seed,
+                 plot=_sidecar(path, "campaign", ".png"))
     console.print(
         "\nnext: [bold].venv/bin/callback-timing --help[/] lists every command; "
         "[bold].venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db[/] shows the run"
@@ -337,9 +343,10 @@ def demo_cmd(
 
 
 def _register_policy_commands() -> None:
-    from callback_timing.cli_policy import evaluate_cmd, rank_cmd
+    from callback_timing.cli_policy import evaluate_cmd, rank_cmd, schedule_cmd
 
     app.command("rank")(rank_cmd)
+    app.command("schedule")(schedule_cmd)
     app.command("evaluate")(evaluate_cmd)
 
 

@@ -1,4 +1,5 @@
-"""Commands of the ``callback-timing`` CLI that use the ranking policy: ``rank``, ``evaluate``.
+"""Commands of the ``callback-timing`` CLI that use the ranking policy: ``rank``, ``schedule``,
+``evaluate``.
 
 Registered on the Typer app by :mod:`callback_timing.cli`; kept apart so each module stays
 small. I/O lives here; the work is in :mod:`callback_timing.policy`.
@@ -24,6 +25,20 @@ RulesTableOption = Annotated[
 ]
 
 
+def _read_requests(path: Path) -> list[tuple[int, dict | str]]:
+    """``(line number, request)`` per non-empty JSON-lines line; a string says what is wrong."""
+    parsed: list[tuple[int, dict | str]] = []
+    for n, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+            parsed.append((n, value if isinstance(value, dict) else "expected a JSON object"))
+        except json.JSONDecodeError as exc:
+            parsed.append((n, f"not valid JSON ({exc.msg})"))
+    return parsed
+
+
 def rank_cmd(
     requests: Annotated[Path, typer.Option(help="JSON-lines file of /rank requests.")],
     out: Annotated[Path, typer.Option(help="JSON-lines file for the responses.")],
@@ -42,16 +57,7 @@ def rank_cmd(
 
     policy, note = load_policy(model, rules, rules_table)
     err_console.print(note, highlight=False)
-    lines = requests.read_text("utf-8").splitlines()
-    parsed: list[tuple[int, dict | str]] = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-            parsed.append((n, value if isinstance(value, dict) else "expected a JSON object"))
-        except json.JSONDecodeError as exc:
-            parsed.append((n, f"not valid JSON ({exc.msg})"))
+    parsed = _read_requests(requests)
     results: list[dict] = []
     with _progress("ranking") as progress:
         for start in range(0, len(parsed), batch):
@@ -134,3 +140,55 @@ def evaluate_cmd(
         console.print(f"plot: {report.figure}", highlight=False)
     if report.run_id:
         console.print(f"MLflow: run {report.run_id}", highlight=False)
+
+
+def schedule_cmd(
+    requests: Annotated[Path, typer.Option(help="JSON-lines file of /rank requests.")],
+    out: Annotated[Path, typer.Option(help="CSV file for the assigned call times.")],
+    capacity: Annotated[int, typer.Option(min=0, help="Calls per 15-minute slot.")] = 20,
+    capacity_file: Annotated[
+        Path | None,
+        typer.Option(help="CSV with columns at (slot start) and capacity; other slots: 0."),
+    ] = None,
+    model: Annotated[Path, typer.Option(help="Model bundle folder.")] = config.model_dir(),
+    rules: RulesOption = None,
+    rules_table: RulesTableOption = None,
+) -> None:
+    """Assign call times to many requests under agent capacity (maximum expected value)."""
+    import pandas as pd
+
+    from callback_timing.cli import console, err_console
+    from callback_timing.policy import RankRequestError, load_policy
+    from callback_timing.schedule import assign, compare
+    from callback_timing.schema import ConfigError
+
+    policy, note = load_policy(model, rules, rules_table)
+    err_console.print(note, highlight=False)
+    good, bad = [], []
+    for n, req in _read_requests(requests):
+        try:
+            if isinstance(req, str):
+                raise RankRequestError(req)
+            policy.normalise(req)
+            good.append(req)
+        except RankRequestError as exc:
+            bad.append(f"line {n}: {exc}")
+    for line in bad[:5]:
+        err_console.print(f"skipped {line}", highlight=False)
+    seats: int | pd.Series = capacity
+    if capacity_file is not None:
+        table = pd.read_csv(capacity_file)
+        if not {"at", "capacity"} <= set(table.columns):
+            raise ConfigError(f"{capacity_file}: needs columns 'at' and 'capacity'")
+        seats = pd.Series(table["capacity"].to_numpy(), index=table["at"].astype(str))
+    slots = policy.slot_table(good)
+    summary = compare(slots, seats)
+    chosen = assign(slots, seats)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    chosen.to_csv(out, index=False)
+    opt, greedy = summary["optimal"], summary["greedy"]
+    console.print(
+        f"{len(chosen):,} requests ({len(bad):,} skipped): {opt['assigned']:,} assigned to "
+        f"{out}\nexpected answers {opt['expected_answers']:.1f} (per-contact greedy "
+        f"{greedy['expected_answers']:.1f}); urgency-weighted value {opt['value']:.1f} "
+        f"(greedy {greedy['value']:.1f})", highlight=False)
