@@ -21,32 +21,35 @@ True
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from callback_timing import calendar
+from callback_timing import fastpath as fp
 from callback_timing.contacts import (
     canonical_zone,
     is_valid_zone,
     normalise_industry,
     parse_phones,
 )
+from callback_timing.fastpath import SlotBatch
 from callback_timing.features import build_features
 from callback_timing.policy_config import PolicyConfig, load_policy_config
 from callback_timing.priors import Priors
-from callback_timing.reasons import window_reasons
 from callback_timing.rules import RuleModel
 from callback_timing.schema import CallbackTimingError
-from callback_timing.slots import SLOT_MINUTES, candidate_slots
 
 POLICIES = ("auto", "model", "rules")
 URGENCIES = ("standard", "urgent", "flexible")
-_STEP = pd.Timedelta(minutes=SLOT_MINUTES)
 _HISTORY_COLUMNS = ["call_id", "contact_id", "called_at", "answered", "outcome", "timezone",
                     "country", "subdivision", "industry", "request_id"]
+
+
+#: Request contact fields a contact depends on (the key of the contact cache), and its size.
+_CONTACT_FIELDS = ("contact_id", "country", "phone", "timezone", "subdivision", "industry",
+                   "opt_out")
+_CONTACT_CACHE = 100_000
 
 
 class RankRequestError(CallbackTimingError):
@@ -55,12 +58,6 @@ class RankRequestError(CallbackTimingError):
 
 class ModelUnavailable(CallbackTimingError):
     """``policy: model`` was asked for but no model is loaded."""
-
-
-def _stable_unit(text: str, salt: str) -> float:
-    """A number in [0, 1) that depends only on ``text`` and ``salt``."""
-    digest = hashlib.sha256(f"{salt}:{text}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def _timestamp(value, field: str, default: pd.Timestamp | None = None) -> pd.Timestamp:
@@ -111,8 +108,13 @@ class Policy:
         self.priors = bundle.priors if bundle is not None else _empty_priors()
         last = history.sort_values("called_at", kind="stable").drop_duplicates(
             "contact_id", keep="last") if len(history) else history
-        self._profiles = last.set_index("contact_id")[
-            ["timezone", "country", "subdivision", "industry"]] if len(last) else None
+        fields = ["timezone", "country", "subdivision", "industry"]
+        #: the last known attributes of each contact in the history (a dict: fast lookups)
+        self._profiles: dict = {cid: dict(zip(fields, values, strict=True)) for cid, *values in
+                                zip(last["contact_id"], *(last[f].to_numpy(object)
+                                                          for f in fields), strict=True)}
+        self._weeks: dict[tuple, np.ndarray] = {}
+        self._contacts: dict[tuple, _Contact] = {}
 
     @property
     def model_version(self) -> str | None:
@@ -163,9 +165,21 @@ class Policy:
                 "policy": policy, "urgency": urgency}
 
     def _contact(self, raw: dict) -> _Contact:
+        """The contact of a request, from its fields and the history's profile (cached)."""
+        key = tuple(raw.get(k) for k in _CONTACT_FIELDS)
+        try:
+            cached = self._contacts.get(key)
+        except TypeError:  # an unhashable field: not cached
+            return self._new_contact(raw)
+        if cached is None:
+            if len(self._contacts) >= _CONTACT_CACHE:
+                self._contacts.clear()
+            cached = self._contacts[key] = self._new_contact(raw)
+        return cached
+
+    def _new_contact(self, raw: dict) -> _Contact:
         cid = str(raw["contact_id"]).strip()
-        profile = (self._profiles.loc[cid] if self._profiles is not None
-                   and cid in self._profiles.index else None)
+        profile = self._profiles.get(cid)
         notes: list[str] = []
 
         def given(key: str):
@@ -226,12 +240,10 @@ class Policy:
         Raises :class:`RankRequestError` for an invalid request and :class:`ModelUnavailable`
         for ``policy: model`` without a model; everything else falls back to the rules.
         """
-        scored = self._scored(requests, now)
-        if scored is None:
+        batch = self._scored(requests, now, every_slot=False)
+        if batch is None:
             return []
-        reqs, slots, X, p, source, reason, allowed, why_not = scored
-        return [self._respond(i, r, slots, X, p, source, reason, allowed, why_not)
-                for i, r in enumerate(reqs)]
+        return fp.respond_all(batch, self.rules, self.model_version)
 
     def slot_table(self, requests: list[dict], now: pd.Timestamp | None = None) -> pd.DataFrame:
         """Every candidate slot of every request: what the windows are cut from.
@@ -241,245 +253,175 @@ class Policy:
         (the first calling rule that forbids the slot), ``source`` and ``calls_last_24h``
         (calls to the contact in the 24 h before the slot, as far as known at ``now``).
         """
-        scored = self._scored(requests, now)
-        if scored is None or scored[2] is None:
+        b = self._scored(requests, now, every_slot=True)
+        if b is None or b.X is None:
             return pd.DataFrame(columns=["request_id", "contact_id", "at", "p_answer", "worth",
                                          "score", "allowed", "why_not", "source"])
-        reqs, slots, X, p, source, _, allowed, why_not = scored
-        req_of = slots["_req"].to_numpy()
-        requested = np.array([np.datetime64(r["requested_at"].tz_localize(None), "ns")
-                              for r in reqs])[req_of]
-        hours = (slots["_at"].to_numpy() - requested) / np.timedelta64(1, "h")
-        flexible = np.array([r["urgency"] == "flexible" for r in reqs])[req_of]
+        req_of = b.req_of
+        requested = np.array([r["requested_at"].value for r in b.reqs], dtype=np.int64)[req_of]
+        hours = (b.at - requested) / 3.6e12
+        flexible = np.array([r["urgency"] == "flexible" for r in b.reqs])[req_of]
         worth = np.where(flexible, 1.0, self.config.urgency_worth(hours))
+        unit = pd.to_datetime(pd.Series([r["now"] for r in b.reqs]), utc=True).dt.unit
+        at = pd.Series(pd.DatetimeIndex(b.at.view("datetime64[ns]")).tz_localize("UTC")
+                       .as_unit(unit))
         return pd.DataFrame({
-            "request_id": slots["request_id"].to_numpy(), "contact_id": slots["contact_id"],
-            "at": slots["at"], "p_answer": p, "worth": worth, "score": p * worth,
-            "allowed": allowed, "why_not": why_not, "source": source[req_of],
-            "calls_last_24h": X["calls_last_24h"].to_numpy(),
+            "request_id": np.array([r["request_id"] for r in b.reqs], dtype=object)[req_of],
+            "contact_id": np.array([r["contact"].contact_id for r in b.reqs],
+                                   dtype=object)[req_of],
+            "at": at, "p_answer": b.p, "worth": worth, "score": b.p * worth,
+            "allowed": b.allowed, "why_not": b.why_texts(), "source": b.source[req_of],
+            "calls_last_24h": b.X["calls_last_24h"].to_numpy()[b.feat],
         })
 
-    def _scored(self, requests: list[dict], now: pd.Timestamp | None):
+    def _scored(self, requests: list[dict], now: pd.Timestamp | None,
+                every_slot: bool) -> SlotBatch | None:
+        """Slots, features, ``p_answer`` and calling rules of a batch of requests.
+
+        Features are built once per distinct (contact, ``now``) grid, and only for slots
+        inside the contact's calling hours unless ``every_slot`` (the other slots are
+        forbidden by the first rule whatever their features say).
+        """
         reqs = [self.normalise(r, now) for r in requests]
         if not reqs:
             return None
         if any(r["policy"] == "model" for r in reqs) and self.bundle is None:
             raise ModelUnavailable("policy 'model' asked for, but no model is loaded")
-        slots = self._slots(reqs)
-        history = self.history[self.history["contact_id"].isin(slots["contact_id"].unique())]
-        X = build_features(history, slots, self.priors) if len(slots) else None
-        p, source, reason = self._score(reqs, slots, X)
-        allowed, why_not = self._allowed(reqs, slots, X, history)
-        return reqs, slots, X, p, source, reason, allowed, why_not
+        b = SlotBatch(reqs, self.config)
+        now_ns = np.array([r["now"].value for r in reqs], dtype=np.int64)
+        first, count = fp.slot_grid(now_ns, [r["horizon_hours"] for r in reqs])
+        b.layout(count)
+        grids = fp.shared_grids(reqs, now_ns, first, count)
+        zones = np.array([c.timezone for c in grids.contacts], dtype=object)
+        minute, weekday = fp.local_parts(grids.at, zones[grids.of])
+        weeks = np.stack([self._week(c.country, c.subdivision) for c in grids.contacts])
+        outside = fp.outside_hours(minute, weekday, weeks, grids.of)
+        rows = np.arange(len(grids.at)) if every_slot else np.flatnonzero(~outside)
+        feat_of = np.full(len(grids.at), -1, dtype=np.int64)
+        feat_of[rows] = np.arange(len(rows))
+        grid_off = np.concatenate([[0], np.cumsum(grids.count)])
+        row_of = grid_off[grids.group][b.req_of] + b.slot_no
+        b.at, b.feat = grids.at[row_of], feat_of[row_of]
+        contacts = {c.contact_id for c, n in zip(grids.contacts, grids.count, strict=True) if n}
+        if len(rows):
+            b.X = build_features(self._index.calls_of(contacts), grids.targets(rows), self.priors)
+        b.has_slots = bool(count.sum())
+        self._score(b, grids.group, grids.of[rows])
+        b.forbid(outside[row_of], fp.OUTSIDE)
+        self._allowed(b, now_ns, contacts)
+        return b
 
-    def _slots(self, reqs: list[dict]) -> pd.DataFrame:
-        frame = pd.DataFrame({
-            "request_id": [r["request_id"] for r in reqs],
-            "contact_id": [r["contact"].contact_id for r in reqs],
-            "now": [r["now"] for r in reqs],
-            "timezone": [r["contact"].timezone for r in reqs],
-            "country": [r["contact"].country for r in reqs],
-            "subdivision": [r["contact"].subdivision for r in reqs],
-            "industry": [r["contact"].industry for r in reqs],
-        })
-        parts = []
-        for hours in sorted({r["horizon_hours"] for r in reqs}):
-            rows = [i for i, r in enumerate(reqs) if r["horizon_hours"] == hours]
-            part = candidate_slots(frame.iloc[rows].assign(_req=rows), horizon_hours=hours,
-                                   calling_hours=(0, 24))
-            parts.append(part)
-        slots = pd.concat(parts, ignore_index=True)
-        slots = slots.sort_values(["_req", "at"], kind="stable").reset_index(drop=True)
-        slots["_at"] = slots["at"].dt.tz_convert("UTC").dt.tz_localize(None).astype(
-            "datetime64[ns]")
-        return slots
+    def _week(self, country: str | None, subdivision: str | None) -> np.ndarray:
+        """Calling hours of a country/subdivision as a 7 x 2 array (cached)."""
+        key = (country, subdivision)
+        if key not in self._weeks:
+            self._weeks[key] = fp.week_table(self.config.hours_for(country, subdivision))
+        return self._weeks[key]
 
-    def _score(self, reqs, slots, X):
-        """p_answer per slot, the source per request and the fallback reason per request."""
-        n = len(reqs)
-        source = np.array(["rules"] * n, dtype=object)
-        reason: list[str | None] = [None] * n
-        if X is None:
-            return np.zeros(0), source, ["no allowed slot"] * n
-        req_of = slots["_req"].to_numpy()
-        p_rules = self.rules.p_answer(X)
-        p_table = self.rules.table_p(X)
+    def _score(self, b: SlotBatch, group: np.ndarray, group_of_row: np.ndarray) -> None:
+        """p_answer per slot, the source and fallback reason per request.
+
+        ``group`` is each request's slot grid, ``group_of_row`` each feature row's.
+        """
+        n = len(b.reqs)
+        b.source = np.array(["rules"] * n, dtype=object)
+        b.reason = [None] * n
+        b.p = np.full(len(b.at), np.nan)
+        if not b.has_slots:
+            b.reason = ["no allowed slot"] * n
+            return
         use_model = np.zeros(n, dtype=bool)
-        for i, r in enumerate(reqs):
+        for i, r in enumerate(b.reqs):
             if r["contact"].opt_out:
-                reason[i] = "contact opted out of AI timing (traditional callback)"
+                b.reason[i] = "contact opted out of AI timing (traditional callback)"
             elif r["policy"] == "rules":
-                reason[i] = "policy=rules"
+                b.reason[i] = "policy=rules"
             elif self.bundle is None:
-                reason[i] = "no model loaded"
+                b.reason[i] = "no model loaded"
             else:
                 use_model[i] = True
-        p = np.where(np.isin(req_of, np.flatnonzero([r["contact"].opt_out for r in reqs])),
-                     p_table, p_rules)
-        rows = use_model[req_of]
-        if rows.any():
-            try:
-                p_model = np.asarray(self.bundle.model.p_answer(X[rows]), dtype=float)
-            except Exception as exc:  # noqa: BLE001 - any model failure means the rules answer
-                p_model, failure = None, f"model failed ({type(exc).__name__})"
-            else:
-                failure = None if np.isfinite(p_model).all() else "model returned NaN"
-            if failure is None:
-                p[rows] = p_model
-                source[use_model] = "model"
-            else:
-                for i in np.flatnonzero(use_model):
-                    reason[i] = failure
-        return p, source, reason
-
-    def _allowed(self, reqs, slots, X, history):
-        """Whether each slot may be called, and why not (for the first rule that forbids it)."""
-        if X is None:
-            return np.zeros(0, dtype=bool), np.zeros(0, dtype=object)
-        cfg = self.config
-        req_of = slots["_req"].to_numpy()
-        minute = X["minute_of_day"].to_numpy(np.int64)
-        weekday = X["weekday"].to_numpy(np.int64)
-        why = np.full(len(slots), None, dtype=object)
-
-        def forbid(mask, text):
-            why[mask & pd.isna(why)] = text
-
-        start = np.full(len(slots), 0)
-        end = np.full(len(slots), 0)
-        for i, r in enumerate(reqs):
-            c = r["contact"]
-            rows = req_of == i
-            week = cfg.hours_for(c.country, c.subdivision)
-            s = np.array([h[0] if h else 0 for h in week])[weekday[rows]]
-            e = np.array([h[1] if h else 0 for h in week])[weekday[rows]]
-            start[rows], end[rows] = s, e
-        forbid((minute < start) | (minute + SLOT_MINUTES > end), "outside calling hours")
-        for i, r in enumerate(reqs):
-            c = r["contact"]
-            if c.phone_zone is None:
-                continue
-            rows = np.flatnonzero(req_of == i)
-            other = calendar.local_clock(slots["at"].iloc[rows],
-                                         pd.Series([c.phone_zone] * len(rows),
-                                                   index=slots.index[rows]))
-            week = cfg.hours_for(c.country, c.subdivision)
-            m2 = other["minute_of_day"].to_numpy(np.int64)
-            wd2 = other["weekday"].to_numpy(np.int64)
-            s = np.array([h[0] if h else 0 for h in week])[wd2]
-            e = np.array([h[1] if h else 0 for h in week])[wd2]
-            bad = np.zeros(len(slots), dtype=bool)
-            bad[rows] = (m2 < s) | (m2 + SLOT_MINUTES > e)
-            forbid(bad, f"outside calling hours in {c.phone_zone} (the phone number's zone)")
-        horizon_end = slots["_req"].map(
-            {i: r["now"] + pd.Timedelta(hours=r["horizon_hours"]) for i, r in enumerate(reqs)})
-        forbid((slots["at"] + _STEP > horizon_end).to_numpy(), "beyond the horizon")
-        if not cfg.allow_holiday_calls:
-            forbid(X["holiday"].to_numpy(bool), "public holiday")
-        gap = X["hours_since_last_call"].to_numpy(float)
-        forbid(np.nan_to_num(gap, nan=np.inf) < cfg.min_gap_hours,
-               f"less than {cfg.min_gap_hours:g} h after the last call")
-        forbid(X["calls_last_24h"].to_numpy() >= cfg.max_calls_24h,
-               f"{cfg.max_calls_24h} calls to this contact in 24 h already")
-        forbid(X["calls_last_168h"].to_numpy() >= cfg.max_calls_7d,
-               f"{cfg.max_calls_7d} calls to this contact in 7 days already")
-        if len(history) and "request_id" in history:
-            made = history.groupby("request_id").size()
-            for i, r in enumerate(reqs):
-                done = int(made.get(r["request_id"], 0))
-                if done >= cfg.max_attempts_per_request:
-                    forbid(req_of == i, f"{done} attempts made for this request (cap "
-                           f"{cfg.max_attempts_per_request})")
-        return pd.isna(why), why
-
-    def _respond(self, i, r, slots, X, p, source, reason, allowed, why_not) -> dict:
-        c = r["contact"]
-        out = {"request_id": r["request_id"], "contact_id": c.contact_id,
-               "source": str(source[i]), "arm": str(source[i]),
-               "fallback_reason": reason[i],
-               "model_version": self.model_version if source[i] == "model" else None,
-               "windows": [], "explored": False, "propensity": None, "notes": list(c.notes)}
-        if X is None:
-            return out
-        rows = np.flatnonzero((slots["_req"].to_numpy() == i) & allowed)
-        if len(rows) == 0:
-            mine = np.flatnonzero(slots["_req"].to_numpy() == i)
-            if len(mine):
-                reasons = pd.Series(why_not[mine]).value_counts()
-                out["notes"].append("no allowed slot in the horizon: " + reasons.index[0])
-            return out
-        at = slots["_at"].to_numpy()[rows]
-        requested = np.datetime64(r["requested_at"].tz_localize(None), "ns")
-        hours_since = (at - requested) / np.timedelta64(1, "h")
-        if r["urgency"] == "flexible":
-            worth = np.ones(len(rows))
+        if b.X is None:  # every slot outside calling hours: nothing to score
+            b.source[use_model] = "model"
+            return
+        opt_out = np.array([r["contact"].opt_out for r in b.reqs])
+        has = b.feat >= 0
+        feat = b.feat[has]
+        b.p[has] = self.rules.p_answer(b.X)[feat]
+        if opt_out.any():  # the table alone: no personal history
+            mine = has & opt_out[b.req_of]
+            b.p[mine] = self.rules.table_p(b.X)[b.feat[mine]]
+        if not use_model.any():
+            return
+        model_group = np.zeros(int(group.max()) + 1, dtype=bool)
+        model_group[group[use_model]] = True
+        wanted = model_group[group_of_row]
+        try:
+            p_model = np.asarray(fp.predict_answer(self.bundle.model, b.X[wanted]), dtype=float)
+        except Exception as exc:  # noqa: BLE001 - any model failure means the rules answer
+            p_model, failure = None, f"model failed ({type(exc).__name__})"
         else:
-            worth = self.config.urgency_worth(hours_since)
-        score = p[rows] * worth
-        windows = _windows(at, score, self.config, r["top_k"], urgent=r["urgency"] == "urgent")
-        explored, propensity = False, None
-        share = self.config.exploration_share
-        if source[i] == "model" and share > 0 and r["urgency"] != "urgent":
-            total = score.sum()
-            best = windows[0][0] if windows else 0
-            if _stable_unit(r["request_id"], "explore") < share and total > 0:
-                rng = np.random.default_rng(int(_stable_unit(r["request_id"], "pick") * 2**32))
-                pick = int(rng.choice(len(rows), p=score / total))
-                windows = [(pick, pick)] + [w for w in windows if w[0] != pick][: r["top_k"] - 1]
-                explored = True
-            chosen = windows[0][0]
-            propensity = share * score[chosen] / total + (1 - share) * (chosen == best)
-        out["explored"], out["propensity"] = explored, (
-            None if propensity is None else round(float(propensity), 6))
-        tz = c.timezone
-        for k, (a, b) in enumerate(windows):
-            row = rows[a]
-            start = pd.Timestamp(at[a]).tz_localize("UTC")
-            end = pd.Timestamp(at[b]).tz_localize("UTC") + _STEP
-            win_score = (1.0 / (k + 1)) if r["urgency"] == "urgent" else float(score[a])
-            out["windows"].append({
-                "start": start.isoformat().replace("+00:00", "Z"),
-                "end": end.isoformat().replace("+00:00", "Z"),
-                "local_start": start.tz_convert(tz).isoformat(),
-                "p_answer": round(float(p[row]), 4),
-                "score": round(win_score, 4),
-                "reasons": window_reasons(
-                    X.iloc[row], source=str(source[i]),
-                    rule_note=self.rules.notes(X.iloc[[row]])[0],
-                    urgency=r["urgency"], worth=float(worth[a]), hours_since=float(hours_since[a]),
-                    contact_notes=c.notes, explored=explored and k == 0, opt_out=c.opt_out),
-            })
-        if r["urgency"] != "urgent":
-            # best first; an exploring ranking keeps its random pick first (explored: true)
-            first = out["windows"][:1] if explored else []
-            rest = sorted(out["windows"][len(first):], key=lambda w: -w["score"])
-            out["windows"] = first + rest
-        return out
+            failure = None if np.isfinite(p_model).all() else "model returned NaN"
+        if failure is not None:
+            for i in np.flatnonzero(use_model):
+                b.reason[i] = failure
+            return
+        full = np.full(len(b.X), np.nan)
+        full[wanted] = p_model
+        mine = has & use_model[b.req_of]
+        b.p[mine] = full[b.feat[mine]]
+        b.source[use_model] = "model"
 
+    def _allowed(self, b: SlotBatch, now_ns: np.ndarray, contacts: set[str]) -> None:
+        """Whether each slot may be called, and why not (the first rule that forbids it)."""
+        cfg = self.config
+        phoned = [i for i, r in enumerate(b.reqs) if r["contact"].phone_zone is not None]
+        if phoned:
+            idx = np.concatenate([np.arange(b.off[i], b.off[i] + b.count[i]) for i in phoned])
+            zones = np.array([b.reqs[i]["contact"].phone_zone for i in phoned], dtype=object)
+            owner = np.repeat(np.arange(len(phoned)), b.count[phoned])
+            minute, weekday = fp.local_parts(b.at[idx], zones[owner])
+            weeks = np.stack([self._week(b.reqs[i]["contact"].country,
+                                         b.reqs[i]["contact"].subdivision) for i in phoned])
+            bad = np.zeros(len(b.at), dtype=bool)
+            bad[idx] = fp.outside_hours(minute, weekday, weeks, owner)
+            b.forbid(bad, fp.PHONE_HOURS)
+        ends = now_ns + np.array([fp.horizon_ns(r["horizon_hours"]) for r in b.reqs])
+        b.forbid(b.at + fp.STEP_NS > ends[b.req_of], fp.HORIZON)
+        if b.X is not None:
+            has = b.feat >= 0
+            feat = b.feat[has]
 
-def _windows(at: np.ndarray, score: np.ndarray, cfg: PolicyConfig, top_k: int,
-             urgent: bool = False) -> list[tuple[int, int]]:
-    """``(first, last)`` slot positions of up to ``top_k`` windows, best first.
+            def rule(values: np.ndarray, code: int) -> None:
+                mask = np.zeros(len(b.at), dtype=bool)
+                mask[has] = values[feat]
+                b.forbid(mask, code)
 
-    A window starts at the best remaining slot (the earliest one when ``urgent``) and runs on
-    over adjacent allowed slots while each scores at least ``keep_ratio`` x its first, up to
-    ``max_window_minutes``; windows start at least ``min_separation_minutes`` apart.
-    """
-    free = np.ones(len(at), dtype=bool)
-    step = np.timedelta64(SLOT_MINUTES, "m")
-    sep = np.timedelta64(cfg.min_separation_minutes, "m")
-    longest = max(cfg.max_window_minutes // SLOT_MINUTES, 1)
-    out = []
-    while len(out) < top_k and free.any():
-        candidates = np.flatnonzero(free)
-        first = candidates[0] if urgent else candidates[np.argmax(score[candidates])]
-        last = first
-        while (last + 1 < len(at) and free[last + 1] and at[last + 1] - at[last] == step
-               and last - first + 1 < longest and score[last + 1] >= cfg.keep_ratio * score[first]):
-            last += 1
-        out.append((int(first), int(last)))
-        free &= ~((at > at[first] - sep) & (at < at[last] + sep))
-    return out
+            X = b.X
+            if not cfg.allow_holiday_calls:
+                rule(X["holiday"].to_numpy(bool), fp.HOLIDAY)
+            gap = np.nan_to_num(X["hours_since_last_call"].to_numpy(float), nan=np.inf)
+            rule(gap < cfg.min_gap_hours, fp.GAP)
+            rule(X["calls_last_24h"].to_numpy() >= cfg.max_calls_24h, fp.CAP_24H)
+            rule(X["calls_last_168h"].to_numpy() >= cfg.max_calls_7d, fp.CAP_7D)
+        made = self._index.attempts()
+        if made:
+            for i, r in enumerate(b.reqs):
+                done = sum(1 for c in made.get(r["request_id"], ()) if c in contacts)
+                b.attempts[i] = done
+                if done >= cfg.max_attempts_per_request:
+                    b.forbid_request(i, fp.ATTEMPTS)
+
+    # --- history ---------------------------------------------------------------------------
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Clean call history the history features read (assign a new frame to update it)."""
+        return self._history
+
+    @history.setter
+    def history(self, frame: pd.DataFrame) -> None:
+        self._history = frame
+        self._index = fp.HistoryIndex(frame)
 
 
 def _empty_history() -> pd.DataFrame:

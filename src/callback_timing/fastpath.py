@@ -1,0 +1,412 @@
+"""Array helpers behind :class:`~callback_timing.policy.Policy`: slot grids, clocks, predictions.
+
+The policy answers a batch of ``/rank`` requests with a handful of numpy calls instead of
+per-request pandas work. These helpers are pure functions of their arguments:
+
+- :func:`slot_grid`: each request's 15-minute slot starts over ``[now, now + horizon]`` as
+  nanoseconds since the epoch (UTC), the same instants as
+  :func:`~callback_timing.slots.candidate_slots` with ``calling_hours=(0, 24)``;
+- :func:`local_parts`: contact-local minute of day and weekday of UTC instants, per zone (the
+  ``minute_of_day`` and ``weekday`` of :func:`~callback_timing.calendar.local_clock`);
+- :func:`week_table`: a calling-hours week as a ``7 x 2`` array of minutes;
+- :func:`predict_answer`: an :class:`~callback_timing.model.AnswerModel`'s calibrated
+  ``p_answer`` through ``Booster.inplace_predict`` on a numeric matrix (bit-identical to the
+  ``DMatrix`` path, without its per-call DataFrame conversion), any other model as is;
+- :func:`iso_utc`, :func:`iso_local`: the ISO strings of a slot instant, cached.
+
+Examples
+--------
+>>> import numpy as np
+>>> now = np.array([pd.Timestamp("2026-06-01T17:50Z").value])
+>>> first, count = slot_grid(now, np.array([1.0]))
+>>> iso_utc(int(first[0])), int(count[0])
+('2026-06-01T18:00:00Z', 4)
+>>> local_parts(first, np.array(["Europe/Warsaw"], dtype=object))
+(array([1200]), array([0]))
+>>> iso_local(int(first[0]), "Europe/Warsaw")
+'2026-06-01T20:00:00+02:00'
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from callback_timing.slots import SLOT_MINUTES
+
+STEP_NS = SLOT_MINUTES * 60 * 10**9
+_MINUTE_NS = 60 * 10**9
+_DAY_NS = 86_400 * 10**9
+
+
+def horizon_ns(hours: float) -> int:
+    """``pd.Timedelta(hours=hours)`` in nanoseconds (the same rounding)."""
+    return int(pd.Timedelta(hours=hours).value)
+
+
+def slot_grid(now_ns: np.ndarray, horizon_hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First slot start (``now`` rounded up to the slot) and slot count of each request.
+
+    Slot ``k`` of a request starts at ``first + k * STEP_NS``; the count keeps every start in
+    ``[now, now + horizon]`` on the grid of ``int(horizon * 60 // SLOT_MINUTES) + 1`` steps.
+    """
+    now_ns = np.asarray(now_ns, dtype=np.int64)
+    first = -(-now_ns // STEP_NS) * STEP_NS
+    end = now_ns + np.array([horizon_ns(h) for h in horizon_hours], dtype=np.int64)
+    steps = np.array([int(h * 60 // SLOT_MINUTES) + 1 for h in horizon_hours], dtype=np.int64)
+    fits = np.where(end >= first, (end - first) // STEP_NS + 1, 0)
+    return first, np.minimum(steps, fits)
+
+
+def local_parts(at_ns: np.ndarray, zones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Local minute of day and weekday (Mon=0) of UTC instants ``at_ns`` in ``zones``."""
+    at_ns = np.asarray(at_ns, dtype=np.int64)
+    local = np.empty(len(at_ns), dtype=np.int64)
+    codes, uniques = pd.factorize(np.asarray(zones, dtype=object))
+    for code, zone in enumerate(uniques):
+        mask = codes == code
+        conv = pd.DatetimeIndex(at_ns[mask].view("datetime64[ns]")).tz_localize("UTC")
+        local[mask] = conv.tz_convert(zone).tz_localize(None).asi8
+    minute = (local // _MINUTE_NS) % 1440
+    weekday = (local // _DAY_NS + 3) % 7  # 1970-01-01 was a Thursday
+    return minute, weekday
+
+
+def week_table(week) -> np.ndarray:
+    """A calling-hours week (7 spans of minutes, or ``None`` for no calls) as a 7 x 2 array."""
+    return np.array([(h[0], h[1]) if h else (0, 0) for h in week], dtype=np.int64)
+
+
+def outside_hours(minute: np.ndarray, weekday: np.ndarray, weeks: np.ndarray,
+                  owner: np.ndarray) -> np.ndarray:
+    """Slots outside calling hours; slot ``j`` follows week ``weeks[owner[j]]`` (7 x 2)."""
+    start, end = weeks[owner, weekday, 0], weeks[owner, weekday, 1]
+    return (minute < start) | (minute + SLOT_MINUTES > end)
+
+
+@dataclass
+class Grids:
+    """Slot grids shared by the requests with the same contact attributes and ``now``.
+
+    Their features are the same, so they are built once per grid slot.
+    """
+
+    group: np.ndarray  #: grid of each request
+    contacts: list  #: contact of each grid
+    count: np.ndarray  #: slots of each grid (as many as its longest request's)
+    now_ns: np.ndarray  #: ``now`` of each grid
+    of: np.ndarray  #: grid of each grid slot
+    at: np.ndarray  #: start of each grid slot (UTC nanoseconds)
+
+    def targets(self, rows: np.ndarray) -> pd.DataFrame:
+        """The targets frame of grid slots ``rows`` for :func:`features.build_features`."""
+        of = self.of[rows]
+
+        def column(name: str) -> np.ndarray:
+            return np.array([getattr(c, name) for c in self.contacts], dtype=object)[of]
+
+        utc = pd.DatetimeIndex(self.at[rows].view("datetime64[ns]")).tz_localize("UTC")
+        asof = pd.DatetimeIndex(self.now_ns[of].view("datetime64[ns]")).tz_localize("UTC")
+        return pd.DataFrame({"contact_id": column("contact_id"), "at": utc,
+                             "timezone": column("timezone"), "country": column("country"),
+                             "subdivision": column("subdivision"),
+                             "industry": column("industry"), "asof": asof})
+
+
+def shared_grids(reqs: list[dict], now_ns: np.ndarray, first: np.ndarray,
+                 count: np.ndarray) -> Grids:
+    """Group normalised requests by (contact attributes, ``now``) into shared slot grids."""
+    keys: dict[tuple, int] = {}
+    group = np.empty(len(reqs), dtype=np.int64)
+    for i, r in enumerate(reqs):
+        c = r["contact"]
+        key = (c.contact_id, c.timezone, c.country, c.subdivision, c.industry, int(now_ns[i]))
+        group[i] = keys.setdefault(key, len(keys))
+    heads = np.zeros(len(keys), dtype=np.int64)
+    heads[group[::-1]] = np.arange(len(reqs))[::-1]  # the first request of each grid
+    g_count = np.zeros(len(keys), dtype=np.int64)
+    np.maximum.at(g_count, group, count)
+    off = np.concatenate([[0], np.cumsum(g_count)])
+    of = np.repeat(np.arange(len(keys)), g_count)
+    at = first[heads][of] + (np.arange(off[-1]) - off[of]) * STEP_NS
+    return Grids(group, [reqs[h]["contact"] for h in heads], g_count, now_ns[heads], of, at)
+
+
+class HistoryIndex:
+    """A call history's rows per contact and its calls' contacts per request id (lazy)."""
+
+    def __init__(self, history: pd.DataFrame) -> None:
+        self.history = history
+        self._rows: dict | None = None
+        self._made: dict | None = None
+
+    def calls_of(self, contacts: set[str]) -> pd.DataFrame:
+        """The history rows of ``contacts``, in their original order."""
+        h = self.history
+        if self._rows is None:
+            self._rows = h.groupby("contact_id", sort=False).indices if len(h) else {}
+        parts = [self._rows[c] for c in contacts if c in self._rows]
+        return h.iloc[np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)]
+
+    def attempts(self) -> dict:
+        """Contact of each earlier call, per request id (attempts already made)."""
+        if self._made is None:
+            h = self.history
+            self._made = {} if not len(h) or "request_id" not in h else {
+                k: list(v) for k, v in h.groupby("request_id")["contact_id"]}
+        return self._made
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    """The calibrator's logit (as :mod:`callback_timing.model` computes it)."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def _numeric_matrix(model, X: pd.DataFrame) -> np.ndarray | None:
+    """``X`` as the float32 matrix the booster reads (category codes), or ``None``."""
+    categories = getattr(model, "categories_", {}) or {}
+    cols = []
+    for name in model.feature_names_:
+        col = X[name]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            if list(col.cat.categories) != list(categories.get(name, [])):
+                return None
+            codes = col.cat.codes.to_numpy().astype(np.float32)
+            codes[codes < 0] = np.nan
+            cols.append(codes)
+        elif name in categories:
+            return None
+        else:
+            cols.append(col.to_numpy(np.float32))
+    return np.column_stack(cols) if cols else None
+
+
+def predict_answer(model, X: pd.DataFrame) -> np.ndarray:
+    """``model.p_answer(X)``; for an AnswerModel via ``inplace_predict`` (same numbers)."""
+    from callback_timing.model import AnswerModel
+
+    calibrator = getattr(model, "calibrator_", None)
+    if (type(model) is not AnswerModel or len(X) == 0
+            or not (calibrator is None or {"sigmoid"} == set(calibrator)
+                    or {"isotonic"} == set(calibrator))):
+        return model.p_answer(X)
+    matrix = _numeric_matrix(model, X)
+    if matrix is None:
+        return model.p_answer(X)
+    raw = model.booster_.inplace_predict(matrix, iteration_range=(0, model.best_iteration_ + 1))
+    if calibrator is None:
+        return raw
+    if "sigmoid" in calibrator:
+        slope, intercept = calibrator["sigmoid"]
+        return 1.0 / (1.0 + np.exp(-(slope * _logit(raw) + intercept)))
+    xs, ys = calibrator["isotonic"]
+    return np.interp(raw, xs, ys)
+
+
+@lru_cache(maxsize=65_536)
+def iso_utc(at_ns: int) -> str:
+    """``2026-06-01T18:00:00Z`` for an instant in nanoseconds since the epoch."""
+    return pd.Timestamp(at_ns, tz="UTC").isoformat().replace("+00:00", "Z")
+
+
+@lru_cache(maxsize=65_536)
+def iso_local(at_ns: int, zone: str) -> str:
+    """The local ISO time with offset of an instant in ``zone``."""
+    return pd.Timestamp(at_ns, tz="UTC").tz_convert(zone).isoformat()
+
+
+# --- a batch of requests' slots and the responses cut from them ---------------------------
+
+#: Calling rules in the order they are checked (a slot's ``why`` is the first that forbids it).
+OUTSIDE, PHONE_HOURS, HORIZON, HOLIDAY, GAP, CAP_24H, CAP_7D, ATTEMPTS = range(8)
+_REASON_COLUMNS = ("weekday", "hour", "hist_n", "hist_rate", "prior_industry", "hist_wdband_n",
+                   "hist_wdband_rate", "prior_wdband", "calls_last_24h", "holiday",
+                   "bridge_day", "industry")
+
+
+class SlotBatch:
+    """The slots of a batch of normalised requests, request after request, in time order.
+
+    Slot arrays (one entry per slot): ``at`` (UTC nanoseconds), ``req_of`` (request),
+    ``feat`` (row of the feature frame ``X``, -1 when no features were built), ``p``
+    (``p_answer``) and ``why`` (code of the first rule that forbids the slot, -1: allowed).
+    Per request: ``off``/``count`` (its slots), ``source``, ``reason`` and ``attempts``.
+    """
+
+    def __init__(self, reqs: list[dict], config) -> None:
+        self.reqs, self.config = reqs, config
+        self.X: pd.DataFrame | None = None
+        self.has_slots = False
+        self.attempts: dict[int, int] = {}
+        self.at = self.feat = self.p = np.zeros(0, dtype=np.int64)
+        self.source = np.zeros(0, dtype=object)
+        self.reason: list[str | None] = []
+
+    def layout(self, count: np.ndarray) -> None:
+        """Lay out ``count[i]`` slots for request ``i``; every slot allowed so far."""
+        self.count = np.asarray(count, dtype=np.int64)
+        self.off = np.concatenate([[0], np.cumsum(self.count)])[:-1]
+        self.req_of = np.repeat(np.arange(len(self.count)), self.count)
+        self.slot_no = np.arange(int(self.count.sum())) - self.off[self.req_of]
+        self.why = np.full(len(self.req_of), -1, dtype=np.int8)
+
+    def forbid(self, mask: np.ndarray, code: int) -> None:
+        """Forbid the slots of ``mask`` that no earlier rule forbids."""
+        self.why[mask & (self.why < 0)] = code
+
+    def forbid_request(self, i: int, code: int) -> None:
+        """Forbid every still allowed slot of request ``i``."""
+        part = self.why[self.off[i]:self.off[i] + self.count[i]]
+        part[part < 0] = code
+
+    @property
+    def allowed(self) -> np.ndarray:
+        """Whether each slot may be called."""
+        return self.why < 0
+
+    def why_text(self, code: int, i: int) -> str:
+        """The plain-language rule of ``code`` for request ``i``."""
+        cfg = self.config
+        texts = {
+            OUTSIDE: "outside calling hours",
+            PHONE_HOURS: lambda: (f"outside calling hours in {self.reqs[i]['contact'].phone_zone}"
+                                  " (the phone number's zone)"),
+            HORIZON: "beyond the horizon",
+            HOLIDAY: "public holiday",
+            GAP: f"less than {cfg.min_gap_hours:g} h after the last call",
+            CAP_24H: f"{cfg.max_calls_24h} calls to this contact in 24 h already",
+            CAP_7D: f"{cfg.max_calls_7d} calls to this contact in 7 days already",
+            ATTEMPTS: lambda: (f"{self.attempts.get(i, 0)} attempts made for this request "
+                               f"(cap {cfg.max_attempts_per_request})"),
+        }
+        text = texts[code]
+        return text() if callable(text) else text
+
+    def why_texts(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """``why`` as text (``None`` where allowed) for ``rows`` (default: every slot)."""
+        rows = np.arange(len(self.why)) if rows is None else rows
+        out = np.full(len(rows), None, dtype=object)
+        codes, req = self.why[rows], self.req_of[rows]
+        for j in np.flatnonzero(codes >= 0):
+            out[j] = self.why_text(int(codes[j]), int(req[j]))
+        return out
+
+
+def respond_all(batch: SlotBatch, rules, model_version: str | None) -> list[dict]:
+    """The ``/rank`` response of every request of a scored batch, in order."""
+    from callback_timing.reasons import window_reasons
+
+    plans = [_plan(batch, i) for i in range(len(batch.reqs))]
+    X = batch.X
+    needed = sorted({int(batch.feat[row]) for plan in plans if plan.get("windows")
+                     for row in plan["rows"][[a for a, _ in plan["windows"]]]})
+    notes = dict(zip(needed, rules.notes(X.iloc[needed]), strict=True)) if needed else {}
+    cols = {} if X is None else {c: X[c].to_numpy() for c in _REASON_COLUMNS if c in X}
+    out = []
+    for i, (r, plan) in enumerate(zip(batch.reqs, plans, strict=True)):
+        c, source = r["contact"], str(batch.source[i])
+        res = {"request_id": r["request_id"], "contact_id": c.contact_id, "source": source,
+               "arm": source, "fallback_reason": batch.reason[i],
+               "model_version": model_version if source == "model" else None,
+               "windows": [], "explored": False, "propensity": None, "notes": list(c.notes)}
+        out.append(res)
+        if plan.get("note"):
+            res["notes"].append(plan["note"])
+        if "windows" not in plan:
+            continue
+        explored, propensity = plan["explored"], plan["propensity"]
+        res["explored"], res["propensity"] = explored, (
+            None if propensity is None else round(float(propensity), 6))
+        at, score, worth, hours = plan["at"], plan["score"], plan["worth"], plan["hours"]
+        for k, (a, b) in enumerate(plan["windows"]):
+            row = plan["rows"][a]
+            f = int(batch.feat[row])
+            win_score = (1.0 / (k + 1)) if r["urgency"] == "urgent" else float(score[a])
+            res["windows"].append({
+                "start": iso_utc(int(at[a])),
+                "end": iso_utc(int(at[b]) + STEP_NS),
+                "local_start": iso_local(int(at[a]), c.timezone),
+                "p_answer": round(float(batch.p[row]), 4),
+                "score": round(win_score, 4),
+                "reasons": window_reasons(
+                    {name: values[f] for name, values in cols.items()}, source=source,
+                    rule_note=notes[f], urgency=r["urgency"], worth=float(worth[a]),
+                    hours_since=float(hours[a]), contact_notes=c.notes,
+                    explored=explored and k == 0, opt_out=c.opt_out),
+            })
+        if r["urgency"] != "urgent":
+            # best first; an exploring ranking keeps its random pick first (explored: true)
+            first = res["windows"][:1] if explored else []
+            rest = sorted(res["windows"][len(first):], key=lambda w: -w["score"])
+            res["windows"] = first + rest
+    return out
+
+
+def _plan(batch: SlotBatch, i: int) -> dict:
+    """Request ``i``'s windows (slot positions), exploration and propensity, or a note."""
+    r, cfg = batch.reqs[i], batch.config
+    if batch.X is None and not batch.has_slots:
+        return {}
+    lo, hi = int(batch.off[i]), int(batch.off[i] + batch.count[i])
+    rows = lo + np.flatnonzero(batch.why[lo:hi] < 0)
+    if len(rows) == 0:
+        if hi > lo:
+            reasons = pd.Series(batch.why_texts(np.arange(lo, hi))).value_counts()
+            return {"note": "no allowed slot in the horizon: " + reasons.index[0]}
+        return {}
+    at = batch.at[rows]
+    hours = (at - r["requested_at"].value) / 3.6e12
+    worth = np.ones(len(rows)) if r["urgency"] == "flexible" else cfg.urgency_worth(hours)
+    score = batch.p[rows] * worth
+    windows = _windows(at.view("datetime64[ns]"), score, cfg, r["top_k"],
+                       urgent=r["urgency"] == "urgent")
+    explored, propensity = False, None
+    share = cfg.exploration_share
+    if batch.source[i] == "model" and share > 0 and r["urgency"] != "urgent":
+        total = score.sum()
+        best = windows[0][0] if windows else 0
+        if stable_unit(r["request_id"], "explore") < share and total > 0:
+            rng = np.random.default_rng(int(stable_unit(r["request_id"], "pick") * 2**32))
+            pick = int(rng.choice(len(rows), p=score / total))
+            windows = [(pick, pick)] + [w for w in windows if w[0] != pick][: r["top_k"] - 1]
+            explored = True
+        chosen = windows[0][0]
+        propensity = share * score[chosen] / total + (1 - share) * (chosen == best)
+    return {"rows": rows, "at": at, "hours": hours, "worth": worth, "score": score,
+            "windows": windows, "explored": explored, "propensity": propensity}
+
+
+def stable_unit(text: str, salt: str) -> float:
+    """A number in [0, 1) that depends only on ``text`` and ``salt``."""
+    digest = hashlib.sha256(f"{salt}:{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _windows(at: np.ndarray, score: np.ndarray, cfg, top_k: int,
+             urgent: bool = False) -> list[tuple[int, int]]:
+    """``(first, last)`` slot positions of up to ``top_k`` windows, best first.
+
+    A window starts at the best remaining slot (the earliest one when ``urgent``) and runs on
+    over adjacent allowed slots while each scores at least ``keep_ratio`` x its first, up to
+    ``max_window_minutes``; windows start at least ``min_separation_minutes`` apart.
+    """
+    free = np.ones(len(at), dtype=bool)
+    step = np.timedelta64(SLOT_MINUTES, "m")
+    sep = np.timedelta64(cfg.min_separation_minutes, "m")
+    longest = max(cfg.max_window_minutes // SLOT_MINUTES, 1)
+    out = []
+    while len(out) < top_k and free.any():
+        candidates = np.flatnonzero(free)
+        first = candidates[0] if urgent else candidates[np.argmax(score[candidates])]
+        last = first
+        while (last + 1 < len(at) and free[last + 1] and at[last + 1] - at[last] == step
+               and last - first + 1 < longest and score[last + 1] >= cfg.keep_ratio * score[first]):
+            last += 1
+        out.append((int(first), int(last)))
+        free &= ~((at > at[first] - sep) & (at < at[last] + sep))
+    return out
