@@ -75,7 +75,8 @@ def test_calling_hours_hold_across_dst_changes(zone, country, day):
 
 
 def test_stricter_hours_per_state_and_weekday():
-    florida = Policy().rank([_req("fl", "2026-05-05T12:00:00Z", top_k=20, contact={
+    florida = Policy().rank([_req("fl", "2026-05-05T12:00:00Z", top_k=20, urgency="flexible",
+                                  contact={
         "timezone": "America/New_York", "country": "US", "subdivision": "FL",
         "industry": "consumer"})])[0]
     _check_legal(florida, "America/New_York", end_h=20)
@@ -192,11 +193,20 @@ def test_urgency_modes(policy):
     assert starts[0] == earliest
     assert all(w["score"] == pytest.approx(w["p_answer"], abs=1e-4) for w in full["windows"])
     late = policy.rank([_req(urgency="standard", requested_at="2026-05-04T06:00:00Z")])[0]
+    cfg = policy.config
     for w in late["windows"]:
-        hours = (pd.Timestamp(w["start"]) - pd.Timestamp("2026-05-04T06:00:00Z")).total_seconds()
+        start = pd.Timestamp(w["start"])
+        since_request = (start - pd.Timestamp("2026-05-04T06:00:00Z")).total_seconds() / 3600
+        waited = (start - pd.Timestamp("2026-05-05T06:00:00Z")).total_seconds() / 3600
         assert w["score"] / w["p_answer"] == pytest.approx(
-            float(policy.config.urgency_worth(hours / 3600)), rel=2e-3)
+            float(cfg.urgency_worth(since_request) * cfg.wait_discount(waited)), rel=2e-3)
         assert w["score"] / w["p_answer"] < 0.42 + 1e-3
+    assert float(cfg.wait_discount(cfg.wait_half_life_hours)) == pytest.approx(0.5)
+    patient = Policy(policy.bundle, config=dataclasses.replace(cfg, wait_half_life_hours=0))
+    for w in patient.rank([_req(urgency="standard")])[0]["windows"]:
+        since = (pd.Timestamp(w["start"]) - pd.Timestamp("2026-05-05T06:00:00Z")).total_seconds()
+        assert w["score"] / w["p_answer"] == pytest.approx(
+            float(cfg.urgency_worth(since / 3600)), rel=2e-3)
 
 
 def test_a_failed_attempt_changes_the_next_ranking(bundle):

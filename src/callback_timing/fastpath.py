@@ -361,8 +361,11 @@ def _plan(batch: SlotBatch, i: int) -> dict:
         return {}
     at = batch.at[rows]
     hours = (at - r["requested_at"].value) / 3.6e12
-    worth = np.ones(len(rows)) if r["urgency"] == "flexible" else cfg.urgency_worth(hours)
-    score = batch.p[rows] * worth
+    if r["urgency"] == "flexible":
+        worth, wait = np.ones(len(rows)), np.ones(len(rows))
+    else:
+        worth, wait = cfg.urgency_worth(hours), cfg.wait_discount((at - r["now"].value) / 3.6e12)
+    score = batch.p[rows] * worth * wait
     windows = _windows(at.view("datetime64[ns]"), score, cfg, r["top_k"],
                        urgent=r["urgency"] == "urgent")
     explored, propensity = False, None

@@ -249,7 +249,8 @@ class Policy:
         """Every candidate slot of every request: what the windows are cut from.
 
         Returns one row per (request, 15-minute slot) with ``request_id``, ``contact_id``,
-        ``at`` (UTC), ``p_answer``, ``worth`` (urgency), ``score``, ``allowed``, ``why_not``
+        ``at`` (UTC), ``p_answer``, ``worth`` (urgency), ``score`` (``p_answer x worth x`` the
+        wait discount), ``allowed``, ``why_not``
         (the first calling rule that forbids the slot), ``source`` and ``calls_last_24h``
         (calls to the contact in the 24 h before the slot, as far as known at ``now``).
         """
@@ -262,6 +263,8 @@ class Policy:
         hours = (b.at - requested) / 3.6e12
         flexible = np.array([r["urgency"] == "flexible" for r in b.reqs])[req_of]
         worth = np.where(flexible, 1.0, self.config.urgency_worth(hours))
+        now = np.array([r["now"].value for r in b.reqs], dtype=np.int64)[req_of]
+        wait = np.where(flexible, 1.0, self.config.wait_discount((b.at - now) / 3.6e12))
         unit = pd.to_datetime(pd.Series([r["now"] for r in b.reqs]), utc=True).dt.unit
         at = pd.Series(pd.DatetimeIndex(b.at.view("datetime64[ns]")).tz_localize("UTC")
                        .as_unit(unit))
@@ -269,7 +272,7 @@ class Policy:
             "request_id": np.array([r["request_id"] for r in b.reqs], dtype=object)[req_of],
             "contact_id": np.array([r["contact"].contact_id for r in b.reqs],
                                    dtype=object)[req_of],
-            "at": at, "p_answer": b.p, "worth": worth, "score": b.p * worth,
+            "at": at, "p_answer": b.p, "worth": worth, "score": b.p * worth * wait,
             "allowed": b.allowed, "why_not": b.why_texts(), "source": b.source[req_of],
             "calls_last_24h": b.X["calls_last_24h"].to_numpy()[b.feat],
         })

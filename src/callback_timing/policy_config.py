@@ -103,6 +103,7 @@ class PolicyConfig:
     max_calls_7d: int = 7
     min_gap_hours: float = 2.0
     urgency_points: tuple[tuple[float, float], ...] = ((0, 1.0), (24, 0.42), (48, 0.12))
+    wait_half_life_hours: float = 12.0
     top_k: int = 3
     keep_ratio: float = 0.85
     max_window_minutes: int = 120
@@ -123,6 +124,13 @@ class PolicyConfig:
             if key in self.calling_hours:
                 return self.calling_hours[key]
         return ((8 * 60, 21 * 60),) * 7
+
+    def wait_discount(self, hours_from_now: np.ndarray | float) -> np.ndarray:
+        """The policy's extra discount of waiting (``urgency.wait_half_life_hours``; 1 if off)."""
+        h = np.clip(np.asarray(hours_from_now, dtype=float), 0.0, None)
+        if self.wait_half_life_hours <= 0:
+            return np.ones_like(h)
+        return 0.5 ** (h / self.wait_half_life_hours)
 
     def urgency_worth(self, hours_since_request: np.ndarray | float) -> np.ndarray:
         """Worth of a callback ``hours`` after the request (log-linear between the points)."""
@@ -214,6 +222,8 @@ def _build(data: dict) -> PolicyConfig:
         max_calls_7d=int(_positive(att.get("per_contact_7d", 7), "attempts.per_contact_7d", True)),
         min_gap_hours=_positive(att.get("min_gap_hours", 2), "attempts.min_gap_hours"),
         urgency_points=curve,
+        wait_half_life_hours=_positive((data.get("urgency") or {}).get("wait_half_life_hours", 12),
+                                       "urgency.wait_half_life_hours"),
         top_k=int(_positive(win.get("top_k", 3), "windows.top_k", True)),
         keep_ratio=ratio,
         max_window_minutes=int(_positive(win.get("max_minutes", 120), "windows.max_minutes", True)),
