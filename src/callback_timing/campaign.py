@@ -244,7 +244,8 @@ def campaign_kpis(fates: pd.DataFrame, cost_per_attempt: float = 1.0) -> pd.Data
             "reached_rate": group["reached"].mean(),
             "attempts": group["attempts"].mean(),
             "hours_to_contact": group.loc[group["reached"], "hours_to_contact"].mean(),
-            "cost_per_reached": cost_per_attempt * group["attempts"].sum() / max(reached, 1),
+            "cost_per_reached": (cost_per_attempt * group["attempts"].sum() / reached
+                                 if reached else float("nan")),
             "value": group["value"].mean(),
             "illegal_calls": int(group["illegal_calls"].sum()),
         }

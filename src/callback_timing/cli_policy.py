@@ -119,18 +119,24 @@ def evaluate_cmd(
     kpis = report.result.kpis
     table = Table(title=f"Campaign from {report.start[:10]} ({int(kpis.iloc[0]['requests'])} "
                   "requests, <= 3 attempts within 48 h)", title_justify="left")
-    columns = {"first attempt": ("first_attempt_rate", "{:.1%}"),
-               "reached": ("reached_rate", "{:.1%}"), "attempts": ("attempts", "{:.2f}"),
-               "hours to contact": ("hours_to_contact", "{:.1f}"),
-               "cost / reached": ("cost_per_reached", "{:.2f}"), "value": ("value", "{:.3f}"),
-               "illegal calls": ("illegal_calls", "{:.0f}")}
+    columns = {"1st try": ("first_attempt_rate", "{:.1%}"),
+               "reached": ("reached_rate", "{:.1%}"), "tries": ("attempts", "{:.2f}"),
+               "hours": ("hours_to_contact", "{:.1f}"),
+               "cost": ("cost_per_reached", "{:.2f}"), "value": ("value", "{:.3f}"),
+               "illegal": ("illegal_calls", "{:.0f}")}
     table.add_column("policy", no_wrap=True)
     for name in columns:
         table.add_column(name, justify="right")
     for name, row in kpis.iterrows():
-        table.add_row(str(name), *(fmt.format(row[col]) for col, fmt in columns.values()),
+        cells = ("–" if row[col] != row[col] else fmt.format(row[col])  # NaN: nobody reached
+                 for col, fmt in columns.values())
+        table.add_row(str(name).replace(" (cold start)", ", cold"), *cells,
                       style="bold" if name == "model" else None)
     console.print(table)
+    console.print("1st try: first attempt answered; reached: within 48 h; tries: attempts per "
+                  "request; hours: to contact; cost: per reached callback; value: urgency-"
+                  "weighted reach; illegal: calls outside legal hours; cold: contacts with no "
+                  "earlier call", highlight=False)
     captured = [f"{p} {value_lift_captured(kpis, p):.0%}" for p in ("model", "rules")
                 if p in kpis.index and {"desk", "oracle"} <= set(kpis.index)]
     if captured:
