@@ -39,6 +39,7 @@ from callback_timing.policy_config import PolicyConfig, load_policy_config
 from callback_timing.priors import Priors
 from callback_timing.rules import RuleModel
 from callback_timing.schema import CallbackTimingError
+from callback_timing.windows import respond_all
 
 POLICIES = ("auto", "model", "rules")
 URGENCIES = ("standard", "urgent", "flexible")
@@ -243,7 +244,7 @@ class Policy:
         batch = self._scored(requests, now, every_slot=False)
         if batch is None:
             return []
-        return fp.respond_all(batch, self.rules, self.model_version)
+        return respond_all(batch, self.rules, self.model_version)
 
     def slot_table(self, requests: list[dict], now: pd.Timestamp | None = None) -> pd.DataFrame:
         """Every candidate slot of every request: what the windows are cut from.

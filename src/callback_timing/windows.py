@@ -1,0 +1,148 @@
+"""From a scored slot batch to ``/rank`` responses: windows, exploration, reasons.
+
+:func:`respond_all` cuts each request's allowed slots into windows (:func:`cut_windows`: the
+best remaining slot starts a window that runs on over adjacent slots scoring at least
+``keep_ratio`` x its first), applies exploration (a stable hash of ``request_id`` decides; the
+pick is drawn in proportion to score and its propensity returned) and writes the reasons
+(:func:`callback_timing.reasons.window_reasons`).
+
+Examples
+--------
+>>> at = np.array(["2026-06-01T08:00", "2026-06-01T08:15", "2026-06-01T12:00"],
+...               dtype="datetime64[ns]")
+>>> from callback_timing.policy_config import load_policy_config
+>>> cut_windows(at, np.array([0.30, 0.28, 0.35]), load_policy_config(), top_k=2)
+[(2, 2), (0, 1)]
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from callback_timing.fastpath import STEP_NS, SlotBatch, iso_local, iso_utc
+from callback_timing.slots import SLOT_MINUTES
+
+_REASON_COLUMNS = ("weekday", "hour", "hist_n", "hist_rate", "prior_industry", "hist_wdband_n",
+                   "hist_wdband_rate", "prior_wdband", "calls_last_24h", "holiday",
+                   "bridge_day", "industry")
+
+
+def respond_all(batch: SlotBatch, rules, model_version: str | None) -> list[dict]:
+    """The ``/rank`` response of every request of a scored batch, in order."""
+    from callback_timing.reasons import window_reasons
+
+    plans = [_plan(batch, i) for i in range(len(batch.reqs))]
+    X = batch.X
+    needed = sorted({int(batch.feat[row]) for plan in plans if plan.get("windows")
+                     for row in plan["rows"][[a for a, _ in plan["windows"]]]})
+    notes = dict(zip(needed, rules.notes(X.iloc[needed]), strict=True)) if needed else {}
+    cols = {} if X is None else {c: X[c].to_numpy() for c in _REASON_COLUMNS if c in X}
+    out = []
+    for i, (r, plan) in enumerate(zip(batch.reqs, plans, strict=True)):
+        c, source = r["contact"], str(batch.source[i])
+        res = {"request_id": r["request_id"], "contact_id": c.contact_id, "source": source,
+               "arm": source, "fallback_reason": batch.reason[i],
+               "model_version": model_version if source == "model" else None,
+               "windows": [], "explored": False, "propensity": None, "notes": list(c.notes)}
+        out.append(res)
+        if plan.get("note"):
+            res["notes"].append(plan["note"])
+        if "windows" not in plan:
+            continue
+        explored, propensity = plan["explored"], plan["propensity"]
+        res["explored"], res["propensity"] = explored, (
+            None if propensity is None else round(float(propensity), 6))
+        at, score, worth, hours = plan["at"], plan["score"], plan["worth"], plan["hours"]
+        for k, (a, b) in enumerate(plan["windows"]):
+            row = plan["rows"][a]
+            f = int(batch.feat[row])
+            win_score = (1.0 / (k + 1)) if r["urgency"] == "urgent" else float(score[a])
+            res["windows"].append({
+                "start": iso_utc(int(at[a])),
+                "end": iso_utc(int(at[b]) + STEP_NS),
+                "local_start": iso_local(int(at[a]), c.timezone),
+                "p_answer": round(float(batch.p[row]), 4),
+                "score": round(win_score, 4),
+                "reasons": window_reasons(
+                    {name: values[f] for name, values in cols.items()}, source=source,
+                    rule_note=notes[f], urgency=r["urgency"], worth=float(worth[a]),
+                    hours_since=float(hours[a]), contact_notes=c.notes,
+                    explored=explored and k == 0, opt_out=c.opt_out),
+            })
+        if r["urgency"] != "urgent":
+            # best first; an exploring ranking keeps its random pick first (explored: true)
+            first = res["windows"][:1] if explored else []
+            rest = sorted(res["windows"][len(first):], key=lambda w: -w["score"])
+            res["windows"] = first + rest
+    return out
+
+
+def _plan(batch: SlotBatch, i: int) -> dict:
+    """Request ``i``'s windows (slot positions), exploration and propensity, or a note."""
+    r, cfg = batch.reqs[i], batch.config
+    if batch.X is None and not batch.has_slots:
+        return {}
+    lo, hi = int(batch.off[i]), int(batch.off[i] + batch.count[i])
+    rows = lo + np.flatnonzero(batch.why[lo:hi] < 0)
+    if len(rows) == 0:
+        if hi > lo:
+            reasons = pd.Series(batch.why_texts(np.arange(lo, hi))).value_counts()
+            return {"note": "no allowed slot in the horizon: " + reasons.index[0]}
+        return {}
+    at = batch.at[rows]
+    hours = (at - r["requested_at"].value) / 3.6e12
+    if r["urgency"] == "flexible":
+        worth, wait = np.ones(len(rows)), np.ones(len(rows))
+    else:
+        worth, wait = cfg.urgency_worth(hours), cfg.wait_discount((at - r["now"].value) / 3.6e12)
+    score = batch.p[rows] * worth * wait
+    windows = cut_windows(at.view("datetime64[ns]"), score, cfg, r["top_k"],
+                       urgent=r["urgency"] == "urgent")
+    explored, propensity = False, None
+    share = cfg.exploration_share
+    if batch.source[i] == "model" and share > 0 and r["urgency"] != "urgent":
+        total = score.sum()
+        best = windows[0][0] if windows else 0
+        if stable_unit(r["request_id"], "explore") < share and total > 0:
+            rng = np.random.default_rng(int(stable_unit(r["request_id"], "pick") * 2**32))
+            pick = int(rng.choice(len(rows), p=score / total))
+            windows = [(pick, pick)] + [w for w in windows if w[0] != pick][: r["top_k"] - 1]
+            explored = True
+        chosen = windows[0][0]
+        propensity = share * score[chosen] / total + (1 - share) * (chosen == best)
+    return {"rows": rows, "at": at, "hours": hours, "worth": worth, "score": score,
+            "windows": windows, "explored": explored, "propensity": propensity}
+
+
+def stable_unit(text: str, salt: str) -> float:
+    """A number in [0, 1) that depends only on ``text`` and ``salt``."""
+    digest = hashlib.sha256(f"{salt}:{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def cut_windows(at: np.ndarray, score: np.ndarray, cfg, top_k: int,
+             urgent: bool = False) -> list[tuple[int, int]]:
+    """``(first, last)`` slot positions of up to ``top_k`` windows, best first.
+
+    A window starts at the best remaining slot (the earliest one when ``urgent``) and runs on
+    over adjacent allowed slots while each scores at least ``keep_ratio`` x its first, up to
+    ``max_window_minutes``; windows start at least ``min_separation_minutes`` apart.
+    """
+    free = np.ones(len(at), dtype=bool)
+    step = np.timedelta64(SLOT_MINUTES, "m")
+    sep = np.timedelta64(cfg.min_separation_minutes, "m")
+    longest = max(cfg.max_window_minutes // SLOT_MINUTES, 1)
+    out = []
+    while len(out) < top_k and free.any():
+        candidates = np.flatnonzero(free)
+        first = candidates[0] if urgent else candidates[np.argmax(score[candidates])]
+        last = first
+        while (last + 1 < len(at) and free[last + 1] and at[last + 1] - at[last] == step
+               and last - first + 1 < longest and score[last + 1] >= cfg.keep_ratio * score[first]):
+            last += 1
+        out.append((int(first), int(last)))
+        free &= ~((at > at[first] - sep) & (at < at[last] + sep))
+    return out
