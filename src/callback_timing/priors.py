@@ -88,11 +88,9 @@ class Priors:
         """The :class:`~callback_timing.rules.RuleModel` of the frozen table (or the default)."""
         from callback_timing.rules import RuleModel
 
-        cached = getattr(self, "_rule_model", None)
-        if cached is None:
-            cached = RuleModel(self.rules_) if self.rules_ else RuleModel.from_file()
-            object.__setattr__(self, "_rule_model", cached)
-        return cached
+        if getattr(self, "_rule_model", None) is None:
+            self._rule_model = RuleModel(self.rules_) if self.rules_ else RuleModel.from_file()
+        return self._rule_model
 
     @staticmethod
     def _child(frame: pd.DataFrame, keys: list[str], parent: pd.Series, m: float) -> pd.Series:

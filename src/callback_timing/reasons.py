@@ -17,7 +17,7 @@ Examples
 
 from __future__ import annotations
 
-import pandas as pd
+from collections.abc import Mapping
 
 from callback_timing import config
 
@@ -39,7 +39,7 @@ def _band(hour: int) -> str:
 
 
 def window_reasons(
-    row: pd.Series,
+    row: Mapping,
     source: str,
     rule_note: str | None = None,
     urgency: str = "standard",
@@ -49,7 +49,8 @@ def window_reasons(
     explored: bool = False,
     opt_out: bool = False,
 ) -> list[str]:
-    """Reasons for the window starting at the slot whose features are ``row``."""
+    """Reasons for the window starting at the slot whose features are ``row`` (a mapping of
+    feature name to value, e.g. a row of the feature frame)."""
     out: list[str] = []
     day, band = _DAY_NAMES[int(row["weekday"])], _band(int(row["hour"]))
     n_band, n_all = float(row.get("hist_wdband_n", 0) or 0), float(row.get("hist_n", 0) or 0)
