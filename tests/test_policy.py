@@ -279,3 +279,17 @@ def test_bad_rules_file_is_a_one_line_config_error(tmp_path, text, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
         load_policy_config(path)
     assert "\n" not in str(err.value)
+
+
+def test_batch_answers_bad_requests_in_place_when_asked(policy):
+    reqs = [_req(request_id="bad", horizon_hours=0), _req(request_id="ok"),
+            _req(request_id="m", policy="model")]
+    out = policy.rank(reqs, errors="return")
+    assert out[0] == {"request_id": "bad", "error": out[0]["error"]}
+    assert out[0]["error"].startswith("horizon_hours:")
+    assert out[1]["request_id"] == "ok" and out[1]["windows"]
+    assert out[2]["source"] == "model"
+    rules_only = Policy().rank(reqs[1:], errors="return")
+    assert rules_only[0]["source"] == "rules" and "no model is loaded" in rules_only[1]["error"]
+    with pytest.raises(RankRequestError, match="^horizon_hours:"):
+        policy.rank(reqs)

@@ -57,14 +57,11 @@ def desk_config(config: PolicyConfig) -> PolicyConfig:
 
 
 def _policies(bundle, config: PolicyConfig, history: pd.DataFrame, names) -> dict:
+    """One :class:`Policy` per name; evaluation runs without exploration."""
     quiet = dataclasses.replace(config, exploration_share=0.0)
-    made = {
-        "desk": lambda: Policy(None, desk_config(config), history=history),
-        "rules": lambda: Policy(None, quiet, history=history),
-        "model": lambda: Policy(bundle, quiet, history=history),
-        "oracle": lambda: Policy(None, quiet, history=history),
-    }
-    return {name: made[name]() for name in names}
+    setups = {"desk": (None, desk_config(config)), "rules": (None, quiet),
+              "model": (bundle, quiet), "oracle": (None, quiet)}
+    return {name: Policy(*setups[name], history=history) for name in names}
 
 
 def replay(
@@ -77,6 +74,7 @@ def replay(
     max_attempts: int = 3,
     deadline_hours: float = 48.0,
     seed: int = 0,
+    cost_per_attempt: float = 1.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> CampaignResult:
     """Replay ``requests`` (``request_id``, ``contact_id``, ``requested_at`` and the contact
@@ -93,11 +91,11 @@ def replay(
         made = _run(name, policy, world, history, requests, draws, max_attempts,
                     deadline_hours)
         calls.append(made.assign(policy=name))
-        fates.append(_fates(made, requests, history, config, deadline_hours).assign(policy=name))
+        fates.append(_fates(made, requests, history, config).assign(policy=name))
         step(n + 1, len(built))
     calls_frame = pd.concat(calls, ignore_index=True)
     fates_frame = pd.concat(fates, ignore_index=True)
-    return CampaignResult(calls_frame, fates_frame, campaign_kpis(fates_frame))
+    return CampaignResult(calls_frame, fates_frame, campaign_kpis(fates_frame, cost_per_attempt))
 
 
 def _run(name, policy, world, history, requests, draws, max_attempts, deadline_hours):
@@ -191,7 +189,7 @@ def _outcomes(world, log, reqs, at, draw, attempt) -> pd.DataFrame:
     return frame
 
 
-def _fates(calls, requests, history, config, deadline_hours) -> pd.DataFrame:
+def _fates(calls, requests, history, config) -> pd.DataFrame:
     """One row per request: reached, attempts, hours to contact, value, cold start, legal."""
     out = requests[["request_id", "contact_id"]].copy()
     requested = pd.to_datetime(requests["requested_at"], utc=True)

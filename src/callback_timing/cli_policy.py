@@ -53,7 +53,7 @@ def rank_cmd(
     its place, so the output keeps the input's order; the count is printed.
     """
     from callback_timing.cli import _progress, console, err_console
-    from callback_timing.policy import ModelUnavailable, RankRequestError, load_policy
+    from callback_timing.policy import load_policy
 
     policy, note = load_policy(model, rules, rules_table)
     err_console.print(note, highlight=False)
@@ -62,27 +62,12 @@ def rank_cmd(
     with _progress("ranking") as progress:
         for start in range(0, len(parsed), batch):
             chunk = parsed[start:start + batch]
-            good = []
+            answers = iter(policy.rank([req for _, req in chunk if isinstance(req, dict)],
+                                       errors="return"))
             for n, req in chunk:
-                if isinstance(req, str):
-                    results.append({"line": n, "error": req})
-                    continue
-                try:
-                    policy.normalise(req)
-                    good.append((n, req))
-                    results.append({"line": n})
-                except RankRequestError as exc:
-                    results.append({"line": n, "error": str(exc)})
-            try:
-                answers = iter(policy.rank([req for _, req in good]))
-            except ModelUnavailable as exc:
-                answers = None
-                for item in results[start:]:
-                    item.setdefault("error", str(exc))
-            for item in results[start:]:
-                if "error" not in item and answers is not None:
-                    item.clear()
-                    item.update(next(answers))
+                answer = next(answers) if isinstance(req, dict) else {"error": req}
+                results.append({"line": n, "error": answer["error"]} if "error" in answer
+                               else answer)
             progress(min(start + batch, len(parsed)), len(parsed))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as fh:

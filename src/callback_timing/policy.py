@@ -105,17 +105,9 @@ class Policy:
         self.rules = rules or RuleModel.from_file()
         if history is None:
             history = bundle.history if bundle is not None else _empty_history()
+        self._weeks: dict[tuple, np.ndarray] = {}
         self.history = history
         self.priors = bundle.priors if bundle is not None else _empty_priors()
-        last = history.sort_values("called_at", kind="stable").drop_duplicates(
-            "contact_id", keep="last") if len(history) else history
-        fields = ["timezone", "country", "subdivision", "industry"]
-        #: the last known attributes of each contact in the history (a dict: fast lookups)
-        self._profiles: dict = {cid: dict(zip(fields, values, strict=True)) for cid, *values in
-                                zip(last["contact_id"], *(last[f].to_numpy(object)
-                                                          for f in fields), strict=True)}
-        self._weeks: dict[tuple, np.ndarray] = {}
-        self._contacts: dict[tuple, _Contact] = {}
 
     @property
     def model_version(self) -> str | None:
@@ -235,16 +227,31 @@ class Policy:
 
     # --- ranking ---------------------------------------------------------------------------
 
-    def rank(self, requests: list[dict], now: pd.Timestamp | None = None) -> list[dict]:
+    def rank(self, requests: list[dict], now: pd.Timestamp | None = None,
+             errors: str = "raise") -> list[dict]:
         """Responses for ``/rank`` requests, in order (contract section 3).
 
-        Raises :class:`RankRequestError` for an invalid request and :class:`ModelUnavailable`
-        for ``policy: model`` without a model; everything else falls back to the rules.
+        With ``errors="raise"`` an invalid request raises :class:`RankRequestError` and
+        ``policy: model`` without a model :class:`ModelUnavailable`; with ``errors="return"``
+        such a request is answered in place by ``{"request_id": ..., "error": "field:
+        problem"}`` and the others are ranked. Everything else falls back to the rules.
         """
-        batch = self._scored(requests, now, every_slot=False)
-        if batch is None:
-            return []
-        return respond_all(batch, self.rules, self.model_version)
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
+        out: list[dict | None] = []
+        good = []
+        for request in requests:
+            try:
+                good.append(self._checked(request, now))
+                out.append(None)
+            except (RankRequestError, ModelUnavailable) as exc:
+                if errors == "raise":
+                    raise
+                rid = request.get("request_id") if isinstance(request, dict) else None
+                out.append({"request_id": rid, "error": str(exc)})
+        answers = iter(respond_all(self._scored(good, every_slot=False), self.rules,
+                                   self.model_version) if good else [])
+        return [item if item is not None else next(answers) for item in out]
 
     def slot_table(self, requests: list[dict], now: pd.Timestamp | None = None) -> pd.DataFrame:
         """Every candidate slot of every request: what the windows are cut from.
@@ -255,17 +262,17 @@ class Policy:
         (the first calling rule that forbids the slot), ``source`` and ``calls_last_24h``
         (calls to the contact in the 24 h before the slot, as far as known at ``now``).
         """
-        b = self._scored(requests, now, every_slot=True)
+        reqs = [self._checked(r, now) for r in requests]
+        b = self._scored(reqs, every_slot=True) if reqs else None
         if b is None or b.X is None:
             return pd.DataFrame(columns=["request_id", "contact_id", "at", "p_answer", "worth",
                                          "score", "allowed", "why_not", "source"])
         req_of = b.req_of
         requested = np.array([r["requested_at"].value for r in b.reqs], dtype=np.int64)[req_of]
-        hours = (b.at - requested) / 3.6e12
-        flexible = np.array([r["urgency"] == "flexible" for r in b.reqs])[req_of]
-        worth = np.where(flexible, 1.0, self.config.urgency_worth(hours))
         now = np.array([r["now"].value for r in b.reqs], dtype=np.int64)[req_of]
-        wait = np.where(flexible, 1.0, self.config.wait_discount((b.at - now) / 3.6e12))
+        flexible = np.array([r["urgency"] == "flexible" for r in b.reqs])[req_of]
+        worth, wait = self.config.slot_factors(flexible, (b.at - requested) / 3.6e12,
+                                               (b.at - now) / 3.6e12)
         unit = pd.to_datetime(pd.Series([r["now"] for r in b.reqs]), utc=True).dt.unit
         at = pd.Series(pd.DatetimeIndex(b.at.view("datetime64[ns]")).tz_localize("UTC")
                        .as_unit(unit))
@@ -278,19 +285,20 @@ class Policy:
             "calls_last_24h": b.X["calls_last_24h"].to_numpy()[b.feat],
         })
 
-    def _scored(self, requests: list[dict], now: pd.Timestamp | None,
-                every_slot: bool) -> SlotBatch | None:
-        """Slots, features, ``p_answer`` and calling rules of a batch of requests.
+    def _checked(self, request: dict, now: pd.Timestamp | None) -> dict:
+        """:meth:`normalise`, and ``policy: model`` needs a model."""
+        req = self.normalise(request, now)
+        if req["policy"] == "model" and self.bundle is None:
+            raise ModelUnavailable("policy 'model' asked for, but no model is loaded")
+        return req
+
+    def _scored(self, reqs: list[dict], every_slot: bool) -> SlotBatch:
+        """Slots, features, ``p_answer`` and calling rules of normalised requests.
 
         Features are built once per distinct (contact, ``now``) grid, and only for slots
         inside the contact's calling hours unless ``every_slot`` (the other slots are
         forbidden by the first rule whatever their features say).
         """
-        reqs = [self.normalise(r, now) for r in requests]
-        if not reqs:
-            return None
-        if any(r["policy"] == "model" for r in reqs) and self.bundle is None:
-            raise ModelUnavailable("policy 'model' asked for, but no model is loaded")
         b = SlotBatch(reqs, self.config)
         now_ns = np.array([r["now"].value for r in reqs], dtype=np.int64)
         first, count = fp.slot_grid(now_ns, [r["horizon_hours"] for r in reqs])
@@ -347,33 +355,42 @@ class Policy:
         if b.X is None:  # every slot outside calling hours: nothing to score
             b.source[use_model] = "model"
             return
-        opt_out = np.array([r["contact"].opt_out for r in b.reqs])
         has = b.feat >= 0
-        feat = b.feat[has]
-        b.p[has] = self.rules.p_answer(b.X)[feat]
-        if opt_out.any():  # the table alone: no personal history
-            mine = has & opt_out[b.req_of]
-            b.p[mine] = self.rules.table_p(b.X)[b.feat[mine]]
-        if not use_model.any():
-            return
+        if use_model.any():
+            failure = self._model_p(b, group, group_of_row, use_model, has)
+            if failure is None:
+                b.source[use_model] = "model"
+            else:
+                for i in np.flatnonzero(use_model):
+                    b.reason[i] = failure
+                use_model[:] = False
+        # the rules score the rest; an opted-out contact gets the table alone (no history)
+        opt_out = np.array([r["contact"].opt_out for r in b.reqs])
+        for table_only in (False, True):
+            mine = has & ~use_model[b.req_of] & (opt_out[b.req_of] == table_only)
+            if mine.any():
+                needed, inverse = np.unique(b.feat[mine], return_inverse=True)
+                rows = b.X.iloc[needed]
+                p = self.rules.table_p(rows) if table_only else self.rules.p_answer(rows)
+                b.p[mine] = p[inverse]
+
+    def _model_p(self, b: SlotBatch, group: np.ndarray, group_of_row: np.ndarray,
+                 use_model: np.ndarray, has: np.ndarray) -> str | None:
+        """Fill ``b.p`` of the model's requests; return why it failed (``None``: it did not)."""
         model_group = np.zeros(int(group.max()) + 1, dtype=bool)
         model_group[group[use_model]] = True
         wanted = model_group[group_of_row]
         try:
             p_model = np.asarray(fp.predict_answer(self.bundle.model, b.X[wanted]), dtype=float)
         except Exception as exc:  # noqa: BLE001 - any model failure means the rules answer
-            p_model, failure = None, f"model failed ({type(exc).__name__})"
-        else:
-            failure = None if np.isfinite(p_model).all() else "model returned NaN"
-        if failure is not None:
-            for i in np.flatnonzero(use_model):
-                b.reason[i] = failure
-            return
+            return f"model failed ({type(exc).__name__})"
+        if not np.isfinite(p_model).all():
+            return "model returned NaN"
         full = np.full(len(b.X), np.nan)
         full[wanted] = p_model
         mine = has & use_model[b.req_of]
         b.p[mine] = full[b.feat[mine]]
-        b.source[use_model] = "model"
+        return None
 
     def _allowed(self, b: SlotBatch, now_ns: np.ndarray, contacts: set[str]) -> None:
         """Whether each slot may be called, and why not (the first rule that forbids it)."""
@@ -426,6 +443,14 @@ class Policy:
     def history(self, frame: pd.DataFrame) -> None:
         self._history = frame
         self._index = fp.HistoryIndex(frame)
+        last = frame.sort_values("called_at", kind="stable").drop_duplicates(
+            "contact_id", keep="last") if len(frame) else frame
+        fields = ["timezone", "country", "subdivision", "industry"]
+        #: the last known attributes of each contact in the history (a dict: fast lookups)
+        self._profiles: dict = {cid: dict(zip(fields, values, strict=True)) for cid, *values in
+                                zip(last["contact_id"], *(last[f].to_numpy(object)
+                                                          for f in fields), strict=True)}
+        self._contacts: dict[tuple, _Contact] = {}  # resolved from the profiles: start afresh
 
 
 def _empty_history() -> pd.DataFrame:
@@ -441,28 +466,34 @@ def _empty_priors() -> Priors:
     return priors
 
 
-def load_policy(model_dir=None, rules_path=None, rules_table_path=None) -> tuple[Policy, str]:
-    """A :class:`Policy` with the bundle at ``model_dir`` if it loads, else rules only.
+def load_bundle(model_dir=None):
+    """The bundle at ``model_dir`` if it loads (else ``None``) and one line saying so.
 
-    Returns the policy and one line saying what answers (for logs and the CLI). Mistakes in
-    the rules files are :class:`~callback_timing.schema.ConfigError`; a missing or broken
-    model is not an error: the rules answer, and the line says why.
+    A missing or broken model is not an error: the rules answer, and the line says why.
     """
     from pathlib import Path
 
     from callback_timing.bundle import ModelBundle
 
+    if model_dir is None:
+        return None, "no model folder given: the rules answer"
+    folder = Path(model_dir)
+    if not (folder / "metadata.json").is_file():
+        return None, f"no model bundle at {folder}: the rules answer"
+    try:
+        bundle = ModelBundle.load(folder)
+    except CallbackTimingError as exc:
+        return None, f"model bundle at {folder} could not be loaded ({exc}): the rules answer"
+    return bundle, f"model {bundle.version} from {folder}"
+
+
+def load_policy(model_dir=None, rules_path=None, rules_table_path=None) -> tuple[Policy, str]:
+    """A :class:`Policy` with the bundle at ``model_dir`` if it loads, else rules only.
+
+    Returns the policy and one line saying what answers (:func:`load_bundle`). Mistakes in
+    the rules files are :class:`~callback_timing.schema.ConfigError`.
+    """
     config = load_policy_config(rules_path)
     rules = RuleModel.from_file(rules_table_path)
-    bundle, note = None, "no model folder given: the rules answer"
-    if model_dir is not None:
-        folder = Path(model_dir)
-        if not (folder / "metadata.json").is_file():
-            note = f"no model bundle at {folder}: the rules answer"
-        else:
-            try:
-                bundle = ModelBundle.load(folder)
-                note = f"model {bundle.version} from {folder}"
-            except CallbackTimingError as exc:
-                note = f"model bundle at {folder} could not be loaded ({exc}): the rules answer"
+    bundle, note = load_bundle(model_dir)
     return Policy(bundle, config=config, rules=rules), note

@@ -33,7 +33,8 @@ _SPAN = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 WeekHours = tuple[tuple[int, int] | None, ...]
 
 
-def _span(value: object, where: str) -> tuple[int, int] | None:
+def parse_span(value: object, where: str) -> tuple[int, int] | None:
+    """Minutes ``(start, end)`` of the local day for ``"HH:MM-HH:MM"``; ``None`` for "none"."""
     if isinstance(value, str) and value.strip().lower() == "none":
         return None
     m = _SPAN.match(str(value))
@@ -67,18 +68,13 @@ def parse_days(key: object, where: str) -> tuple[int, ...]:
     return tuple(sorted(set(days)))
 
 
-def parse_span(value: object, where: str) -> tuple[int, int] | None:
-    """Minutes ``(start, end)`` of the local day for ``"HH:MM-HH:MM"``; ``None`` for "none"."""
-    return _span(value, where)
-
-
 def _week(spec: object, where: str) -> WeekHours:
     if not isinstance(spec, dict) or not spec:
         raise ConfigError(f"{where}: expected a mapping of days to 'HH:MM-HH:MM'")
     week: list[tuple[int, int] | None] = [None] * 7
     for key, value in spec.items():
         for d in parse_days(key, where):
-            week[d] = _span(value, f"{where}.{key}")
+            week[d] = parse_span(value, f"{where}.{key}")
     return tuple(week)
 
 
@@ -131,6 +127,14 @@ class PolicyConfig:
         if self.wait_half_life_hours <= 0:
             return np.ones_like(h)
         return 0.5 ** (h / self.wait_half_life_hours)
+
+    def slot_factors(self, flexible: np.ndarray | bool, hours_since_request: np.ndarray,
+                     hours_from_now: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(worth, wait)`` of slots: the urgency worth and the wait discount, both 1 for a
+        ``flexible`` request; a slot's score is ``p_answer x worth x wait``."""
+        flexible = np.asarray(flexible, dtype=bool)
+        worth = np.where(flexible, 1.0, self.urgency_worth(hours_since_request))
+        return worth, np.where(flexible, 1.0, self.wait_discount(hours_from_now))
 
     def urgency_worth(self, hours_since_request: np.ndarray | float) -> np.ndarray:
         """Worth of a callback ``hours`` after the request (log-linear between the points)."""

@@ -94,10 +94,8 @@ def _plan(batch: SlotBatch, i: int) -> dict:
         return {}
     at = batch.at[rows]
     hours = (at - r["requested_at"].value) / 3.6e12
-    if r["urgency"] == "flexible":
-        worth, wait = np.ones(len(rows)), np.ones(len(rows))
-    else:
-        worth, wait = cfg.urgency_worth(hours), cfg.wait_discount((at - r["now"].value) / 3.6e12)
+    worth, wait = cfg.slot_factors(r["urgency"] == "flexible", hours,
+                                   (at - r["now"].value) / 3.6e12)
     score = batch.p[rows] * worth * wait
     windows = cut_windows(at.view("datetime64[ns]"), score, cfg, r["top_k"],
                        urgent=r["urgency"] == "urgent")

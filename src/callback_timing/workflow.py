@@ -212,10 +212,10 @@ def evaluate_campaign(
     """
     import pandas as pd
 
-    from callback_timing.campaign import campaign_kpis, replay
+    from callback_timing.campaign import replay
     from callback_timing.evaluate import first_requests
     from callback_timing.plots import campaign_plot
-    from callback_timing.policy import load_policy
+    from callback_timing.policy import load_bundle
 
     history = Path(history)
     _, world = load_ground_truth(history)
@@ -223,8 +223,7 @@ def evaluate_campaign(
         raise ConfigError(f"{history} has no synthetic world beside it (*.world.parquet): "
                           "`evaluate` replays requests in the world `simulate` wrote")
     calls = load_history(history).calls
-    policy, note = load_policy(model_dir)
-    bundle = policy.bundle
+    bundle, note = load_bundle(model_dir)
     if bundle is not None and "split" in bundle.metadata:
         start = pd.Timestamp(bundle.metadata["split"]["test_from"])
     else:
@@ -235,8 +234,8 @@ def evaluate_campaign(
         raise ConfigError(f"no callback requests in {history} after {start.isoformat()}")
     asked = asked.sample(min(requests, len(asked)), random_state=seed)
     asked = asked.rename(columns={"now": "requested_at"})
-    result = replay(world, before, asked, bundle=bundle, seed=seed, progress=progress)
-    result.kpis = campaign_kpis(result.requests, cost_per_attempt)
+    result = replay(world, before, asked, bundle=bundle, seed=seed,
+                    cost_per_attempt=cost_per_attempt, progress=progress)
     report = CampaignReport(result=result, start=start.isoformat(), model_note=note)
     if plot is not None:
         report.figure = campaign_plot(result.kpis, plot)
