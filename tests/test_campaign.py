@@ -19,7 +19,7 @@ def campaign():
     ev = fit_and_evaluate(calls, baselines=False)
     start = pd.Timestamp(ev.split.bounds["test_from"])
     asked = first_requests(calls[calls["requested_at"] >= start])
-    asked = asked.sample(min(300, len(asked)), random_state=1)
+    asked = asked.sort_values("now", kind="stable").head(300)
     asked = asked.rename(columns={"now": "requested_at"})
     before = calls[calls["called_at"] < start]
     return replay(sim.world, before, asked, bundle=ev.bundle, seed=3), asked

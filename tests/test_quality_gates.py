@@ -5,8 +5,8 @@ baseline. The AUC gate needs rich histories: with the default ~15 calls per cont
 information bound (a predictor told every habit except each contact's reachability) stays near
 0.96-0.97 of the ceiling (tests/test_evaluate.py, benchmarks/bench_quality.py). These worlds
 have 200 contacts and ~650 calls each over 240 days. The ratio varies with the world drawn
-(0.9685-0.975 over seeds 1-6, benchmarks/bench_quality.py), so the gate is the mean over all
-six seeds, and no single world may fall below 0.96.
+(0.971-0.979 over seeds 1-6, benchmarks/bench_quality.py), so the gate is the mean over all
+six seeds, and no single world may fall below 0.965.
 """
 
 from __future__ import annotations
@@ -35,5 +35,5 @@ def test_quality_gates_on_small_worlds_with_rich_histories():
         for name in BASELINES:
             assert model["log_loss"] < ev.metrics[name]["log_loss"], (seed, name)
         ratios.append(ev.truth["auc_vs_ceiling"])
-    assert min(ratios) >= 0.96, ratios
+    assert min(ratios) >= 0.965, ratios
     assert np.mean(ratios) >= 0.97, ratios

@@ -22,9 +22,11 @@ import holidays
 import numpy as np
 import pandas as pd
 
-from callback_timing import config
+from callback_timing import config, tzclock
 
 _DAY_NS = 86_400 * 10**9
+_HOUR_NS = 3_600 * 10**9
+_MINUTE_NS = 60 * 10**9
 #: Day distance reported when no holiday lies within the searched years.
 FAR_DAYS = 366
 
@@ -33,6 +35,26 @@ def _as_series(values, index=None) -> pd.Series:
     if isinstance(values, pd.Series):
         return values
     return pd.Series(values, index=index)
+
+
+def clock_arrays(utc_ns: np.ndarray, local_ns: np.ndarray) -> dict[str, np.ndarray]:
+    """Wall-clock parts of local times ``local_ns`` (naive int64 ns) of instants ``utc_ns``.
+
+    Returns ``weekday`` (Mon=0, int8), ``hour`` (int8), ``minute_of_day`` (int16) and
+    ``utc_offset_h`` (float). The kernel behind :func:`local_clock` and the serving path.
+    """
+    local_ns = np.asarray(local_ns, dtype=np.int64)
+    return {
+        "weekday": ((local_ns // _DAY_NS + 3) % 7).astype(np.int8),  # 1970-01-01: a Thursday
+        "hour": ((local_ns // _HOUR_NS) % 24).astype(np.int8),
+        "minute_of_day": ((local_ns // _MINUTE_NS) % 1440).astype(np.int16),
+        "utc_offset_h": (local_ns - np.asarray(utc_ns, dtype=np.int64)) / 3.6e12,
+    }
+
+
+def utc_ns_of(utc: pd.Series) -> np.ndarray:
+    """Nanoseconds since the epoch (int64) of tz-aware timestamps."""
+    return utc.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]").view(np.int64)
 
 
 def local_clock(utc: pd.Series, tz: pd.Series) -> pd.DataFrame:
@@ -50,23 +72,10 @@ def local_clock(utc: pd.Series, tz: pd.Series) -> pd.DataFrame:
     """
     utc = _as_series(utc)
     tz = _as_series(tz, utc.index)
-    utc_ns = utc.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
-    local = np.empty(len(utc), dtype="datetime64[ns]")
-    tz_values = tz.to_numpy(dtype=object)
-    for zone in pd.unique(tz_values):
-        mask = tz_values == zone
-        conv = pd.DatetimeIndex(utc_ns[mask]).tz_localize("UTC").tz_convert(zone)
-        local[mask] = conv.tz_localize(None).to_numpy("datetime64[ns]")
-    local_idx = pd.DatetimeIndex(local)
-    offset_h = (local.astype("int64") - utc_ns.astype("int64")) / 3.6e12
+    utc_ns = utc_ns_of(utc)
+    local = tzclock.local_ns(utc_ns, tz.to_numpy(dtype=object))
     return pd.DataFrame(
-        {
-            "local": local_idx,
-            "weekday": local_idx.day_of_week.to_numpy(np.int8),
-            "hour": local_idx.hour.to_numpy(np.int8),
-            "minute_of_day": (local_idx.hour * 60 + local_idx.minute).to_numpy(np.int16),
-            "utc_offset_h": offset_h,
-        },
+        {"local": pd.DatetimeIndex(local.view("datetime64[ns]")), **clock_arrays(utc_ns, local)},
         index=utc.index,
     )
 
@@ -130,6 +139,56 @@ def _is_in(days: np.ndarray, sorted_days: np.ndarray) -> np.ndarray:
     return sorted_days[pos] == days
 
 
+def holiday_arrays(days: np.ndarray, hdays: np.ndarray, hnames: tuple) -> dict[str, np.ndarray]:
+    """Holiday features of dates ``days`` (``datetime64[D]``) given sorted holiday dates.
+
+    Returns ``holiday``, ``holiday_name``, ``bridge_day``, ``days_to_holiday`` and
+    ``days_from_holiday`` (see :func:`holiday_frame`).
+    """
+    n = len(days)
+    out = {"holiday": _is_in(days, hdays), "holiday_name": np.full(n, None, dtype=object),
+           "bridge_day": np.zeros(n, dtype=bool),
+           "days_to_holiday": np.full(n, FAR_DAYS, dtype=np.int16),
+           "days_from_holiday": np.full(n, FAR_DAYS, dtype=np.int16)}
+    if not len(hdays):
+        return out
+    nxt = np.clip(np.searchsorted(hdays, days), 0, len(hdays) - 1)
+    out["holiday_name"] = np.where(out["holiday"], np.array(hnames, dtype=object)[nxt], None)
+    dist_next = (hdays[nxt] - days).astype(int)
+    out["days_to_holiday"] = np.where(
+        dist_next >= 0, np.minimum(dist_next, FAR_DAYS), FAR_DAYS).astype(np.int16)
+    pos_r = np.searchsorted(hdays, days, side="right") - 1
+    dist_prev = (days - hdays[np.clip(pos_r, 0, len(hdays) - 1)]).astype(int)
+    out["days_from_holiday"] = np.where(
+        (pos_r >= 0) & (dist_prev >= 0), np.minimum(dist_prev, FAR_DAYS), FAR_DAYS
+    ).astype(np.int16)
+
+    def off(day: np.ndarray) -> np.ndarray:
+        weekday = (day.astype("int64") + 3) % 7  # 1970-01-01 was a Thursday
+        return (weekday >= 5) | _is_in(day, hdays)
+
+    one = np.timedelta64(1, "D")
+    out["bridge_day"] = ~off(days) & off(days - one) & off(days + one)
+    return out
+
+
+def _place_groups(country, subdivision, n: int) -> tuple[np.ndarray, list]:
+    """Codes and uniques of (country, subdivision) pairs (missing values as ``None``)."""
+    country = pd.Series(country).astype(object).where(lambda s: s.notna(), None)
+    if subdivision is None:
+        subdivision = pd.Series([None] * n, dtype=object)
+    subdivision = pd.Series(subdivision).astype(object).where(lambda s: s.notna(), None)
+    key = pd.MultiIndex.from_arrays([country.to_numpy(), subdivision.to_numpy()])
+    codes, uniques = pd.factorize(key)
+    return codes, list(uniques)
+
+
+def year_span(days: np.ndarray) -> tuple[int, ...]:
+    """The years holidays are read for around dates ``days``: one before to one after."""
+    years = days.astype("datetime64[Y]").astype(int) + 1970
+    return tuple(range(int(years.min()) - 1, int(years.max()) + 2))
+
+
 def holiday_frame(
     local_day: pd.Series, country: pd.Series, subdivision: pd.Series | None = None
 ) -> pd.DataFrame:
@@ -140,57 +199,18 @@ def holiday_frame(
     ``days_from_holiday`` (capped at :data:`FAR_DAYS`).
     """
     local_day = _as_series(local_day)
-    index = local_day.index
     days = local_day.to_numpy("datetime64[D]")
-    n = len(days)
-    country = _as_series(country, index).astype(object).where(lambda s: s.notna(), None)
-    if subdivision is None:
-        subdivision = pd.Series([None] * n, index=index, dtype=object)
-    subdivision = _as_series(subdivision, index).astype(object).where(lambda s: s.notna(), None)
-    holiday = np.zeros(n, dtype=bool)
-    bridge = np.zeros(n, dtype=bool)
-    to_h = np.full(n, FAR_DAYS, dtype=np.int16)
-    from_h = np.full(n, FAR_DAYS, dtype=np.int16)
-    names = np.full(n, None, dtype=object)
-    key = pd.MultiIndex.from_arrays([country.to_numpy(), subdivision.to_numpy()])
-    codes, uniques = pd.factorize(key)
-    years_all = days.astype("datetime64[Y]").astype(int) + 1970
+    codes, uniques = _place_groups(_as_series(country, local_day.index).to_numpy(object),
+                                   None if subdivision is None else
+                                   _as_series(subdivision, local_day.index).to_numpy(object),
+                                   len(days))
+    out = holiday_arrays(days, np.array([], dtype="datetime64[D]"), ())
     for code, (ctry, sub) in enumerate(uniques):
         mask = codes == code
         d = days[mask]
-        yrs = years_all[mask]
-        years = tuple(range(int(yrs.min()) - 1, int(yrs.max()) + 2))
-        hdays, hnames = holiday_days(ctry, sub, years)
-        is_h = _is_in(d, hdays)
-        holiday[mask] = is_h
-        if len(hdays):
-            nxt = np.clip(np.searchsorted(hdays, d), 0, len(hdays) - 1)
-            names[mask] = np.where(is_h, np.array(hnames, dtype=object)[nxt], None)
-            dist_next = (hdays[nxt] - d).astype(int)
-            to_h[mask] = np.where(dist_next >= 0, np.minimum(dist_next, FAR_DAYS), FAR_DAYS)
-            pos_r = np.searchsorted(hdays, d, side="right") - 1
-            prv = np.clip(pos_r, 0, len(hdays) - 1)
-            dist_prev = (d - hdays[prv]).astype(int)
-            from_h[mask] = np.where(
-                (pos_r >= 0) & (dist_prev >= 0), np.minimum(dist_prev, FAR_DAYS), FAR_DAYS
-            )
-
-            def off(day: np.ndarray, hdays=hdays) -> np.ndarray:
-                weekday = (day.astype("int64") + 3) % 7  # 1970-01-01 was a Thursday
-                return (weekday >= 5) | _is_in(day, hdays)
-
-            one = np.timedelta64(1, "D")
-            bridge[mask] = ~off(d) & off(d - one) & off(d + one)
-    return pd.DataFrame(
-        {
-            "holiday": holiday,
-            "holiday_name": names,
-            "bridge_day": bridge,
-            "days_to_holiday": to_h,
-            "days_from_holiday": from_h,
-        },
-        index=index,
-    )
+        for name, values in holiday_arrays(d, *holiday_days(ctry, sub, year_span(d))).items():
+            out[name][mask] = values
+    return pd.DataFrame(out, index=local_day.index)
 
 
 def season_flags(local: pd.Series) -> pd.DataFrame:
@@ -203,6 +223,74 @@ def season_flags(local: pd.Series) -> pd.DataFrame:
         (month == 1) & (day <= config.END_OF_YEAR_TO_JAN)
     )
     return pd.DataFrame({"summer": summer, "end_of_year": eoy})
+
+
+#: Calendar features that depend on the local date only (see :func:`day_arrays`).
+DAY_COLUMNS = ("month", "week_of_year", "holiday", "holiday_name", "bridge_day",
+               "days_to_holiday", "days_from_holiday", "summer", "end_of_year")
+
+
+def day_arrays(days: np.ndarray, country: str | None, subdivision: str | None,
+               years: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The :data:`DAY_COLUMNS` of local dates ``days`` in one country/subdivision.
+
+    ``years`` are the years whose holidays are read (:func:`year_span` of the dates).
+    """
+    days = np.asarray(days, dtype="datetime64[D]")
+    idx = pd.DatetimeIndex(days.astype("datetime64[ns]"))
+    seasons = season_flags(pd.Series(idx))
+    return {
+        "month": idx.month.to_numpy(np.int8),
+        "week_of_year": idx.isocalendar().week.to_numpy(np.int8),
+        **holiday_arrays(days, *holiday_days(country, subdivision, years)),
+        "summer": seasons["summer"].to_numpy(),
+        "end_of_year": seasons["end_of_year"].to_numpy(),
+    }
+
+
+def _days_by_group(day: np.ndarray, country, subdivision) -> dict[str, np.ndarray]:
+    """:func:`day_arrays` of each row's local day (int days since the epoch), per place."""
+    codes, uniques = _place_groups(country, subdivision, len(day))
+    out: dict[str, np.ndarray] = {}
+    for code, (ctry, sub) in enumerate(uniques):
+        mask = codes == code
+        unique, inverse = np.unique(day[mask], return_inverse=True)
+        unique = unique.astype("datetime64[D]")
+        for name, values in day_arrays(unique, ctry, sub, year_span(unique)).items():
+            if name not in out:
+                out[name] = np.empty(len(day), dtype=values.dtype)
+            out[name][mask] = values[inverse]
+    if not out:
+        out = day_arrays(np.array([], dtype="datetime64[D]"), None, None, ())
+    return out
+
+
+def calendar_arrays(utc_ns: np.ndarray, local_ns: np.ndarray, country=None, subdivision=None,
+                    days_of=None) -> dict[str, np.ndarray]:
+    """Every column of :func:`calendar_frame` but ``local``, as arrays (the shared kernel).
+
+    ``days_of(day)`` may give the :data:`DAY_COLUMNS` of each row's local day (int days since
+    the epoch) from a cache; by default they are computed per country/subdivision.
+    """
+    clock = clock_arrays(utc_ns, local_ns)
+    day = np.asarray(local_ns, dtype=np.int64) // _DAY_NS
+    if days_of is None:
+        if country is None:
+            country = np.full(len(day), None, dtype=object)
+        days = _days_by_group(day, country, subdivision)
+    else:
+        days = days_of(day)
+    angle = 2 * np.pi * clock["minute_of_day"] / 1440.0
+    return {
+        "weekday": clock["weekday"], "hour": clock["hour"],
+        "minute_of_day": clock["minute_of_day"], "tod_sin": np.sin(angle),
+        "tod_cos": np.cos(angle), "month": days["month"], "week_of_year": days["week_of_year"],
+        "weekend": clock["weekday"] >= 5, "holiday": days["holiday"],
+        "holiday_name": days["holiday_name"], "bridge_day": days["bridge_day"],
+        "days_to_holiday": days["days_to_holiday"],
+        "days_from_holiday": days["days_from_holiday"], "summer": days["summer"],
+        "end_of_year": days["end_of_year"], "utc_offset_h": clock["utc_offset_h"],
+    }
 
 
 def calendar_frame(
@@ -224,31 +312,10 @@ def calendar_frame(
     utc = _as_series(utc)
     if clock is None:
         clock = local_clock(utc, tz)
-    local = pd.DatetimeIndex(clock["local"])
-    if country is None:
-        country = pd.Series([None] * len(utc), index=utc.index, dtype=object)
-    hol = holiday_frame(pd.Series(local.normalize(), index=utc.index), country, subdivision)
-    seasons = season_flags(pd.Series(local))
-    angle = 2 * np.pi * clock["minute_of_day"].to_numpy() / 1440.0
-    return pd.DataFrame(
-        {
-            "local": clock["local"],
-            "weekday": clock["weekday"],
-            "hour": clock["hour"],
-            "minute_of_day": clock["minute_of_day"],
-            "tod_sin": np.sin(angle),
-            "tod_cos": np.cos(angle),
-            "month": local.month.to_numpy(np.int8),
-            "week_of_year": local.isocalendar().week.to_numpy(np.int8),
-            "weekend": clock["weekday"].to_numpy() >= 5,
-            "holiday": hol["holiday"].to_numpy(),
-            "holiday_name": hol["holiday_name"].to_numpy(),
-            "bridge_day": hol["bridge_day"].to_numpy(),
-            "days_to_holiday": hol["days_to_holiday"].to_numpy(),
-            "days_from_holiday": hol["days_from_holiday"].to_numpy(),
-            "summer": seasons["summer"].to_numpy(),
-            "end_of_year": seasons["end_of_year"].to_numpy(),
-            "utc_offset_h": clock["utc_offset_h"],
-        },
-        index=utc.index,
-    )
+    local_ns = clock["local"].to_numpy("datetime64[ns]").view(np.int64)
+
+    def to_array(values) -> np.ndarray | None:
+        return None if values is None else _as_series(values, utc.index).to_numpy(object)
+
+    arrays = calendar_arrays(utc_ns_of(utc), local_ns, to_array(country), to_array(subdivision))
+    return pd.DataFrame({"local": clock["local"], **arrays}, index=utc.index)

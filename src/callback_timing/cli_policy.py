@@ -81,8 +81,9 @@ def rank_cmd(
 def evaluate_cmd(
     history: Annotated[Path, typer.Option(help="Simulated history (its world file beside it).")],
     model: Annotated[Path, typer.Option(help="Model bundle folder.")] = config.model_dir(),
-    requests: Annotated[int, typer.Option(min=1, help="Callback requests to replay.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the request sample and the outcomes.")] = 0,
+    requests: Annotated[int, typer.Option(
+        min=1, help="Callback requests to replay (the first ones after the cut).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated call outcomes.")] = 0,
     cost_per_attempt: Annotated[
         float, typer.Option(min=0, help="Cost of one call attempt (any currency).")
     ] = 1.0,

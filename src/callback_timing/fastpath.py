@@ -37,13 +37,18 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from callback_timing import tzclock
+from callback_timing.feature_block import FeatureBlock
 from callback_timing.slots import SLOT_MINUTES
 
 STEP_NS = SLOT_MINUTES * 60 * 10**9
+#: Up to this many rows, the policy predicts with a single-threaded copy of the booster.
+SMALL_PREDICT_ROWS = 2048
 _MINUTE_NS = 60 * 10**9
 _DAY_NS = 86_400 * 10**9
 
 
+@lru_cache(maxsize=1024)
 def horizon_ns(hours: float) -> int:
     """``pd.Timedelta(hours=hours)`` in nanoseconds (the same rounding)."""
     return int(pd.Timedelta(hours=hours).value)
@@ -63,15 +68,15 @@ def slot_grid(now_ns: np.ndarray, horizon_hours: np.ndarray) -> tuple[np.ndarray
     return first, np.minimum(steps, fits)
 
 
-def local_parts(at_ns: np.ndarray, zones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Local minute of day and weekday (Mon=0) of UTC instants ``at_ns`` in ``zones``."""
-    at_ns = np.asarray(at_ns, dtype=np.int64)
-    local = np.empty(len(at_ns), dtype=np.int64)
-    codes, uniques = pd.factorize(np.asarray(zones, dtype=object))
-    for code, zone in enumerate(uniques):
-        mask = codes == code
-        conv = pd.DatetimeIndex(at_ns[mask].view("datetime64[ns]")).tz_localize("UTC")
-        local[mask] = conv.tz_convert(zone).tz_localize(None).asi8
+def local_parts(at_ns: np.ndarray, zones: np.ndarray,
+                local: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Local minute of day and weekday (Mon=0) of UTC instants ``at_ns`` in ``zones``.
+
+    ``local`` is their local wall time (:func:`callback_timing.tzclock.local_ns`) if known.
+    """
+    if local is None:
+        local = tzclock.local_ns(np.asarray(at_ns, dtype=np.int64),
+                                 np.asarray(zones, dtype=object))
     minute = (local // _MINUTE_NS) % 1440
     weekday = (local // _DAY_NS + 3) % 7  # 1970-01-01 was a Thursday
     return minute, weekday
@@ -145,12 +150,18 @@ class HistoryIndex:
         self._rows: dict | None = None
         self._made: dict | None = None
 
+    def rows(self) -> dict:
+        """Row positions of each contact's calls, in their original order."""
+        if self._rows is None:
+            h = self.history
+            self._rows = h.groupby("contact_id", sort=False).indices if len(h) else {}
+        return self._rows
+
     def calls_of(self, contacts: set[str]) -> pd.DataFrame:
         """The history rows of ``contacts``, in their original order."""
         h = self.history
-        if self._rows is None:
-            self._rows = h.groupby("contact_id", sort=False).indices if len(h) else {}
-        parts = [self._rows[c] for c in contacts if c in self._rows]
+        rows = self.rows()
+        parts = [rows[c] for c in contacts if c in rows]
         return h.iloc[np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)]
 
     def attempts(self) -> dict:
@@ -187,19 +198,36 @@ def _numeric_matrix(model, X: pd.DataFrame) -> np.ndarray | None:
     return np.column_stack(cols) if cols else None
 
 
-def predict_answer(model, X: pd.DataFrame) -> np.ndarray:
-    """``model.p_answer(X)``; for an AnswerModel via ``inplace_predict`` (same numbers)."""
+def predict_answer(model, X: pd.DataFrame | FeatureBlock, booster=None) -> np.ndarray:
+    """``model.p_answer(X)``; for an AnswerModel via ``inplace_predict`` (same numbers).
+
+    ``X`` is a feature frame or a :class:`~callback_timing.feature_block.FeatureBlock` (read
+    as arrays: the booster's float32 matrix is built straight from them, and the margin
+    feature's logit, if the model has one, from its float64 column). ``booster`` may be a
+    copy of the model's booster to predict with (e.g. single-threaded for a few rows).
+    """
     from callback_timing.model import AnswerModel
 
     calibrator = getattr(model, "calibrator_", None)
+    block = isinstance(X, FeatureBlock)
     if (type(model) is not AnswerModel or len(X) == 0
             or not (calibrator is None or {"sigmoid"} == set(calibrator)
                     or {"isotonic"} == set(calibrator))):
-        return model.p_answer(X)
-    matrix = _numeric_matrix(model, X)
+        return model.p_answer(X.to_frame() if block else X)
+    if block:
+        matrix = X.matrix(model.feature_names_, getattr(model, "categories_", {}) or {})
+    else:
+        matrix = _numeric_matrix(model, X)
     if matrix is None:
-        return model.p_answer(X)
-    raw = model.booster_.inplace_predict(matrix, iteration_range=(0, model.best_iteration_ + 1))
+        return model.p_answer(X.to_frame() if block else X)
+    if not block:
+        margin = model.margin(X)
+    else:
+        feature = getattr(model, "margin_feature", None)
+        margin = _logit(np.asarray(X[feature], dtype=float)) if feature else None
+    booster = model.booster_ if booster is None else booster
+    raw = booster.inplace_predict(matrix, iteration_range=(0, model.best_iteration_ + 1),
+                                  base_margin=margin)
     if calibrator is None:
         return raw
     if "sigmoid" in calibrator:
@@ -209,15 +237,31 @@ def predict_answer(model, X: pd.DataFrame) -> np.ndarray:
     return np.interp(raw, xs, ys)
 
 
+def _iso_seconds(ns: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a whole second given in nanoseconds since the epoch."""
+    return str(np.datetime64(ns, "ns").astype("datetime64[s]"))
+
+
 @lru_cache(maxsize=65_536)
 def iso_utc(at_ns: int) -> str:
     """``2026-06-01T18:00:00Z`` for an instant in nanoseconds since the epoch."""
+    if at_ns % 10**9 == 0:  # what pandas writes for a whole second, without pandas
+        return _iso_seconds(at_ns) + "Z"
     return pd.Timestamp(at_ns, tz="UTC").isoformat().replace("+00:00", "Z")
 
 
 @lru_cache(maxsize=65_536)
 def iso_local(at_ns: int, zone: str) -> str:
     """The local ISO time with offset of an instant in ``zone``."""
+    if at_ns % 10**9 == 0:  # whole second and whole-minute offset: what pandas writes
+        try:
+            offset = int(tzclock.utc_offset_ns(np.array([at_ns], dtype=np.int64), zone)[0])
+        except (ValueError, TypeError, KeyError, OSError):
+            offset = None
+        if offset is not None and offset % _MINUTE_NS == 0:
+            hours, minutes = divmod(abs(offset) // _MINUTE_NS, 60)
+            sign = "-" if offset < 0 else "+"
+            return f"{_iso_seconds(at_ns + offset)}{sign}{hours:02d}:{minutes:02d}"
     return pd.Timestamp(at_ns, tz="UTC").tz_convert(zone).isoformat()
 
 
@@ -229,14 +273,15 @@ class SlotBatch:
     """The slots of a batch of normalised requests, request after request, in time order.
 
     Slot arrays (one entry per slot): ``at`` (UTC nanoseconds), ``req_of`` (request),
-    ``feat`` (row of the feature frame ``X``, -1 when no features were built), ``p``
+    ``feat`` (row of the feature block ``X``, -1 when no features were built), ``p``
     (``p_answer``) and ``why`` (code of the first rule that forbids the slot, -1: allowed).
     Per request: ``off``/``count`` (its slots), ``source``, ``reason`` and ``attempts``.
     """
 
     def __init__(self, reqs: list[dict], config) -> None:
         self.reqs, self.config = reqs, config
-        self.X: pd.DataFrame | None = None
+        self.X: FeatureBlock | None = None
+        self.frame: pd.DataFrame | None = None  #: ``X`` as built by the slow path, if it ran
         self.has_slots = False
         self.attempts: dict[int, int] = {}
         self.at = self.feat = self.p = np.zeros(0, dtype=np.int64)

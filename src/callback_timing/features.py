@@ -17,6 +17,11 @@ Everything is vectorised: each history feature is a few ``np.searchsorted`` call
 sorted by a composite key ``(contact, group, second)``, so a target sees exactly the calls of
 its own contact and group that happened before it. The functions take frames of whole
 contacts, so they can run unchanged per contact partition (e.g. on Dask).
+
+The work is done by array kernels (:mod:`callback_timing.history_kernel`,
+:func:`context_codes`, :func:`feature_block` and :func:`callback_timing.calendar.\
+calendar_arrays`); :func:`build_features` is their pandas wrapper, and the ranking policy
+(:mod:`callback_timing.slot_features`) calls the same kernels on its prepared history.
 """
 
 from __future__ import annotations
@@ -24,8 +29,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from callback_timing import calendar, config
-from callback_timing.priors import N_BANDS, Priors, hour_band
+from callback_timing import calendar, config, tzclock
+from callback_timing.feature_block import FeatureBlock
+from callback_timing.history_kernel import (
+    CallArrays,
+    PreparedCalls,
+    history_arrays,
+    seconds_of_ns,
+)
+from callback_timing.priors import Priors, hour_band
 from callback_timing.schema import INDUSTRIES, OUTCOMES
 
 #: Columns a targets frame must have (``at`` is tz-aware UTC). An optional ``asof`` column
@@ -80,46 +92,9 @@ FEATURE_COLUMNS = (CALENDAR_FEATURES + CONTEXT_FEATURES + PRIOR_FEATURES + RULES
 CATEGORICAL_FEATURES = ["industry", "country", "last_outcome"]
 LAST_OUTCOME_CATEGORIES = ["none", *OUTCOMES]
 
-_EPOCH = np.datetime64("2000-01-01T00:00:00", "s")
-_SHIFT = np.int64(2**32)  # seconds since 2000 fit in 32 bits until 2136
-
-
 def _seconds(utc: pd.Series) -> np.ndarray:
     """Whole seconds since 2000-01-01 UTC (clipped at 0)."""
-    values = utc.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[s]")
-    return np.clip((values - _EPOCH).astype(np.int64), 0, None)
-
-
-class _Sorted:
-    """Calls sorted by ``group * 2**32 + second`` with cumulative answer counts."""
-
-    def __init__(self, group: np.ndarray, sec: np.ndarray, answered: np.ndarray):
-        key = group.astype(np.int64) * _SHIFT + sec
-        order = np.argsort(key, kind="stable")
-        self.key = key[order]
-        self.order = order
-        self.cum = np.concatenate([[0], np.cumsum(answered[order], dtype=np.int64)])
-
-    def window(self, group: np.ndarray, sec: np.ndarray, since: np.ndarray | None = None):
-        """Positions ``lo, hi`` of the calls of ``group`` with ``since <= second < sec``."""
-        base = group.astype(np.int64) * _SHIFT
-        hi = np.searchsorted(self.key, base + sec, side="left")
-        lo = np.searchsorted(self.key, base, side="left")
-        if since is not None:
-            lo = np.maximum(lo, np.searchsorted(self.key, base + np.maximum(since, 0), "left"))
-        return lo, hi
-
-    def previous(self, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Key and original row of the call just before position ``hi`` (0 where none)."""
-        if len(self.key) == 0:
-            zeros = np.zeros(len(hi), dtype=np.int64)
-            return zeros, zeros
-        pos = np.maximum(hi - 1, 0)
-        return self.key[pos], self.order[pos]
-
-    def count_answered(self, group: np.ndarray, sec: np.ndarray):
-        lo, hi = self.window(group, sec)
-        return hi - lo, self.cum[hi] - self.cum[lo]
+    return seconds_of_ns(calendar.utc_ns_of(utc))
 
 
 def targets_from_calls(calls: pd.DataFrame) -> pd.DataFrame:
@@ -127,6 +102,72 @@ def targets_from_calls(calls: pd.DataFrame) -> pd.DataFrame:
     targets = calls[["contact_id", "timezone", "country", "subdivision", "industry"]].copy()
     targets.insert(1, "at", calls["called_at"])
     return targets
+
+
+def country_categories(priors: Priors) -> list[str]:
+    """Categories of the ``country`` feature: the priors' countries and ``other``."""
+    return [*priors.countries_, "other"] if priors.countries_ else ["other"]
+
+
+def context_codes(industry: np.ndarray, country: np.ndarray, priors: Priors
+                  ) -> dict[str, np.ndarray]:
+    """Codes of contact attributes: ``industry`` (in ``INDUSTRIES``, unknown: ``other``),
+    ``country`` (in :func:`country_categories`, unknown: ``other``) and ``prior`` (the
+    industry's row in :meth:`Priors.dense`)."""
+    industry = pd.Series(industry, dtype=object)
+    country = pd.Series(country, dtype=object)
+    countries = country_categories(priors)
+    known = pd.Index(list(INDUSTRIES))
+
+    def codes(values: pd.Series, labels: pd.Index) -> np.ndarray:
+        values = values.where(values.isin(labels), "other")
+        return pd.Categorical(values, categories=labels).codes
+
+    return {"industry": codes(industry, known), "country": codes(country, pd.Index(countries)),
+            "prior": priors.dense().codes(industry.astype(str).to_numpy())}
+
+
+def feature_block(calls: PreparedCalls, t_code: np.ndarray, t_sec: np.ndarray, cut: np.ndarray,
+                  cal: dict[str, np.ndarray], context: dict[str, np.ndarray],
+                  priors: Priors) -> FeatureBlock:
+    """The model's features (:data:`FEATURE_COLUMNS`) of targets, as arrays.
+
+    ``calls`` are the prepared calls (:class:`~callback_timing.history_kernel.PreparedCalls`),
+    ``cal`` the targets' :func:`calendar.calendar_arrays`, ``context`` their
+    :func:`context_codes`; see :func:`~callback_timing.history_kernel.history_arrays`.
+    """
+    t_wd = np.asarray(cal["weekday"], dtype=np.int64)
+    t_hour = np.asarray(cal["hour"], dtype=np.int64)
+    prior = priors.dense().lookup(context["prior"], t_wd, hour_band(t_hour).astype(np.int64))
+    hist = history_arrays(calls, t_code, t_sec, cut, t_wd, t_hour, prior)
+    cols = {name: cal[name] for name in CALENDAR_FEATURES}
+    for col in ("weekend", "holiday", "bridge_day", "summer", "end_of_year"):
+        cols[col] = cols[col].astype(np.int8)
+    cols["industry"], cols["country"] = context["industry"], context["country"]
+    cols.update(prior)
+    cells = priors.rule_model().cells(context["industry"], cols["weekday"],
+                                      cols["minute_of_day"], cols["holiday"], cols["bridge_day"])
+    cols["prior_rules"] = priors.rule_model().cells_p(cells)
+    cols.update(hist)
+    categories = {"industry": list(INDUSTRIES), "country": country_categories(priors),
+                  "last_outcome": LAST_OUTCOME_CATEGORIES}
+    return FeatureBlock({name: cols[name] for name in FEATURE_COLUMNS}, categories)
+
+
+def _target_arrays(calls: pd.DataFrame, targets: pd.DataFrame):
+    """Contact codes of calls and targets, and the targets' seconds and cut-offs."""
+    codes, _ = pd.factorize(
+        pd.concat([calls["contact_id"], targets["contact_id"]], ignore_index=True)
+    )
+    c_code, t_code = codes[: len(calls)].astype(np.int64), codes[len(calls) :].astype(np.int64)
+    t_sec = _seconds(targets["at"])
+    asof = targets["asof"].fillna(targets["at"]) if "asof" in targets else targets["at"]
+    return c_code, t_code, t_sec, np.minimum(t_sec, _seconds(asof))
+
+
+def _n_codes(c_code: np.ndarray, t_code: np.ndarray) -> int:
+    """One more than the largest contact code of calls and targets."""
+    return int(max(c_code.max(initial=-1), t_code.max(initial=-1))) + 1
 
 
 def history_features(
@@ -151,83 +192,17 @@ def history_features(
     DataFrame aligned with ``targets`` holding :data:`PRIOR_FEATURES` and
     :data:`HISTORY_FEATURES`.
     """
-    if calls_clock is None:
-        calls_clock = calendar.local_clock(calls["called_at"], calls["timezone"])
     if targets_clock is None:
         targets_clock = calendar.local_clock(targets["at"], targets["timezone"])
-    codes, _ = pd.factorize(
-        pd.concat([calls["contact_id"], targets["contact_id"]], ignore_index=True)
-    )
-    c_code, t_code = codes[: len(calls)].astype(np.int64), codes[len(calls) :].astype(np.int64)
-    c_sec, t_sec = _seconds(calls["called_at"]), _seconds(targets["at"])
-    asof = targets["asof"].fillna(targets["at"]) if "asof" in targets else targets["at"]
-    cut = np.minimum(t_sec, _seconds(asof))
-    c_ans = calls["answered"].to_numpy(np.int64)
-    c_wd = calls_clock["weekday"].to_numpy(np.int64)
+    c_code, t_code, t_sec, cut = _target_arrays(calls, targets)
+    c = PreparedCalls(CallArrays.of(calls, c_code, calls_clock), _n_codes(c_code, t_code))
     t_wd = targets_clock["weekday"].to_numpy(np.int64)
-    c_hour = calls_clock["hour"].to_numpy(np.int64)
     t_hour = targets_clock["hour"].to_numpy(np.int64)
-    c_band = hour_band(calls_clock["hour"]).astype(np.int64)
-    t_band = hour_band(targets_clock["hour"]).astype(np.int64)
-
-    prior = priors.lookup(targets["industry"].to_numpy(), t_wd, t_band)
-    m = config.PRIOR_STRENGTH
+    prior = priors.lookup(targets["industry"].to_numpy(), t_wd, hour_band(t_hour))
     out = {name: prior[name].to_numpy() for name in PRIOR_FEATURES}
-
-    by_contact = _Sorted(c_code, c_sec, c_ans)
-    lo, hi = by_contact.window(t_code, cut)
-    out["hist_n"] = (hi - lo).astype(np.float32)
-    out["hist_rate"] = (by_contact.cum[hi] - by_contact.cum[lo] + m * out["prior_industry"]) / (
-        hi - lo + m
-    )
-    groups = {
-        "hist_wd": (c_code * 7 + c_wd, t_code * 7 + t_wd, "prior_wd"),
-        "hist_band": (c_code * N_BANDS + c_band, t_code * N_BANDS + t_band, "prior_band"),
-        "hist_wdband": (
-            (c_code * 7 + c_wd) * N_BANDS + c_band,
-            (t_code * 7 + t_wd) * N_BANDS + t_band,
-            "prior_wdband",
-        ),
-        "hist_hour": (c_code * 24 + c_hour, t_code * 24 + t_hour, "prior_band"),
-        "hist_wdhour": (
-            (c_code * 7 + c_wd) * 24 + c_hour, (t_code * 7 + t_wd) * 24 + t_hour, "prior_wdband"
-        ),
-    }
-    for name, (c_group, t_group, prior_name) in groups.items():
-        counts, answers = _Sorted(c_group, c_sec, c_ans).count_answered(t_group, cut)
-        out[f"{name}_n"] = counts.astype(np.float32)
-        out[f"{name}_rate"] = (answers + m * out[prior_name]) / (counts + m)
-
-    has_prev = hi > lo
-    last_key, last_row = by_contact.previous(hi)
-    last_sec = last_key - t_code * _SHIFT
-    out["hours_since_last_call"] = np.where(has_prev, (t_sec - last_sec) / 3600.0, np.nan)
-    outcome_codes = np.append(pd.Categorical(calls["outcome"], categories=OUTCOMES).codes, -1)
-    out["last_outcome"] = pd.Categorical.from_codes(
-        np.where(has_prev, outcome_codes[last_row] + 1, 0), categories=LAST_OUTCOME_CATEGORIES
-    )
-    windows = {}
-    for hours in {*config.RECENT_WINDOWS_H, 168}:
-        lo_w, hi_w = by_contact.window(t_code, cut, since=t_sec - hours * 3600)
-        windows[hours] = lo_w, np.maximum(hi_w, lo_w)  # a window ending before it starts: empty
-    for hours in config.RECENT_WINDOWS_H:
-        lo_w, hi_w = windows[hours]
-        out[f"calls_last_{hours}h"] = (hi_w - lo_w).astype(np.float32)
-    lo_w, hi_w = windows[168]
-    out["answers_last_168h"] = (by_contact.cum[hi_w] - by_contact.cum[lo_w]).astype(np.float32)
-
-    answered = c_ans.astype(bool)
-    only_answers = _Sorted(c_code[answered], c_sec[answered], c_ans[answered])
-    lo_a, hi_a = only_answers.window(t_code, cut)
-    has_answer = hi_a > lo_a
-    last_answer_sec = only_answers.previous(hi_a)[0] - t_code * _SHIFT
-    out["hours_since_last_answer"] = np.where(
-        has_answer, (t_sec - last_answer_sec) / 3600.0, np.nan
-    )
-    after_answer = np.searchsorted(by_contact.key, t_code * _SHIFT + last_answer_sec, "right")
-    out["consecutive_no_answers"] = np.where(has_answer, hi - after_answer, hi - lo).astype(
-        np.float32
-    )
+    out.update(history_arrays(c, t_code, t_sec, cut, t_wd, t_hour, out))
+    out["last_outcome"] = pd.Categorical.from_codes(out["last_outcome"],
+                                                    categories=LAST_OUTCOME_CATEGORIES)
     return pd.DataFrame(out, index=targets.index)
 
 
@@ -244,34 +219,26 @@ def build_features(
         rows, labelled by ``calls["answered"]``).
     priors : fitted :class:`~callback_timing.priors.Priors`.
     """
-    calls_clock = calendar.local_clock(calls["called_at"], calls["timezone"])
+    c_ns = calendar.utc_ns_of(calls["called_at"])
+    c_local = tzclock.local_ns(c_ns, calls["timezone"].to_numpy(object))
     if targets is None:
         targets = targets_from_calls(calls)
-        targets_clock = calls_clock
+        t_ns, t_local = c_ns, c_local
     else:
         missing = [c for c in TARGET_COLUMNS if c not in targets]
         if missing:
             raise KeyError(f"targets frame lacks column(s): {', '.join(missing)}")
-        targets_clock = calendar.local_clock(targets["at"], targets["timezone"])
-    cal = calendar.calendar_frame(
-        targets["at"], targets["timezone"], targets["country"], targets["subdivision"],
-        clock=targets_clock,
-    )
-    hist = history_features(calls, targets, priors, calls_clock, targets_clock)
-    frame = cal[CALENDAR_FEATURES].copy()
-    for col in ("weekend", "holiday", "bridge_day", "summer", "end_of_year"):
-        frame[col] = frame[col].astype(np.int8)
-    industry = targets["industry"].astype(object)
-    industry = industry.where(industry.isin(INDUSTRIES), "other")
-    frame["industry"] = pd.Categorical(industry, categories=list(INDUSTRIES))
-    countries = [*priors.countries_, "other"] if priors.countries_ else ["other"]
-    country = targets["country"].astype(object)
-    country = country.where(country.isin(countries), "other")
-    frame["country"] = pd.Categorical(country, categories=countries)
-    frame["prior_rules"] = priors.rule_model().table_p(frame)
-    for name in PRIOR_FEATURES + HISTORY_FEATURES:
-        frame[name] = hist[name]
-    return frame[FEATURE_COLUMNS]
+        t_ns = calendar.utc_ns_of(targets["at"])
+        t_local = tzclock.local_ns(t_ns, targets["timezone"].to_numpy(object))
+    c_code, t_code, t_sec, cut = _target_arrays(calls, targets)
+    c = PreparedCalls(CallArrays.of(calls, c_code, calendar.clock_arrays(c_ns, c_local)),
+                      _n_codes(c_code, t_code))
+    cal = calendar.calendar_arrays(t_ns, t_local, targets["country"].to_numpy(object),
+                                   targets["subdivision"].to_numpy(object))
+    context = context_codes(targets["industry"].to_numpy(object),
+                            targets["country"].to_numpy(object), priors)
+    block = feature_block(c, t_code, t_sec, cut, cal, context, priors)
+    return block.to_frame(targets.index)
 
 
 def fit_priors(calls: pd.DataFrame, strength: float | None = None) -> Priors:

@@ -21,12 +21,15 @@ True
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from callback_timing import fastpath as fp
+from callback_timing import tzclock
 from callback_timing.contacts import (
     canonical_zone,
     is_valid_zone,
@@ -34,11 +37,13 @@ from callback_timing.contacts import (
     parse_phones,
 )
 from callback_timing.fastpath import SlotBatch
+from callback_timing.feature_block import FeatureBlock
 from callback_timing.features import build_features
 from callback_timing.policy_config import PolicyConfig, load_policy_config
 from callback_timing.priors import Priors
 from callback_timing.rules import RuleModel
 from callback_timing.schema import CallbackTimingError
+from callback_timing.slot_features import SlotFeatures
 from callback_timing.windows import respond_all
 
 POLICIES = ("auto", "model", "rules")
@@ -46,6 +51,10 @@ URGENCIES = ("standard", "urgent", "flexible")
 _HISTORY_COLUMNS = ["call_id", "contact_id", "called_at", "answered", "outcome", "timezone",
                     "country", "subdivision", "industry", "request_id"]
 
+
+#: The feature columns the rule-based fallback reads.
+_RULE_INPUTS = ("industry", "weekday", "minute_of_day", "holiday", "bridge_day", "hist_n",
+                "hist_rate", "prior_industry")
 
 #: Request contact fields a contact depends on (the key of the contact cache), and its size.
 _CONTACT_FIELDS = ("contact_id", "country", "phone", "timezone", "subdivision", "industry",
@@ -98,6 +107,10 @@ class Policy:
     history : clean call history the history features read (default: the bundle's).
     """
 
+    #: Build slot features with :func:`~callback_timing.features.build_features` on pandas
+    #: frames (the reference the fast path is tested against) instead of :class:`SlotFeatures`.
+    _slow_features = False
+
     def __init__(self, bundle=None, config: PolicyConfig | None = None,
                  rules: RuleModel | None = None, history: pd.DataFrame | None = None) -> None:
         self.bundle = bundle
@@ -106,8 +119,11 @@ class Policy:
         if history is None:
             history = bundle.history if bundle is not None else _empty_history()
         self._weeks: dict[tuple, np.ndarray] = {}
-        self.history = history
+        self._booster_copy: tuple | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._late: list[Future] = []  # predictions past their budget, possibly still running
         self.priors = bundle.priors if bundle is not None else _empty_priors()
+        self.history = history
 
     @property
     def model_version(self) -> str | None:
@@ -282,7 +298,7 @@ class Policy:
                                    dtype=object)[req_of],
             "at": at, "p_answer": b.p, "worth": worth, "score": b.p * worth * wait,
             "allowed": b.allowed, "why_not": b.why_texts(), "source": b.source[req_of],
-            "calls_last_24h": b.X["calls_last_24h"].to_numpy()[b.feat],
+            "calls_last_24h": np.asarray(b.X["calls_last_24h"])[b.feat],
         })
 
     def _checked(self, request: dict, now: pd.Timestamp | None) -> dict:
@@ -305,7 +321,8 @@ class Policy:
         b.layout(count)
         grids = fp.shared_grids(reqs, now_ns, first, count)
         zones = np.array([c.timezone for c in grids.contacts], dtype=object)
-        minute, weekday = fp.local_parts(grids.at, zones[grids.of])
+        local = tzclock.local_ns(grids.at, zones[grids.of])
+        minute, weekday = fp.local_parts(grids.at, None, local)
         weeks = np.stack([self._week(c.country, c.subdivision) for c in grids.contacts])
         outside = fp.outside_hours(minute, weekday, weeks, grids.of)
         rows = np.arange(len(grids.at)) if every_slot else np.flatnonzero(~outside)
@@ -315,10 +332,19 @@ class Policy:
         row_of = grid_off[grids.group][b.req_of] + b.slot_no
         b.at, b.feat = grids.at[row_of], feat_of[row_of]
         contacts = {c.contact_id for c, n in zip(grids.contacts, grids.count, strict=True) if n}
-        if len(rows):
-            b.X = build_features(self._index.calls_of(contacts), grids.targets(rows), self.priors)
+        if len(rows) and self._slow_features:
+            b.frame = build_features(self._index.calls_of(contacts), grids.targets(rows),
+                                     self.priors)
+            b.X = FeatureBlock.from_frame(b.frame)
+        elif len(rows):
+            if self._features.priors is not self.priors:  # priors replaced: fresh caches
+                self._features = SlotFeatures(self.history, self.priors)
+            b.X = self._features.block(grids.contacts, grids.now_ns, grids.of[rows],
+                                       grids.at[rows], local[rows])
         b.has_slots = bool(count.sum())
-        self._score(b, grids.group, grids.of[rows])
+        use_model, started = self._start(b, grids.group, grids.of[rows])
+        # wait for the model at once: Python work here meanwhile would fight it for the GIL
+        self._score(b, use_model, started)
         b.forbid(outside[row_of], fp.OUTSIDE)
         self._allowed(b, now_ns, contacts)
         return b
@@ -330,19 +356,22 @@ class Policy:
             self._weeks[key] = fp.week_table(self.config.hours_for(country, subdivision))
         return self._weeks[key]
 
-    def _score(self, b: SlotBatch, group: np.ndarray, group_of_row: np.ndarray) -> None:
-        """p_answer per slot, the source and fallback reason per request.
+    def _start(self, b: SlotBatch, group: np.ndarray, group_of_row: np.ndarray):
+        """Decide each request's source and start the model's prediction for its requests.
 
-        ``group`` is each request's slot grid, ``group_of_row`` each feature row's.
+        ``group`` is each request's slot grid, ``group_of_row`` each feature row's. Returns
+        ``(use_model, started)``: ``started`` is ``None`` (no model rows) or ``(wanted,
+        outcome)`` for :meth:`_score`, where ``outcome`` is the prediction, a running
+        future or why the model cannot answer.
         """
         n = len(b.reqs)
         b.source = np.array(["rules"] * n, dtype=object)
         b.reason = [None] * n
         b.p = np.full(len(b.at), np.nan)
+        use_model = np.zeros(n, dtype=bool)
         if not b.has_slots:
             b.reason = ["no allowed slot"] * n
-            return
-        use_model = np.zeros(n, dtype=bool)
+            return use_model, None
         for i, r in enumerate(b.reqs):
             if r["contact"].opt_out:
                 b.reason[i] = "contact opted out of AI timing (traditional callback)"
@@ -352,38 +381,73 @@ class Policy:
                 b.reason[i] = "no model loaded"
             else:
                 use_model[i] = True
+        if b.X is None or not use_model.any():
+            return use_model, None
+        model_group = np.zeros(int(group.max()) + 1, dtype=bool)
+        model_group[group[use_model]] = True
+        wanted = model_group[group_of_row]
+        X = b.X.take(wanted) if b.frame is None else b.frame[wanted]
+        booster = self._small_booster(len(X))
+        budget = self.config.model_budget_s(len(b.reqs))
+        if budget is None:
+            return use_model, (wanted, self._predict_now(X, booster))
+        if any(not f.done() for f in self._late):
+            return use_model, (wanted, "model busy after exceeding its latency budget")
+        self._late = []
+        future = self._pool().submit(fp.predict_answer, self.bundle.model, X, booster)
+        return use_model, (wanted, (future, budget))
+
+    def _predict_now(self, X, booster):
+        """The model's answer for ``X`` in this thread, or why it failed."""
+        try:
+            return fp.predict_answer(self.bundle.model, X, booster=booster)
+        except Exception as exc:  # noqa: BLE001 - any model failure means the rules answer
+            return f"model failed ({type(exc).__name__})"
+
+    def _score(self, b: SlotBatch, use_model: np.ndarray, started) -> None:
+        """p_answer per slot: the model's (when it answers in time) or the rules'."""
+        if not b.has_slots:
+            return
         if b.X is None:  # every slot outside calling hours: nothing to score
             b.source[use_model] = "model"
             return
         has = b.feat >= 0
-        if use_model.any():
-            failure = self._model_p(b, group, group_of_row, use_model, has)
+        if started is not None:
+            failure = self._model_p(b, use_model, has, *started)
             if failure is None:
                 b.source[use_model] = "model"
             else:
                 for i in np.flatnonzero(use_model):
                     b.reason[i] = failure
                 use_model[:] = False
+        if use_model.all():
+            return
         # the rules score the rest; an opted-out contact gets the table alone (no history)
         opt_out = np.array([r["contact"].opt_out for r in b.reqs])
         for table_only in (False, True):
             mine = has & ~use_model[b.req_of] & (opt_out[b.req_of] == table_only)
             if mine.any():
                 needed, inverse = np.unique(b.feat[mine], return_inverse=True)
-                rows = b.X.iloc[needed]
+                rows = (b.X.take(needed, _RULE_INPUTS) if b.frame is None
+                        else b.frame.iloc[needed])
                 p = self.rules.table_p(rows) if table_only else self.rules.p_answer(rows)
                 b.p[mine] = p[inverse]
 
-    def _model_p(self, b: SlotBatch, group: np.ndarray, group_of_row: np.ndarray,
-                 use_model: np.ndarray, has: np.ndarray) -> str | None:
+    def _model_p(self, b: SlotBatch, use_model: np.ndarray, has: np.ndarray,
+                 wanted: np.ndarray, outcome) -> str | None:
         """Fill ``b.p`` of the model's requests; return why it failed (``None``: it did not)."""
-        model_group = np.zeros(int(group.max()) + 1, dtype=bool)
-        model_group[group[use_model]] = True
-        wanted = model_group[group_of_row]
-        try:
-            p_model = np.asarray(fp.predict_answer(self.bundle.model, b.X[wanted]), dtype=float)
-        except Exception as exc:  # noqa: BLE001 - any model failure means the rules answer
-            return f"model failed ({type(exc).__name__})"
+        if isinstance(outcome, tuple):  # (future, budget): wait for it, within the budget
+            future, budget = outcome
+            try:
+                outcome = future.result(timeout=budget)
+            except FutureTimeout:
+                self._late.append(future)
+                return f"model exceeded its latency budget ({budget * 1000:.0f} ms)"
+            except Exception as exc:  # noqa: BLE001 - any model failure means the rules answer
+                return f"model failed ({type(exc).__name__})"
+        if isinstance(outcome, str):
+            return outcome
+        p_model = np.asarray(outcome, dtype=float)
         if not np.isfinite(p_model).all():
             return "model returned NaN"
         full = np.full(len(b.X), np.nan)
@@ -391,6 +455,28 @@ class Policy:
         mine = has & use_model[b.req_of]
         b.p[mine] = full[b.feat[mine]]
         return None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """Threads the model predicts in, so a late prediction can be left behind."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=4,
+                                                thread_name_prefix="callback-timing-model")
+        return self._executor
+
+    def _small_booster(self, rows: int):
+        """A single-threaded copy of the model's booster for a few rows (threads cost more
+        than they save there; the predictions are the same), or ``None``."""
+        booster = getattr(self.bundle.model, "booster_", None)
+        if rows > fp.SMALL_PREDICT_ROWS or booster is None:
+            return None
+        if self._booster_copy is None or self._booster_copy[0] is not booster:
+            try:
+                copy = booster.copy()
+                copy.set_param({"nthread": 1})
+            except Exception:  # noqa: BLE001 - not an XGBoost booster: predict as it is
+                return None
+            self._booster_copy = (booster, copy)
+        return self._booster_copy[1]
 
     def _allowed(self, b: SlotBatch, now_ns: np.ndarray, contacts: set[str]) -> None:
         """Whether each slot may be called, and why not (the first rule that forbids it)."""
@@ -409,21 +495,20 @@ class Policy:
         ends = now_ns + np.array([fp.horizon_ns(r["horizon_hours"]) for r in b.reqs])
         b.forbid(b.at + fp.STEP_NS > ends[b.req_of], fp.HORIZON)
         if b.X is not None:
-            has = b.feat >= 0
-            feat = b.feat[has]
-
-            def rule(values: np.ndarray, code: int) -> None:
-                mask = np.zeros(len(b.at), dtype=bool)
-                mask[has] = values[feat]
-                b.forbid(mask, code)
-
             X = b.X
+            gap = np.nan_to_num(np.asarray(X["hours_since_last_call"], dtype=float), nan=np.inf)
+            rules = [(gap < cfg.min_gap_hours, fp.GAP),
+                     (np.asarray(X["calls_last_24h"]) >= cfg.max_calls_24h, fp.CAP_24H),
+                     (np.asarray(X["calls_last_168h"]) >= cfg.max_calls_7d, fp.CAP_7D)]
             if not cfg.allow_holiday_calls:
-                rule(X["holiday"].to_numpy(bool), fp.HOLIDAY)
-            gap = np.nan_to_num(X["hours_since_last_call"].to_numpy(float), nan=np.inf)
-            rule(gap < cfg.min_gap_hours, fp.GAP)
-            rule(X["calls_last_24h"].to_numpy() >= cfg.max_calls_24h, fp.CAP_24H)
-            rule(X["calls_last_168h"].to_numpy() >= cfg.max_calls_7d, fp.CAP_7D)
+                rules.insert(0, (np.asarray(X["holiday"], dtype=bool), fp.HOLIDAY))
+            # the first of these rules that forbids each feature row, then each slot's row's
+            first = np.select([m for m, _ in rules], [c for _, c in rules], -1).astype(np.int8)
+            has = b.feat >= 0
+            codes = np.full(len(b.at), -1, dtype=np.int8)
+            codes[has] = first[b.feat[has]]
+            open_ = (b.why < 0) & (codes >= 0)
+            b.why[open_] = codes[open_]
         made = self._index.attempts()
         if made:
             for i, r in enumerate(b.reqs):
@@ -451,6 +536,7 @@ class Policy:
                                 zip(last["contact_id"], *(last[f].to_numpy(object)
                                                           for f in fields), strict=True)}
         self._contacts: dict[tuple, _Contact] = {}  # resolved from the profiles: start afresh
+        self._features = SlotFeatures(frame, self.priors)
 
 
 def _empty_history() -> pd.DataFrame:

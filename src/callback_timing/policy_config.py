@@ -108,6 +108,15 @@ class PolicyConfig:
     max_horizon_hours: float = 336.0
     exploration_share: float = 0.05
     default_timezone: str = "UTC"
+    model_budget_ms: float = 250.0
+    model_budget_ms_per_request: float = 1.0
+
+    def model_budget_s(self, requests: int) -> float | None:
+        """Seconds the model may take to score ``requests`` requests before the rules answer
+        (``None``: no budget, when ``model.latency_budget_ms`` is 0)."""
+        if self.model_budget_ms <= 0:
+            return None
+        return (self.model_budget_ms + self.model_budget_ms_per_request * requests) / 1000.0
 
     def hours_for(self, country: str | None, subdivision: str | None) -> WeekHours:
         """Calling hours of a country/subdivision: the most specific entry wins."""
@@ -179,7 +188,7 @@ def load_policy_config(path: str | Path | None = None) -> PolicyConfig:
             raise ConfigError(f"rules file not found: {path}")
         data = _merge(data, _read_yaml(path.read_text("utf-8"), str(path)))
     known = {"calling_hours", "holidays", "attempts", "urgency", "windows", "horizon",
-             "exploration", "default_timezone"}
+             "exploration", "model", "default_timezone"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in the rules "
@@ -211,6 +220,7 @@ def _build(data: dict) -> PolicyConfig:
     default_h = _positive(hor.get("default_hours", 48), "horizon.default_hours")
     if not 0 < default_h <= max_h:
         raise ConfigError("horizon.default_hours: must be > 0 and <= horizon.max_hours")
+    budget = data.get("model") or {}
     zone = str(data.get("default_timezone", "UTC"))
     from callback_timing.contacts import is_valid_zone
 
@@ -237,4 +247,8 @@ def _build(data: dict) -> PolicyConfig:
         max_horizon_hours=max_h,
         exploration_share=share,
         default_timezone=zone,
+        model_budget_ms=_positive(budget.get("latency_budget_ms", 250),
+                                  "model.latency_budget_ms"),
+        model_budget_ms_per_request=_positive(budget.get("latency_budget_ms_per_request", 1.0),
+                                              "model.latency_budget_ms_per_request"),
     )

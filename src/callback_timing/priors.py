@@ -62,6 +62,7 @@ class Priors:
         read the same table (default: the packaged one).
         """
         m = self.strength
+        self._dense = None
         if rules_table is None:
             import yaml
 
@@ -104,13 +105,45 @@ class Priors:
         industry = pd.Series(industry, dtype=object).astype(str).to_numpy()
         weekday = np.asarray(weekday, dtype=np.int64)
         band = np.asarray(band, dtype=np.int64)
+        table = self.dense()
+        if len(weekday) and not ((weekday >= 0).all() and (weekday < 7).all()
+                                 and (band >= 0).all() and (band < N_BANDS).all()):
+            return pd.DataFrame(self._lookup_tables(industry, weekday, band))
+        return pd.DataFrame(table.lookup(table.codes(industry), weekday, band))
+
+    def _lookup_tables(self, industry: np.ndarray, weekday: np.ndarray,
+                       band: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`lookup` straight from the fitted tables (any weekday and band)."""
         ind = self._get(self.industry_, [industry], np.full(len(industry), self.population_))
         wd = self._get(self.wd_, [industry, weekday], ind)
         bd = self._get(self.band_, [industry, band], ind)
         wdb = self._get(self.wdband_, [industry, weekday, band], bd)
-        return pd.DataFrame(
-            {"prior_industry": ind, "prior_wd": wd, "prior_band": bd, "prior_wdband": wdb}
-        )
+        return {"prior_industry": ind, "prior_wd": wd, "prior_band": bd, "prior_wdband": wdb}
+
+    def dense(self) -> PriorTable:
+        """The fitted rates as dense arrays indexed by industry code, weekday and band (cached).
+
+        Every cell holds what :meth:`_lookup_tables` gives for it, fallbacks included.
+        """
+        if getattr(self, "_dense", None) is None:
+            names = [] if self.industry_ is None else [str(k) for k in self.industry_.index]
+            for table in (self.wd_, self.band_, self.wdband_):
+                if table is not None and len(table):
+                    names += [str(k) for k in table.index.get_level_values(0).unique()]
+            names = list(dict.fromkeys(names))
+            unknown = "\x00unknown"
+            while unknown in names:
+                unknown += "_"
+            grid = np.array(np.meshgrid(np.arange(len(names) + 1), np.arange(7),
+                                        np.arange(N_BANDS), indexing="ij")).reshape(3, -1)
+            industry = np.array([*names, unknown], dtype=object)[grid[0]]
+            values = self._lookup_tables(industry, grid[1], grid[2])
+            shape = (len(names) + 1, 7, N_BANDS)
+            self._dense = PriorTable(
+                pd.Index(names, dtype=object),
+                {k: v.reshape(shape) for k, v in values.items()},
+            )
+        return self._dense
 
     @staticmethod
     def _get(table: pd.Series, keys: list[np.ndarray], fallback: np.ndarray) -> np.ndarray:
@@ -159,4 +192,27 @@ class Priors:
         priors.wdband_ = table(state["wdband"], ["industry", "weekday", "band"])
         priors.countries_ = list(state["countries"])
         priors.rules_ = state.get("rules")  # bundles before the rules prior: the default table
+        priors._dense = None
         return priors
+
+
+@dataclass
+class PriorTable:
+    """:class:`Priors` rates as dense arrays (:meth:`Priors.dense`).
+
+    ``rates[name][code, weekday, band]`` for each prior feature name; the last industry code
+    stands for every industry the priors never saw.
+    """
+
+    industries: pd.Index  #: industry names of codes 0 .. n-1
+    rates: dict[str, np.ndarray]
+
+    def codes(self, industry: np.ndarray) -> np.ndarray:
+        """Industry codes of industry names (already ``str``); unseen ones get the last code."""
+        codes = self.industries.get_indexer(np.asarray(industry, dtype=object))
+        return np.where(codes < 0, len(self.industries), codes)
+
+    def lookup(self, code: np.ndarray, weekday: np.ndarray, band: np.ndarray
+               ) -> dict[str, np.ndarray]:
+        """The prior features of rows with industry ``code``, ``weekday`` and hour ``band``."""
+        return {name: table[code, weekday, band] for name, table in self.rates.items()}

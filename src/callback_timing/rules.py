@@ -123,25 +123,53 @@ class RuleModel:
 
     # --- prediction ------------------------------------------------------------------------
 
-    def _cells(self, X: pd.DataFrame) -> tuple[np.ndarray, ...]:
-        industry = pd.Categorical(X["industry"].astype(object), categories=list(INDUSTRIES)).codes
+    @staticmethod
+    def cells(industry: np.ndarray, weekday: np.ndarray, minute_of_day: np.ndarray,
+              holiday: np.ndarray, bridge_day: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Table cells of rows given as arrays; ``industry`` holds codes of ``INDUSTRIES``."""
         industry = np.where(industry < 0, _OTHER, industry).astype(np.int64)
-        weekday = X["weekday"].to_numpy(np.int64)
-        slot = np.clip(X["minute_of_day"].to_numpy(np.int64) // 15, 0, _SLOTS - 1)
-        holiday = X["holiday"].to_numpy(bool) if "holiday" in X else np.zeros(len(X), bool)
-        bridge = X["bridge_day"].to_numpy(bool) if "bridge_day" in X else np.zeros(len(X), bool)
+        slot = np.minimum(np.maximum(np.asarray(minute_of_day, dtype=np.int64) // 15, 0),
+                          _SLOTS - 1)
+        holiday, bridge = np.asarray(holiday, dtype=bool), np.asarray(bridge_day, dtype=bool)
         consumer = industry == _CONSUMER
         weekday = np.where(consumer & holiday, 6, weekday)  # consumers: a holiday is a Sunday
         return industry, weekday, slot, holiday & ~consumer, bridge & ~consumer
 
-    def table_p(self, X: pd.DataFrame) -> np.ndarray:
-        """The table's chance of each row, before the contact's own history."""
-        industry, weekday, slot, holiday, bridge = self._cells(X)
+    def _cells(self, X) -> tuple[np.ndarray, ...]:
+        """:meth:`cells` of a feature frame (or a :class:`~callback_timing.feature_block.\
+FeatureBlock`, whose ``industry`` column holds codes of ``INDUSTRIES``)."""
+        if isinstance(X, pd.DataFrame):
+            industry = pd.Categorical(X["industry"].astype(object),
+                                      categories=list(INDUSTRIES)).codes
+        else:
+            industry = X.codes("industry", list(INDUSTRIES))
+        n = len(X)
+        holiday = X["holiday"] if "holiday" in X else np.zeros(n, bool)
+        bridge = X["bridge_day"] if "bridge_day" in X else np.zeros(n, bool)
+        return self.cells(industry, np.asarray(X["weekday"], dtype=np.int64),
+                          np.asarray(X["minute_of_day"]), np.asarray(holiday, dtype=bool),
+                          np.asarray(bridge, dtype=bool))
+
+    def cells_p(self, cells: tuple[np.ndarray, ...]) -> np.ndarray:
+        """The table's chance of rows given as :meth:`cells`."""
+        industry, weekday, slot, holiday, bridge = cells
         p = self.p_table_[industry, weekday, slot]
         p = np.where(bridge, np.minimum(p, self.bridge_business_), p)
         return np.where(holiday, np.minimum(p, self.holiday_business_), p)
 
-    def p_answer(self, X: pd.DataFrame) -> np.ndarray:
+    def table_p(self, X) -> np.ndarray:
+        """The table's chance of each row, before the contact's own history."""
+        return self.cells_p(self._cells(X))
+
+    def lifted(self, p: np.ndarray, hist_n: np.ndarray, hist_rate: np.ndarray,
+               prior_industry: np.ndarray) -> np.ndarray:
+        """Table chances ``p`` scaled by the contact's own answer rate (see :meth:`p_answer`)."""
+        lift = np.asarray(hist_rate, dtype=float) / np.maximum(
+            np.asarray(prior_industry, dtype=float), 1e-6)
+        lift = np.clip(np.nan_to_num(lift, nan=1.0), 1 / self.max_lift_, self.max_lift_)
+        return np.where(np.asarray(hist_n, dtype=float) >= self.min_history_, p * lift, p)
+
+    def p_answer(self, X) -> np.ndarray:
         """Answer chance of each row of a feature frame (the model's interface).
 
         With history columns (``hist_n``, ``hist_rate``, ``prior_industry``) and at least
@@ -149,11 +177,8 @@ class RuleModel:
         its industry's scales the table's chance, bounded by ``history.max_lift``.
         """
         p = self.table_p(X)
-        if {"hist_n", "hist_rate", "prior_industry"} <= set(X.columns):
-            lift = X["hist_rate"].to_numpy(float) / np.maximum(X["prior_industry"].to_numpy(float),
-                                                               1e-6)
-            lift = np.clip(np.nan_to_num(lift, nan=1.0), 1 / self.max_lift_, self.max_lift_)
-            p = np.where(X["hist_n"].to_numpy(float) >= self.min_history_, p * lift, p)
+        if all(c in X for c in ("hist_n", "hist_rate", "prior_industry")):
+            p = self.lifted(p, X["hist_n"], X["hist_rate"], X["prior_industry"])
         return np.clip(p, P_MIN, P_MAX)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -161,7 +186,7 @@ class RuleModel:
         p = self.p_answer(X)
         return np.column_stack([1 - p, p])
 
-    def notes(self, X: pd.DataFrame) -> list[str | None]:
+    def notes(self, X) -> list[str | None]:
         """The table's ``why`` for each row (holidays and bridge days first), or ``None``."""
         industry, weekday, slot, holiday, bridge = self._cells(X)
         codes = self.note_table_[industry, weekday, slot]

@@ -195,6 +195,8 @@ def log_booster(booster: xgb.Booster, input_example: pd.DataFrame) -> str:
     and predict on ``xgb.DMatrix(frame, enable_categorical=True)``. The pyfunc wrapper of a
     Booster builds its DMatrix without ``enable_categorical``, so MLflow's serving-input check
     fails by construction; that log line is dropped. Serving uses the bundle, not the pyfunc.
+    The project's booster starts from the rule table's chance (``margin_feature`` of
+    :class:`~callback_timing.model.AnswerModel`): give it ``base_margin=logit(prior_rules)``.
     """
     example = input_example.head(5).copy()
     output = booster.predict(xgb.DMatrix(example, enable_categorical=True))

@@ -34,7 +34,7 @@ from callback_timing.features import (
     targets_from_calls,
     training_frame,
 )
-from callback_timing.model import AnswerModel
+from callback_timing.model import RULES_MARGIN, AnswerModel
 from callback_timing.schema import CallbackTimingError
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def fit_and_evaluate(
     X, y = training_frame(calls, priors)
     y = y.to_numpy()
     step(2, 6)
-    model = AnswerModel(**(params or {}))
+    model = AnswerModel(margin_feature=RULES_MARGIN, **(params or {}))
     model.fit(X[split.train], y[split.train], X[split.valid], y[split.valid])
     step(3, 6)
     X_test, y_test = X[split.test], y[split.test]
@@ -179,6 +179,7 @@ def fit_and_evaluate(
         "rows": {"train": int(split.train.sum()), "valid": int(split.valid.sum()),
                  "test": int(split.test.sum())},
         "params": model.params,
+        "margin_feature": model.margin_feature,
         "best_iteration": model.best_iteration_,
         "metrics": metrics["model"],
         "truth": extra,

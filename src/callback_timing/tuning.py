@@ -42,7 +42,7 @@ from sklearn.metrics import log_loss
 
 from callback_timing import config
 from callback_timing.features import fit_priors, training_frame
-from callback_timing.model import DEFAULT_PARAMS, AnswerModel
+from callback_timing.model import DEFAULT_PARAMS, RULES_MARGIN, AnswerModel
 from callback_timing.training import split_by_time
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ def _objective(
         try:
             model = AnswerModel(
                 n_jobs=n_jobs, callbacks=[XGBoostPruningCallback(trial, OBSERVATION_KEY)],
-                **params,
+                margin_feature=RULES_MARGIN, **params,
             ).fit(X_train, y_train, X_valid, y_valid)
         except optuna.TrialPruned:
             if tracking:  # the run itself ends normally; the tag says it was pruned

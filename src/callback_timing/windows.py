@@ -28,6 +28,8 @@ from callback_timing.slots import SLOT_MINUTES
 _REASON_COLUMNS = ("weekday", "hour", "hist_n", "hist_rate", "prior_industry", "hist_wdband_n",
                    "hist_wdband_rate", "prior_wdband", "calls_last_24h", "holiday",
                    "bridge_day", "industry")
+#: The columns the rule table's notes read.
+_RULE_COLUMNS = ("industry", "weekday", "minute_of_day", "holiday", "bridge_day")
 
 
 def respond_all(batch: SlotBatch, rules, model_version: str | None) -> list[dict]:
@@ -38,8 +40,12 @@ def respond_all(batch: SlotBatch, rules, model_version: str | None) -> list[dict
     X = batch.X
     needed = sorted({int(batch.feat[row]) for plan in plans if plan.get("windows")
                      for row in plan["rows"][[a for a, _ in plan["windows"]]]})
-    notes = dict(zip(needed, rules.notes(X.iloc[needed]), strict=True)) if needed else {}
-    cols = {} if X is None else {c: X[c].to_numpy() for c in _REASON_COLUMNS if c in X}
+    notes = dict(zip(needed, rules.notes(X.take(np.array(needed), _RULE_COLUMNS)),
+                     strict=True)) if needed else {}
+    # the reason columns of the rows windows start at, as Python values
+    picked = np.array(needed, dtype=np.int64)
+    cols = {} if X is None else {c: dict(zip(needed, X.decoded(c)[picked].tolist(), strict=True))
+                                 for c in _REASON_COLUMNS if c in X}
     out = []
     for i, (r, plan) in enumerate(zip(batch.reqs, plans, strict=True)):
         c, source = r["contact"], str(batch.source[i])
@@ -130,17 +136,19 @@ def cut_windows(at: np.ndarray, score: np.ndarray, cfg, top_k: int,
     ``max_window_minutes``; windows start at least ``min_separation_minutes`` apart.
     """
     free = np.ones(len(at), dtype=bool)
-    step = np.timedelta64(SLOT_MINUTES, "m")
-    sep = np.timedelta64(cfg.min_separation_minutes, "m")
+    at = np.asarray(at).astype("datetime64[ns]").view(np.int64)  # nanoseconds: cheap maths
+    step = int(np.timedelta64(SLOT_MINUTES, "m") // np.timedelta64(1, "ns"))
+    sep = int(np.timedelta64(cfg.min_separation_minutes, "m") // np.timedelta64(1, "ns"))
     longest = max(cfg.max_window_minutes // SLOT_MINUTES, 1)
     out = []
     while len(out) < top_k and free.any():
         candidates = np.flatnonzero(free)
         first = candidates[0] if urgent else candidates[np.argmax(score[candidates])]
-        last = first
-        while (last + 1 < len(at) and free[last + 1] and at[last + 1] - at[last] == step
-               and last - first + 1 < longest and score[last + 1] >= cfg.keep_ratio * score[first]):
-            last += 1
+        # run on while the next slot is free, adjacent, good enough and the window not too long
+        end = min(len(at), first + longest)
+        runs = (free[first + 1:end] & (at[first + 1:end] - at[first:end - 1] == step)
+                & (score[first + 1:end] >= cfg.keep_ratio * score[first]))
+        last = first + (len(runs) if runs.all() else int(np.argmin(runs)))
         out.append((int(first), int(last)))
         free &= ~((at > at[first] - sep) & (at < at[last] + sep))
     return out
