@@ -3,8 +3,8 @@
 Simulates the demo world (2,000 contacts x 120 days, seed 0 unless --seed), trains the model on
 the first 80% of the period (train + calibrate) and replays every callback request of the last
 20% (about 2,300; ``--requests N`` samples N) for the traditional desk, the rule-based
-fallback, the model and the oracle. ``--contacts``, ``--days`` and ``--rate`` change the world
-(e.g. a dense one: ``--contacts 200 --days 240 --rate 1.0``):
+fallback, the model and the oracle. ``--contacts``, ``--days``, ``--rate`` and ``--explore``
+change the world (e.g. a dense one: ``--contacts 200 --days 240 --rate 1.0``):
 
     .venv/bin/python benchmarks/bench_campaign.py [--seed 0] [--requests N]
 
@@ -36,9 +36,14 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=120)
     parser.add_argument("--rate", type=float, default=None,
                         help="callback requests per contact per day (default: the simulator's)")
+    parser.add_argument("--explore", type=float, default=None,
+                        help="share of the history's requests called at random allowed times "
+                             "(default: the simulator's)")
     args = parser.parse_args()
     t0 = time.perf_counter()
     density = {} if args.rate is None else {"requests_per_contact_day": args.rate}
+    if args.explore is not None:
+        density["explore_share"] = args.explore
     sim = ct.simulate(contacts=args.contacts, days=args.days, seed=args.seed, dirt_rate=0.0,
                       **density)
     calls = ct.clean_history(sim.history, key=b"bench").calls
