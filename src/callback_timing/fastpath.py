@@ -173,31 +173,6 @@ class HistoryIndex:
         return self._made
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    """The calibrator's logit (as :mod:`callback_timing.model` computes it)."""
-    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
-def _numeric_matrix(model, X: pd.DataFrame) -> np.ndarray | None:
-    """``X`` as the float32 matrix the booster reads (category codes), or ``None``."""
-    categories = getattr(model, "categories_", {}) or {}
-    cols = []
-    for name in model.feature_names_:
-        col = X[name]
-        if isinstance(col.dtype, pd.CategoricalDtype):
-            if list(col.cat.categories) != list(categories.get(name, [])):
-                return None
-            codes = col.cat.codes.to_numpy().astype(np.float32)
-            codes[codes < 0] = np.nan
-            cols.append(codes)
-        elif name in categories:
-            return None
-        else:
-            cols.append(col.to_numpy(np.float32))
-    return np.column_stack(cols) if cols else None
-
-
 def predict_answer(model, X: pd.DataFrame | FeatureBlock, booster=None) -> np.ndarray:
     """``model.p_answer(X)``; for an AnswerModel via ``inplace_predict`` (same numbers).
 
@@ -208,33 +183,17 @@ def predict_answer(model, X: pd.DataFrame | FeatureBlock, booster=None) -> np.nd
     """
     from callback_timing.model import AnswerModel
 
-    calibrator = getattr(model, "calibrator_", None)
     block = isinstance(X, FeatureBlock)
-    if (type(model) is not AnswerModel or len(X) == 0
-            or not (calibrator is None or {"sigmoid"} == set(calibrator)
-                    or {"isotonic"} == set(calibrator))):
+    if type(model) is not AnswerModel or len(X) == 0:
         return model.p_answer(X.to_frame() if block else X)
-    if block:
-        matrix = X.matrix(model.feature_names_, getattr(model, "categories_", {}) or {})
-    else:
-        matrix = _numeric_matrix(model, X)
+    arrays = X if block else FeatureBlock.from_frame(X)
+    matrix = arrays.matrix(model.feature_names_, model.categories_ or {})
     if matrix is None:
         return model.p_answer(X.to_frame() if block else X)
-    if not block:
-        margin = model.margin(X)
-    else:
-        feature = getattr(model, "margin_feature", None)
-        margin = _logit(np.asarray(X[feature], dtype=float)) if feature else None
     booster = model.booster_ if booster is None else booster
     raw = booster.inplace_predict(matrix, iteration_range=(0, model.best_iteration_ + 1),
-                                  base_margin=margin)
-    if calibrator is None:
-        return raw
-    if "sigmoid" in calibrator:
-        slope, intercept = calibrator["sigmoid"]
-        return 1.0 / (1.0 + np.exp(-(slope * _logit(raw) + intercept)))
-    xs, ys = calibrator["isotonic"]
-    return np.interp(raw, xs, ys)
+                                  base_margin=model.margin(X))
+    return model.calibrate(raw)
 
 
 def _iso_seconds(ns: int) -> str:

@@ -42,11 +42,6 @@ class FeatureBlock:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
 
-    @property
-    def names(self) -> list[str]:
-        """Column names, in order."""
-        return list(self.columns)
-
     def decoded(self, name: str) -> np.ndarray:
         """A column's values; a categorical's labels as objects (NaN where missing)."""
         values = self.columns[name]

@@ -170,42 +170,6 @@ def _n_codes(c_code: np.ndarray, t_code: np.ndarray) -> int:
     return int(max(c_code.max(initial=-1), t_code.max(initial=-1))) + 1
 
 
-def history_features(
-    calls: pd.DataFrame,
-    targets: pd.DataFrame,
-    priors: Priors,
-    calls_clock: pd.DataFrame | None = None,
-    targets_clock: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """Point-in-time history features of ``targets`` from ``calls`` strictly before them.
-
-    Parameters
-    ----------
-    calls : clean call frame (``contact_id``, ``called_at``, ``answered``, ``outcome``,
-        ``timezone``).
-    targets : frame with :data:`TARGET_COLUMNS`.
-    priors : fitted :class:`~callback_timing.priors.Priors` the rates are smoothed toward.
-    calls_clock, targets_clock : precomputed :func:`calendar.local_clock` frames (optional).
-
-    Returns
-    -------
-    DataFrame aligned with ``targets`` holding :data:`PRIOR_FEATURES` and
-    :data:`HISTORY_FEATURES`.
-    """
-    if targets_clock is None:
-        targets_clock = calendar.local_clock(targets["at"], targets["timezone"])
-    c_code, t_code, t_sec, cut = _target_arrays(calls, targets)
-    c = PreparedCalls(CallArrays.of(calls, c_code, calls_clock), _n_codes(c_code, t_code))
-    t_wd = targets_clock["weekday"].to_numpy(np.int64)
-    t_hour = targets_clock["hour"].to_numpy(np.int64)
-    prior = priors.lookup(targets["industry"].to_numpy(), t_wd, hour_band(t_hour))
-    out = {name: prior[name].to_numpy() for name in PRIOR_FEATURES}
-    out.update(history_arrays(c, t_code, t_sec, cut, t_wd, t_hour, out))
-    out["last_outcome"] = pd.Categorical.from_codes(out["last_outcome"],
-                                                    categories=LAST_OUTCOME_CATEGORIES)
-    return pd.DataFrame(out, index=targets.index)
-
-
 def build_features(
     calls: pd.DataFrame, targets: pd.DataFrame | None, priors: Priors
 ) -> pd.DataFrame:

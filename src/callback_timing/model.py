@@ -140,11 +140,12 @@ class AnswerModel:
             )
         return self
 
-    def margin(self, X: pd.DataFrame) -> np.ndarray | None:
-        """The logit of ``margin_feature`` the trees start from (``None`` without one)."""
-        if not getattr(self, "margin_feature", None):
+    def margin(self, X) -> np.ndarray | None:
+        """The logit of ``margin_feature`` the trees start from (``None`` without one); ``X``
+        is a feature frame or anything else indexable by column name."""
+        if not self.margin_feature:
             return None
-        return _logit(X[self.margin_feature].to_numpy(float))
+        return _logit(np.asarray(X[self.margin_feature], dtype=float))
 
     def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
         """Uncalibrated booster probabilities (best iteration)."""
@@ -152,9 +153,8 @@ class AnswerModel:
                              base_margin=self.margin(X))
         return self.booster_.predict(matrix, iteration_range=(0, self.best_iteration_ + 1))
 
-    def p_answer(self, X: pd.DataFrame) -> np.ndarray:
-        """Calibrated answer probability of each row."""
-        raw = self.predict_raw(X)
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated answer probabilities from the booster's raw ones."""
         if self.calibrator_ is None:
             return raw
         if "sigmoid" in self.calibrator_:
@@ -162,6 +162,10 @@ class AnswerModel:
             return 1.0 / (1.0 + np.exp(-(slope * _logit(raw) + intercept)))
         xs, ys = self.calibrator_["isotonic"]
         return np.interp(raw, xs, ys)  # isotonic prediction: linear between thresholds, clipped
+
+    def p_answer(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated answer probability of each row."""
+        return self.calibrate(self.predict_raw(X))
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """``[[p(no answer), p(answer)], ...]`` like a scikit-learn classifier."""

@@ -77,7 +77,7 @@ class Policy:
         self._weeks: dict[tuple, np.ndarray] = {}
         self._booster_copy: tuple | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._late: list[Future] = []  # predictions past their budget, possibly still running
+        self._late: Future | None = None  # the last prediction past its budget
         self.priors = bundle.priors if bundle is not None else _empty_priors()
         self.history = history
 
@@ -245,9 +245,8 @@ class Policy:
         budget = self.config.model_budget_s(len(b.reqs))
         if budget is None:
             return use_model, (wanted, self._predict_now(X, booster))
-        if any(not f.done() for f in self._late):
+        if self._late is not None and not self._late.done():
             return use_model, (wanted, "model busy after exceeding its latency budget")
-        self._late = []
         future = self._pool().submit(fp.predict_answer, self.bundle.model, X, booster)
         return use_model, (wanted, (future, budget))
 
@@ -295,7 +294,7 @@ class Policy:
             try:
                 outcome = future.result(timeout=budget)
             except FutureTimeout:
-                self._late.append(future)
+                self._late = future
                 return f"model exceeded its latency budget ({budget * 1000:.0f} ms)"
             except Exception as exc:  # noqa: BLE001 - any model failure means the rules answer
                 return f"model failed ({type(exc).__name__})"

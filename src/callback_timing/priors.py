@@ -63,6 +63,7 @@ class Priors:
         """
         m = self.strength
         self._dense = None
+        self._rule_model = None
         if rules_table is None:
             import yaml
 
@@ -103,17 +104,12 @@ class Priors:
     def lookup(self, industry, weekday, band) -> pd.DataFrame:
         """Prior rates for aligned arrays; unseen groups fall back to their parent."""
         industry = pd.Series(industry, dtype=object).astype(str).to_numpy()
-        weekday = np.asarray(weekday, dtype=np.int64)
-        band = np.asarray(band, dtype=np.int64)
-        table = self.dense()
-        if len(weekday) and not ((weekday >= 0).all() and (weekday < 7).all()
-                                 and (band >= 0).all() and (band < N_BANDS).all()):
-            return pd.DataFrame(self._lookup_tables(industry, weekday, band))
-        return pd.DataFrame(table.lookup(table.codes(industry), weekday, band))
+        return pd.DataFrame(self._lookup_tables(industry, np.asarray(weekday, dtype=np.int64),
+                                                np.asarray(band, dtype=np.int64)))
 
     def _lookup_tables(self, industry: np.ndarray, weekday: np.ndarray,
                        band: np.ndarray) -> dict[str, np.ndarray]:
-        """:meth:`lookup` straight from the fitted tables (any weekday and band)."""
+        """The prior rates straight from the fitted tables (any weekday and band)."""
         ind = self._get(self.industry_, [industry], np.full(len(industry), self.population_))
         wd = self._get(self.wd_, [industry, weekday], ind)
         bd = self._get(self.band_, [industry, band], ind)

@@ -21,14 +21,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from callback_timing import calendar, tzclock
+from callback_timing import calendar
 from callback_timing.feature_block import FeatureBlock
 from callback_timing.features import context_codes, feature_block
 from callback_timing.history_kernel import CallArrays, PreparedCalls, seconds_of_ns
 from callback_timing.priors import Priors
 from callback_timing.schema import INDUSTRIES
-
-_DAY_NS = 86_400 * 10**9
 
 
 class SlotFeatures:
@@ -95,9 +93,6 @@ class SlotFeatures:
 
     def _learn(self, industries: list, countries: list) -> None:
         """Remember the :func:`context_codes` of industries and countries (one call)."""
-        n = max(len(industries), len(countries))
-        industries = [*industries, *[industries[-1]] * (n - len(industries))]
-        countries = [*countries, *[countries[-1]] * (n - len(countries))]
         c = context_codes(np.array(industries, dtype=object), np.array(countries, dtype=object),
                           self.priors)
         for i, value in enumerate(industries):
@@ -120,12 +115,12 @@ class SlotFeatures:
         return ind, self._country[country], prior
 
     def block(self, contacts: list, now_ns: np.ndarray, of: np.ndarray, at: np.ndarray,
-              local: np.ndarray | None = None) -> FeatureBlock:
+              local: np.ndarray) -> FeatureBlock:
         """Features of slots starting at ``at`` (UTC ns) of grids ``of``.
 
         Grid ``g`` ranks ``contacts[g]`` (with ``contact_id``, ``timezone``, ``country``,
         ``subdivision``, ``industry``) at ``now_ns[g]``, the history cut-off. ``local`` is
-        the slots' local wall time (:func:`tzclock.local_ns` in the contacts' zones) if known.
+        the slots' local wall time (:func:`tzclock.local_ns` in the contacts' zones).
         """
         calls, code_of = self._history()
         unknown = calls.n_codes - 1
@@ -133,9 +128,6 @@ class SlotFeatures:
                              dtype=np.int64)
         t_sec = seconds_of_ns(at)
         cut = np.minimum(t_sec, seconds_of_ns(np.asarray(now_ns, dtype=np.int64)[of]))
-        if local is None:
-            zones = np.array([c.timezone for c in contacts], dtype=object)
-            local = tzclock.local_ns(at, zones[of])
         places: dict[tuple, int] = {}
         grid_place = np.array([places.setdefault(_place(c), len(places)) for c in contacts])
 
@@ -151,7 +143,7 @@ class SlotFeatures:
                         out.setdefault(k, np.empty(len(day), dtype=v.dtype))[mask] = v
             return out
 
-        cal = calendar.calendar_arrays(at, local, days_of=days_of if len(at) else None)
+        cal = calendar.calendar_arrays(at, local, days_of=days_of)
         grid_ctx = np.array([self._codes(c.industry, c.country) for c in contacts],
                             dtype=np.int64).reshape(-1, 3)
         ctx = grid_ctx[of]
