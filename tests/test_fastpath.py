@@ -158,8 +158,8 @@ def test_fast_features_equal_build_features(bundle, seed):
     singles = reqs[:20]
     for batch in [reqs, *([r] for r in singles)]:
         for every_slot in (False, True):
-            b_fast = fast._scored([fast._checked(r, None) for r in batch], every_slot)
-            b_slow = slow._scored([slow._checked(r, None) for r in batch], every_slot)
+            b_fast = fast._scored([fast.check(r) for r in batch], every_slot)
+            b_slow = slow._scored([slow.check(r) for r in batch], every_slot)
             assert (b_fast.X is None) == (b_slow.frame is None)
             if b_fast.X is not None:
                 pd.testing.assert_frame_equal(b_fast.X.to_frame(), b_slow.frame.reset_index(

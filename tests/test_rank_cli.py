@@ -65,11 +65,13 @@ def test_schedule_respects_capacity_and_beats_greedy(tmp_path):
     _write(tmp_path / "req.jsonl", [json.dumps({
         "request_id": f"q{i}", "now": "2026-05-05T06:00:00Z",
         "contact": {"contact_id": f"n{i}", "industry": industries[i % 4], "country": "PL",
-                    "timezone": "Europe/Warsaw"}}) for i in range(60)] + ["[1]"])
+                    "timezone": "Europe/Warsaw"}}) for i in range(60)]
+        + ["[1]", json.dumps({**GOOD, "request_id": "m", "policy": "model"})])
     out = run("schedule", "--requests", "req.jsonl", "--out", "plan.csv", "--capacity", "2",
               "--model", "missing", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "skipped line 61: expected a JSON object" in out.stderr
+    assert "skipped line 62: policy 'model' asked for, but no model is loaded" in out.stderr
     plan = pd.read_csv(tmp_path / "plan.csv")
     assert len(plan) == 60 and plan["assigned"].all()
     assert plan.groupby("at").size().max() <= 2

@@ -105,6 +105,7 @@ def _run(name, policy, world, history, requests, draws, max_attempts, deadline_h
     now = requested.copy()
     active = np.ones(len(requests), dtype=bool)
     log = history
+    rows = requests[["request_id", "contact_id", *_CONTACT]].to_dict("records")
     made: list[pd.DataFrame] = []
     for k in range(max_attempts):
         left = ((deadline - now).dt.total_seconds() / 3600).to_numpy()
@@ -114,10 +115,9 @@ def _run(name, policy, world, history, requests, draws, max_attempts, deadline_h
             break
         policy.history = log
         reqs = [{
-            "request_id": str(requests.at[i, "request_id"]),
-            "contact": {"contact_id": requests.at[i, "contact_id"],
-                        **{c: requests.at[i, c] for c in _CONTACT
-                           if isinstance(requests.at[i, c], str)}},
+            "request_id": str(rows[i]["request_id"]),
+            "contact": {"contact_id": rows[i]["contact_id"],
+                        **{c: rows[i][c] for c in _CONTACT if isinstance(rows[i][c], str)}},
             "now": now.iloc[i], "requested_at": requested.iloc[i],
             "horizon_hours": float(left[i]), "top_k": 1,
             "urgency": "urgent" if name == "desk" else "standard",

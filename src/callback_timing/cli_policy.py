@@ -150,7 +150,7 @@ def schedule_cmd(
     import pandas as pd
 
     from callback_timing.cli import console, err_console
-    from callback_timing.policy import RankRequestError, load_policy
+    from callback_timing.policy import ModelUnavailable, RankRequestError, load_policy
     from callback_timing.schedule import assign, compare
     from callback_timing.schema import ConfigError
 
@@ -161,9 +161,9 @@ def schedule_cmd(
         try:
             if isinstance(req, str):
                 raise RankRequestError(req)
-            policy.normalise(req)
+            policy.check(req)
             good.append(req)
-        except RankRequestError as exc:
+        except (RankRequestError, ModelUnavailable) as exc:
             bad.append(f"line {n}: {exc}")
     for line in bad[:5]:
         err_console.print(f"skipped {line}", highlight=False)
@@ -174,8 +174,8 @@ def schedule_cmd(
             raise ConfigError(f"{capacity_file}: needs columns 'at' and 'capacity'")
         seats = pd.Series(table["capacity"].to_numpy(), index=table["at"].astype(str))
     slots = policy.slot_table(good)
-    summary = compare(slots, seats)
     chosen = assign(slots, seats)
+    summary = compare(slots, seats, best=chosen)
     out.parent.mkdir(parents=True, exist_ok=True)
     chosen.to_csv(out, index=False)
     opt, greedy = summary["optimal"], summary["greedy"]

@@ -86,7 +86,7 @@ def _industry_key(value: str) -> str:
     return _NON_WORD.sub(" ", value.lower()).strip()
 
 
-def _industry_of(raw: str) -> str:
+def industry_of(raw: str) -> str:
     """The whole label's synonym, else the first word that is one ("Retail trade" -> retail)."""
     key = _industry_key(raw)
     if key in INDUSTRY_SYNONYMS:
@@ -110,7 +110,7 @@ def normalise_industry(values: pd.Series) -> pd.Series:
     ['it', 'public_sector', 'retail', 'other']
     """
     uniques = pd.unique(values.dropna().astype(str))
-    lookup = {raw: _industry_of(raw) for raw in uniques}
+    lookup = {raw: industry_of(raw) for raw in uniques}
     out = values.map(lookup).astype("str").fillna("other")
     return out.rename(values.name)
 

@@ -112,7 +112,7 @@ class Policy:
         good = []
         for request in requests:
             try:
-                good.append(self._checked(request, now))
+                good.append(self.check(request, now))
                 out.append(None)
             except (RankRequestError, ModelUnavailable) as exc:
                 if errors == "raise":
@@ -132,7 +132,7 @@ class Policy:
         (the first calling rule that forbids the slot), ``source`` and ``calls_last_24h``
         (calls to the contact in the 24 h before the slot, as far as known at ``now``).
         """
-        reqs = [self._checked(r, now) for r in requests]
+        reqs = [self.check(r, now) for r in requests]
         b = self._scored(reqs, every_slot=True) if reqs else None
         if b is None or b.X is None:
             return pd.DataFrame(columns=["request_id", "contact_id", "at", "p_answer", "worth",
@@ -155,8 +155,9 @@ class Policy:
             "calls_last_24h": np.asarray(b.X["calls_last_24h"])[b.feat],
         })
 
-    def _checked(self, request: dict, now: pd.Timestamp | None) -> dict:
-        """:meth:`normalise`, and ``policy: model`` needs a model."""
+    def check(self, request: dict, now: pd.Timestamp | None = None) -> dict:
+        """:meth:`normalise`, and ``policy: model`` needs a model (else
+        :class:`ModelUnavailable`): what :meth:`rank` and :meth:`slot_table` accept."""
         req = self.normalise(request, now)
         if req["policy"] == "model" and self.bundle is None:
             raise ModelUnavailable("policy 'model' asked for, but no model is loaded")

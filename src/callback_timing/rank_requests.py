@@ -27,9 +27,8 @@ import numpy as np
 import pandas as pd
 
 from callback_timing.contacts import (
-    canonical_zone,
+    industry_of,
     is_valid_zone,
-    normalise_industry,
     parse_phones,
 )
 from callback_timing.policy_config import PolicyConfig
@@ -172,7 +171,6 @@ class RequestReader:
         if zone is not None:
             if not is_valid_zone(zone):
                 raise RankRequestError(f"contact.timezone: unknown time zone {zone!r}")
-            zone = canonical_zone(pd.Series([zone])).iloc[0]
         elif profile is not None and isinstance(profile["timezone"], str):
             zone = profile["timezone"]
         elif phone_zone is not None:
@@ -188,7 +186,7 @@ class RequestReader:
             subdivision = profile["subdivision"]
         industry = given("industry")
         if industry is not None:
-            industry = normalise_industry(pd.Series([industry])).iloc[0]
+            industry = industry_of(industry)
         elif profile is not None and isinstance(profile["industry"], str):
             industry = profile["industry"]
         industry = industry if isinstance(industry, str) else "other"

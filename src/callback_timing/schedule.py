@@ -118,15 +118,18 @@ def greedy(slots: pd.DataFrame, capacity: Capacity, objective: str = "score",
 
 
 def compare(slots: pd.DataFrame, capacity: Capacity, objective: str = "score",
-            order: str = "score") -> dict:
+            order: str = "score", best: pd.DataFrame | None = None) -> dict:
     """Expected answers, total value and assigned requests: optimal vs greedy, and the uplift.
 
     ``expected_answers`` is the sum of ``p_answer`` and ``value`` the sum of ``score`` over the
     assigned slots. :func:`assign` maximises the ``objective`` column, so with urgency weights
     the optimum's expected answers can (rarely) fall below the greedy ones. ``*_pct`` uplifts are
-    relative to greedy (``None`` when greedy is 0).
+    relative to greedy (``None`` when greedy is 0). ``best`` is the :func:`assign` result for
+    the same arguments when the caller already has it.
     """
-    best, base = assign(slots, capacity, objective), greedy(slots, capacity, objective, order)
+    if best is None:
+        best = assign(slots, capacity, objective)
+    base = greedy(slots, capacity, objective, order)
 
     def figures(out: pd.DataFrame) -> dict:
         return {"assigned": int(out["assigned"].sum()),
