@@ -36,6 +36,7 @@ import pandas as pd
 from callback_timing import calendar
 from callback_timing.policy import Policy
 from callback_timing.policy_config import PolicyConfig, load_policy_config
+from callback_timing.slots import SLOT_MINUTES
 
 POLICY_NAMES = ("desk", "rules", "model", "oracle")
 _CONTACT = ["timezone", "country", "subdivision", "industry"]
@@ -223,7 +224,7 @@ def _illegal_calls(calls: pd.DataFrame, config: PolicyConfig) -> np.ndarray:
             strict=True)):
         hours = config.hours_for(ctry if isinstance(ctry, str) else None,
                                  sub if isinstance(sub, str) else None)[int(wd)]
-        bad[j] = hours is None or not hours[0] <= minute <= hours[1] - 15
+        bad[j] = hours is None or not hours[0] <= minute <= hours[1] - SLOT_MINUTES
     return bad
 
 

@@ -246,6 +246,7 @@ class SlotBatch:
         self.at = self.feat = self.p = np.zeros(0, dtype=np.int64)
         self.source = np.zeros(0, dtype=object)
         self.reason: list[str | None] = []
+        self._times: tuple | None = None
 
     def layout(self, count: np.ndarray) -> None:
         """Lay out ``count[i]`` slots for request ``i``; every slot allowed so far."""
@@ -254,6 +255,19 @@ class SlotBatch:
         self.req_of = np.repeat(np.arange(len(self.count)), self.count)
         self.slot_no = np.arange(int(self.count.sum())) - self.off[self.req_of]
         self.why = np.full(len(self.req_of), -1, dtype=np.int8)
+
+    def scores(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(hours since the request, worth, score)`` of the slots at positions ``rows``:
+        ``score = p_answer x worth x`` the wait discount (:meth:`PolicyConfig.slot_factors`)."""
+        if self._times is None:  # per request: requested_at, now (ns) and flexible
+            self._times = (np.array([r["requested_at"].value for r in self.reqs], dtype=np.int64),
+                           np.array([r["now"].value for r in self.reqs], dtype=np.int64),
+                           np.array([r["urgency"] == "flexible" for r in self.reqs]))
+        requested, now, flexible = self._times
+        at, req = self.at[rows], self.req_of[rows]
+        hours = (at - requested[req]) / 3.6e12
+        worth, wait = self.config.slot_factors(flexible[req], hours, (at - now[req]) / 3.6e12)
+        return hours, worth, self.p[rows] * worth * wait
 
     def forbid(self, mask: np.ndarray, code: int) -> None:
         """Forbid the slots of ``mask`` that no earlier rule forbids."""

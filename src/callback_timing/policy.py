@@ -138,11 +138,7 @@ class Policy:
             return pd.DataFrame(columns=["request_id", "contact_id", "at", "p_answer", "worth",
                                          "score", "allowed", "why_not", "source"])
         req_of = b.req_of
-        requested = np.array([r["requested_at"].value for r in b.reqs], dtype=np.int64)[req_of]
-        now = np.array([r["now"].value for r in b.reqs], dtype=np.int64)[req_of]
-        flexible = np.array([r["urgency"] == "flexible" for r in b.reqs])[req_of]
-        worth, wait = self.config.slot_factors(flexible, (b.at - requested) / 3.6e12,
-                                               (b.at - now) / 3.6e12)
+        _, worth, score = b.scores(np.arange(len(b.at)))
         unit = pd.to_datetime(pd.Series([r["now"] for r in b.reqs]), utc=True).dt.unit
         at = pd.Series(pd.DatetimeIndex(b.at.view("datetime64[ns]")).tz_localize("UTC")
                        .as_unit(unit))
@@ -150,7 +146,7 @@ class Policy:
             "request_id": np.array([r["request_id"] for r in b.reqs], dtype=object)[req_of],
             "contact_id": np.array([r["contact"].contact_id for r in b.reqs],
                                    dtype=object)[req_of],
-            "at": at, "p_answer": b.p, "worth": worth, "score": b.p * worth * wait,
+            "at": at, "p_answer": b.p, "worth": worth, "score": score,
             "allowed": b.allowed, "why_not": b.why_texts(), "source": b.source[req_of],
             "calls_last_24h": np.asarray(b.X["calls_last_24h"])[b.feat],
         })

@@ -89,8 +89,6 @@ def respond_all(batch: SlotBatch, rules, model_version: str | None) -> list[dict
 def _plan(batch: SlotBatch, i: int) -> dict:
     """Request ``i``'s windows (slot positions), exploration and propensity, or a note."""
     r, cfg = batch.reqs[i], batch.config
-    if batch.X is None and not batch.has_slots:
-        return {}
     lo, hi = int(batch.off[i]), int(batch.off[i] + batch.count[i])
     rows = lo + np.flatnonzero(batch.why[lo:hi] < 0)
     if len(rows) == 0:
@@ -99,10 +97,7 @@ def _plan(batch: SlotBatch, i: int) -> dict:
             return {"note": "no allowed slot in the horizon: " + reasons.index[0]}
         return {}
     at = batch.at[rows]
-    hours = (at - r["requested_at"].value) / 3.6e12
-    worth, wait = cfg.slot_factors(r["urgency"] == "flexible", hours,
-                                   (at - r["now"].value) / 3.6e12)
-    score = batch.p[rows] * worth * wait
+    hours, worth, score = batch.scores(rows)
     windows = cut_windows(at.view("datetime64[ns]"), score, cfg, r["top_k"],
                        urgent=r["urgency"] == "urgent")
     explored, propensity = False, None
@@ -137,7 +132,6 @@ def cut_windows(at: np.ndarray, score: np.ndarray, cfg, top_k: int,
     """
     free = np.ones(len(at), dtype=bool)
     at = np.asarray(at).astype("datetime64[ns]").view(np.int64)  # nanoseconds: cheap maths
-    step = int(np.timedelta64(SLOT_MINUTES, "m") // np.timedelta64(1, "ns"))
     sep = int(np.timedelta64(cfg.min_separation_minutes, "m") // np.timedelta64(1, "ns"))
     longest = max(cfg.max_window_minutes // SLOT_MINUTES, 1)
     out = []
@@ -146,7 +140,7 @@ def cut_windows(at: np.ndarray, score: np.ndarray, cfg, top_k: int,
         first = candidates[0] if urgent else candidates[np.argmax(score[candidates])]
         # run on while the next slot is free, adjacent, good enough and the window not too long
         end = min(len(at), first + longest)
-        runs = (free[first + 1:end] & (at[first + 1:end] - at[first:end - 1] == step)
+        runs = (free[first + 1:end] & (at[first + 1:end] - at[first:end - 1] == STEP_NS)
                 & (score[first + 1:end] >= cfg.keep_ratio * score[first]))
         last = first + (len(runs) if runs.all() else int(np.argmin(runs)))
         out.append((int(first), int(last)))
