@@ -173,14 +173,17 @@ def holiday_arrays(days: np.ndarray, hdays: np.ndarray, hnames: tuple) -> dict[s
 
 
 def _place_groups(country, subdivision, n: int) -> tuple[np.ndarray, list]:
-    """Codes and uniques of (country, subdivision) pairs (missing values as ``None``)."""
-    country = pd.Series(country).astype(object).where(lambda s: s.notna(), None)
+    """Codes and uniques (in order of appearance) of (country, subdivision) pairs; missing
+    values as ``None``."""
+    cc, cu = pd.factorize(pd.Series(country, dtype=object))  # missing: -1
     if subdivision is None:
-        subdivision = pd.Series([None] * n, dtype=object)
-    subdivision = pd.Series(subdivision).astype(object).where(lambda s: s.notna(), None)
-    key = pd.MultiIndex.from_arrays([country.to_numpy(), subdivision.to_numpy()])
-    codes, uniques = pd.factorize(key)
-    return codes, list(uniques)
+        sc, su = np.full(n, -1, dtype=np.int64), np.array([], dtype=object)
+    else:
+        sc, su = pd.factorize(pd.Series(subdivision, dtype=object))
+    width = len(su) + 1
+    codes, keys = pd.factorize((cc + 1) * width + (sc + 1))
+    countries, subdivisions = np.append(None, np.asarray(cu, dtype=object)), np.append(None, su)
+    return codes, [(countries[k // width], subdivisions[k % width]) for k in keys]
 
 
 def year_span(days: np.ndarray) -> tuple[int, ...]:

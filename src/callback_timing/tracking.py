@@ -247,13 +247,8 @@ def log_training(
     input_example : feature rows (the first 5 are the model's input example).
     extra_artifacts : further files (e.g. a rejects CSV), logged at the artifact root.
     """
-    if mlflow.active_run() is None:
-        raise RuntimeError("log_training needs an active run: use `with start_run(...):`")
-    mlflow.log_params(flatten_params(params))
-    mlflow.log_metrics(clean_metrics(metrics))
-    with tempfile.TemporaryDirectory(prefix="callback-timing-run-") as tmp:
-        _stage_artifacts(Path(tmp), figures, tables, extra_artifacts)
-        mlflow.log_artifacts(tmp)
+    _require_active_run("log_training")
+    log_report(params, metrics, figures, tables, extra_artifacts)
     mlflow.log_artifacts(str(bundle_dir), artifact_path="bundle")
     return log_booster(booster, input_example)
 
@@ -411,11 +406,13 @@ def set_tags(tags: Mapping[str, object]) -> None:
 
 
 def log_report(params: Mapping, metrics: Mapping, figures: Mapping[str, Path],
-               tables: Mapping[str, dict | pd.DataFrame]) -> None:
-    """Log parameters, metrics, figures and tables into the active run (e.g. a campaign)."""
+               tables: Mapping[str, dict | pd.DataFrame],
+               extra_artifacts: Sequence[Path] = ()) -> None:
+    """Log parameters, metrics, figures, tables and further files (at the artifact root) into
+    the active run (e.g. a campaign)."""
     _require_active_run("log_report")
     mlflow.log_params(flatten_params(params))
     mlflow.log_metrics(clean_metrics(metrics))
-    with tempfile.TemporaryDirectory(prefix="callback-timing-report-") as tmp:
-        _stage_artifacts(Path(tmp), figures, tables, ())
+    with tempfile.TemporaryDirectory(prefix="callback-timing-run-") as tmp:
+        _stage_artifacts(Path(tmp), figures, tables, extra_artifacts)
         mlflow.log_artifacts(tmp)
