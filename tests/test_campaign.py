@@ -65,3 +65,26 @@ def test_better_timing_pays_and_the_oracle_bounds_it(campaign):
     assert value_lift_captured(kpis, "model") > 0.5
     assert value_lift_captured(kpis, "rules") > 0.4
     assert np.isclose(value_lift_captured(kpis, "oracle"), 1.0)
+
+
+def test_a_later_request_sees_the_calls_made_for_an_earlier_one():
+    """Decisions see the calls the replay made the day before (not only the history), so the
+    calling rules hold across requests of one contact."""
+    import dataclasses
+
+    from callback_timing.policy_config import load_policy_config
+
+    sim = ct.simulate(contacts=30, days=20, seed=5, dirt_rate=0.0)
+    contact = sim.world.contacts.iloc[0]
+    monday = pd.Timestamp("2026-03-02 09:00", tz=contact["timezone"]).tz_convert("UTC")
+    asked = pd.DataFrame({
+        "request_id": ["first", "second"], "contact_id": contact["contact_id"],
+        "requested_at": [monday, monday + pd.Timedelta(hours=24)],
+        **{c: contact[c] for c in ("timezone", "country", "subdivision", "industry")}})
+    config = dataclasses.replace(load_policy_config(), min_gap_hours=30.0)
+    no_history = ct.clean_history(sim.history, key=b"x").calls.iloc[:0]
+    calls = replay(sim.world, no_history, asked, config=config, policies=("desk",),
+                   max_attempts=1, seed=0).calls.set_index("request_id")["called_at"]
+    # the desk calls the first request at once; the second must wait 30 h after that call
+    assert calls["first"] == monday
+    assert calls["second"] >= calls["first"] + pd.Timedelta(hours=30)

@@ -13,11 +13,14 @@ The policies:
 ``model``
     the trained answer model under the calling rules, with urgency (no exploration).
 ``oracle``
-    knows the truth: the allowed slot with the best true probability x urgency.
+    knows the truth: the same decision as the others (true probability x urgency x the wait
+    discount), so its lead over ``model`` is what knowing the truth is worth.
 
 Outcomes use common random numbers (one uniform draw per request and attempt), so policy
-differences are not sampling noise of the outcomes. Calls a request's own replay makes are
-seen by the later decisions of every request of the same contact.
+differences are not sampling noise of the outcomes. Requests are played a day at a time in
+order of request (``chunk_hours``); every decision sees the calls the replay made before it for
+earlier days, whichever request they belonged to, and the calls of its own day's earlier
+attempt rounds.
 
 KPIs (:func:`campaign_kpis`): first-attempt answer rate, reached within the deadline, average
 attempts, mean hours to contact, cost per reached callback, value (urgency-weighted reach), and
@@ -77,9 +80,11 @@ def replay(
     seed: int = 0,
     cost_per_attempt: float = 1.0,
     progress: Callable[[int, int], None] | None = None,
+    chunk_hours: float = 24.0,
 ) -> CampaignResult:
     """Replay ``requests`` (``request_id``, ``contact_id``, ``requested_at`` and the contact
-    columns) for each policy, starting from the clean call ``history`` before them."""
+    columns) for each policy, starting from the clean call ``history`` before them, a chunk of
+    ``chunk_hours`` of requests at a time (see the module docstring)."""
     config = config or load_policy_config()
     if "model" in policies and bundle is None:
         policies = tuple(p for p in policies if p != "model")
@@ -90,7 +95,7 @@ def replay(
     step = progress or (lambda done, total: None)
     for n, (name, policy) in enumerate(built.items()):
         made = _run(name, policy, world, history, requests, draws, max_attempts,
-                    deadline_hours)
+                    deadline_hours, chunk_hours)
         calls.append(made.assign(policy=name))
         fates.append(_fates(made, requests, history, config).assign(policy=name))
         step(n + 1, len(built))
@@ -99,8 +104,32 @@ def replay(
     return CampaignResult(calls_frame, fates_frame, campaign_kpis(fates_frame, cost_per_attempt))
 
 
-def _run(name, policy, world, history, requests, draws, max_attempts, deadline_hours):
-    """All calls one policy makes for the requests (one row per call)."""
+def _run(name, policy, world, history, requests, draws, max_attempts, deadline_hours,
+         chunk_hours):
+    """All calls one policy makes for the requests (one row per call).
+
+    Requests are played in chronological chunks of ``chunk_hours`` by request time: each
+    decision sees the calls of every earlier chunk, so a contact's history is never staler
+    than one chunk, however long the campaign."""
+    chunk = pd.to_datetime(requests["requested_at"], utc=True).dt.floor(
+        pd.Timedelta(hours=chunk_hours))
+    log, made = history, []
+    for _, pos in sorted(chunk.groupby(chunk).indices.items()):
+        part = requests.iloc[pos].reset_index(drop=True)
+        calls = _rounds(name, policy, world, log, part, draws[pos], max_attempts,
+                        deadline_hours)
+        if len(calls):
+            made.append(calls)
+            log = pd.concat([log, calls[log.columns.intersection(calls.columns)]],
+                            ignore_index=True)
+    if not made:
+        return pd.DataFrame(columns=["request_id", "contact_id", "called_at", "attempt",
+                                     "p_true", "answered"])
+    return pd.concat(made, ignore_index=True)
+
+
+def _rounds(name, policy, world, history, requests, draws, max_attempts, deadline_hours):
+    """The calls one policy makes for a chunk of requests, attempt round by round."""
     requested = pd.to_datetime(requests["requested_at"], utc=True)
     deadline = requested + pd.Timedelta(hours=deadline_hours)
     now = requested.copy()
@@ -155,7 +184,10 @@ def _choose(name, policy, world, reqs) -> pd.Series:
     table = table[table["allowed"].to_numpy(bool)]
     p_true = world.p_answer(table["contact_id"].to_numpy(), table["at"],
                             table["calls_last_24h"].to_numpy())
-    best = (table.assign(value=p_true * table["worth"].to_numpy())
+    now = pd.to_datetime(table["request_id"].map({r["request_id"]: r["now"] for r in reqs}),
+                         utc=True)
+    wait = policy.config.wait_discount((table["at"] - now).dt.total_seconds() / 3600)
+    best = (table.assign(value=p_true * table["worth"].to_numpy() * wait)
             .sort_values("value", ascending=False, kind="stable")
             .drop_duplicates("request_id").set_index("request_id")["at"])
     return best.reindex(ids)
@@ -200,8 +232,9 @@ def _fates(calls, requests, history, config) -> pd.DataFrame:
     out["attempts"] = out["request_id"].map(by_request.size()).fillna(0).astype(int)
     first = calls[calls["attempt"] == 1].set_index("request_id")["answered"]
     out["first_answered"] = out["request_id"].map(first).fillna(0).astype(bool)
-    hit = calls[calls["answered"] == 1].set_index("request_id")["called_at"]
-    reached_at = pd.to_datetime(out["request_id"].map(hit), utc=True)
+    hit = pd.to_datetime(calls[calls["answered"] == 1].set_index("request_id")["called_at"],
+                         utc=True)
+    reached_at = hit.reindex(out["request_id"]).set_axis(out.index)  # none reached: all NaT
     out["reached"] = reached_at.notna().to_numpy()
     hours = (reached_at - requested).dt.total_seconds() / 3600
     out["hours_to_contact"] = hours

@@ -148,7 +148,7 @@ class HistoryIndex:
     def __init__(self, history: pd.DataFrame) -> None:
         self.history = history
         self._rows: dict | None = None
-        self._made: dict | None = None
+        self._request_ids: np.ndarray | None = None
 
     def rows(self) -> dict:
         """Row positions of each contact's calls, in their original order."""
@@ -164,13 +164,24 @@ class HistoryIndex:
         parts = [rows[c] for c in contacts if c in rows]
         return h.iloc[np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)]
 
-    def attempts(self) -> dict:
-        """Contact of each earlier call, per request id (attempts already made)."""
-        if self._made is None:
-            h = self.history
-            self._made = {} if not len(h) or "request_id" not in h else {
-                k: list(v) for k, v in h.groupby("request_id")["contact_id"]}
-        return self._made
+    def attempts(self, request_ids: list, contacts: set[str]) -> dict[str, int]:
+        """Earlier calls per request id of ``request_ids`` among the calls of ``contacts``
+        (the attempts already made for those requests)."""
+        h = self.history
+        if not len(h) or "request_id" not in h:
+            return {}
+        if self._request_ids is None:
+            self._request_ids = h["request_id"].to_numpy(object)
+        rows = self.rows()
+        parts = [rows[c] for c in contacts if c in rows]
+        if not parts:
+            return {}
+        wanted = {r for r in request_ids if isinstance(r, str)}
+        made: dict[str, int] = {}
+        for rid in self._request_ids[np.concatenate(parts)]:
+            if rid in wanted:
+                made[rid] = made.get(rid, 0) + 1
+        return made
 
 
 def predict_answer(model, X: pd.DataFrame | FeatureBlock, booster=None) -> np.ndarray:

@@ -359,10 +359,10 @@ class Policy:
             codes[has] = first[b.feat[has]]
             open_ = (b.why < 0) & (codes >= 0)
             b.why[open_] = codes[open_]
-        made = self._index.attempts()
+        made = self._index.attempts([r["request_id"] for r in b.reqs], contacts)
         if made:
             for i, r in enumerate(b.reqs):
-                done = sum(1 for c in made.get(r["request_id"], ()) if c in contacts)
+                done = made.get(r["request_id"], 0)
                 b.attempts[i] = done
                 if done >= cfg.max_attempts_per_request:
                     b.forbid_request(i, fp.ATTEMPTS)
@@ -386,7 +386,8 @@ class Policy:
                                 zip(last["contact_id"], *(last[f].to_numpy(object)
                                                           for f in fields), strict=True)}
         self._reader = RequestReader(self.config, self._profiles)  # a fresh contact cache
-        self._features = SlotFeatures(frame, self.priors)
+        previous = getattr(self, "_features", None)
+        self._features = SlotFeatures(frame, self.priors, calendar_of=previous)
 
 
 def _empty_history() -> pd.DataFrame:

@@ -36,14 +36,19 @@ class SlotFeatures:
     ----------
     history : clean call history (the policy's).
     priors : fitted priors the features are smoothed toward.
+    calendar_of : an earlier instance whose calendar tables (they do not depend on the
+        history) this one shares, e.g. when the history grows during a campaign.
     """
 
-    def __init__(self, history: pd.DataFrame, priors: Priors) -> None:
+    def __init__(self, history: pd.DataFrame, priors: Priors,
+                 calendar_of: SlotFeatures | None = None) -> None:
         self.history, self.priors = history, priors
         self._calls: PreparedCalls | None = None
         self._code_of: dict = {}
-        self._years: dict[tuple, dict[str, np.ndarray]] = {}
-        self._last_year: dict[tuple, tuple] = {}  # per place: the year table used last
+        self._years: dict[tuple, dict[str, np.ndarray]] = (
+            {} if calendar_of is None else calendar_of._years)
+        #: per place: the year table used last
+        self._last_year: dict[tuple, tuple] = {} if calendar_of is None else calendar_of._last_year
         self._industry: dict = {}  #: industry -> (industry code, prior code)
         self._country: dict = {}  #: country -> country code
         self._code_types: tuple = (np.int8, np.int8)
