@@ -10,6 +10,7 @@ from callback_timing import calendar
 from callback_timing.features import (
     FEATURE_COLUMNS,
     HISTORY_FEATURES,
+    MODEL_FEATURES,
     build_features,
     fit_priors,
     targets_from_calls,
@@ -88,6 +89,24 @@ def test_smoothed_rate_moves_from_prior_toward_contact_rate():
     always = X.loc[late[calls.loc[late, "contact_id"] == "c-0000"], "hist_rate"].iloc[0]
     never = X.loc[late[calls.loc[late, "contact_id"] == "c-0001"], "hist_rate"].iloc[0]
     assert always > 0.9 and never < 0.1
+
+
+def test_excess_is_the_groups_answers_above_its_prior_and_zero_without_calls(clean_calls):
+    X, _ = training_frame(clean_calls, fit_priors(clean_calls))
+    for group, prior in (("wd", "prior_wd"), ("band", "prior_band"), ("wdband", "prior_wdband"),
+                         ("hour", "prior_band"), ("wdhour", "prior_wdband")):
+        excess, n = X[f"hist_{group}_excess"], X[f"hist_{group}_n"]
+        np.testing.assert_allclose(excess, X[f"hist_{group}_rate"] - X[prior], atol=1e-9)
+        assert (excess[n == 0] == 0).all() and (excess[n > 0] != 0).any(), group
+
+
+def test_the_model_reads_no_logged_rate_prior_and_no_minute_clock():
+    assert set(MODEL_FEATURES) < set(FEATURE_COLUMNS)
+    left_out = set(FEATURE_COLUMNS) - set(MODEL_FEATURES)
+    assert {"prior_wd", "prior_band", "prior_wdband", "hist_wdhour_rate", "minute_of_day",
+            "month"} <= left_out
+    assert {"prior_rules", "weekday", "hour", "holiday", "hist_rate", "hist_wdhour_excess",
+            "calls_last_24h"} <= set(MODEL_FEATURES)
 
 
 def test_no_leakage_changing_later_calls_keeps_earlier_rows():

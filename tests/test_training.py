@@ -8,6 +8,7 @@ import pytest
 
 import callback_timing as ct
 from callback_timing.bundle import ModelBundle
+from callback_timing.features import MODEL_FEATURES
 from callback_timing.training import (
     TrainingDataError,
     evaluate_bundle_on,
@@ -43,6 +44,7 @@ def test_model_beats_every_baseline_on_log_loss(world_run):
 
 def test_model_is_calibrated_and_close_to_the_ceiling(world_run):
     _, _, ev = world_run
+    assert ev.bundle.model.feature_names_ == MODEL_FEATURES
     assert ev.metrics["model"]["ece"] <= 0.02
     assert abs(ev.metrics["model"]["mean_p"] - ev.metrics["model"]["answer_rate"]) < 0.02
     assert ev.truth["ceiling_auc"] > ev.metrics["model"]["roc_auc"]

@@ -79,6 +79,7 @@ HISTORY_FEATURES = [
     "hist_hour_rate",
     "hist_wdhour_n",
     "hist_wdhour_rate",
+    *[f"hist_{g}_excess" for g in ("wd", "band", "wdband", "hour", "wdhour")],
     "hours_since_last_call",
     "hours_since_last_answer",
     "consecutive_no_answers",
@@ -89,6 +90,24 @@ HISTORY_FEATURES = [
 #: Every model input column, in order.
 FEATURE_COLUMNS = (CALENDAR_FEATURES + CONTEXT_FEATURES + PRIOR_FEATURES + RULES_FEATURES
                    + HISTORY_FEATURES)
+#: The columns the answer model reads (a subset of :data:`FEATURE_COLUMNS`). Left out, as
+#: measured on the campaign replay (``benchmarks/bench_campaign.py``, README):
+#:
+#: - the answer-rate priors by industry x weekday / hour band (``prior_wd``, ``prior_band``,
+#:   ``prior_wdband``) and the per-slot history *rates* that shrink toward them: fitted on the
+#:   logged calls, they mirror the logging policy (when the desk called whom, first attempt or
+#:   retry) as much as when people answer; the rule table (``prior_rules``) carries the
+#:   expert's pattern instead, and the per-slot history enters as ``hist_*_excess``: answers
+#:   above the prior in the group, 0 without calls there;
+#: - fine or one-off clock features (``minute_of_day``, ``tod_sin``/``tod_cos``, ``month``,
+#:   ``week_of_year``, ``utc_offset_h``): slot-to-slot noise that the best of ~190 slots
+#:   selects, and months a short history has never seen.
+MODEL_FEATURES = [
+    c for c in FEATURE_COLUMNS
+    if c not in {"minute_of_day", "tod_sin", "tod_cos", "month", "week_of_year", "utc_offset_h",
+                 "prior_wd", "prior_band", "prior_wdband"}
+    and not (c.startswith(("hist_wd", "hist_band", "hist_hour")) and c.endswith("_rate"))
+]
 CATEGORICAL_FEATURES = ["industry", "country", "last_outcome"]
 LAST_OUTCOME_CATEGORIES = ["none", *OUTCOMES]
 

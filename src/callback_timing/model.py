@@ -72,6 +72,8 @@ class AnswerModel:
     margin_feature : a numeric feature holding a probability whose logit is the booster's
         starting margin (XGBoost ``base_margin``) in training and prediction, e.g.
         :data:`RULES_MARGIN`; ``None`` (default) starts from the base score.
+    features : the columns of ``X`` the booster reads (default ``None``: all of them), e.g.
+        :data:`callback_timing.features.MODEL_FEATURES`.
     n_jobs, random_state : passed to XGBoost.
     callbacks : ``xgboost.callback.TrainingCallback`` objects for the next :meth:`fit` (e.g. an
         Optuna pruning callback); not saved with the model.
@@ -86,6 +88,7 @@ class AnswerModel:
         random_state: int = 0,
         callbacks: list | None = None,
         margin_feature: str | None = None,
+        features: list[str] | None = None,
         **params,
     ) -> None:
         self.early_stopping_rounds = early_stopping_rounds
@@ -94,6 +97,7 @@ class AnswerModel:
         self.random_state = random_state
         self.callbacks = callbacks
         self.margin_feature = margin_feature
+        self.features = None if features is None else list(features)
         self.params = {**DEFAULT_PARAMS, **params}
 
     def fit(self, X: pd.DataFrame, y, X_val: pd.DataFrame, y_val) -> AnswerModel:
@@ -112,14 +116,15 @@ class AnswerModel:
         margins = {}
         if self.margin_feature:
             margins = {"base_margin": self.margin(X), "base_margin_eval_set": [self.margin(X_val)]}
-        classifier.fit(X, np.asarray(y), eval_set=[(X_val, np.asarray(y_val))], verbose=False,
-                       **margins)
+        columns = self.features or list(X.columns)
+        classifier.fit(X[columns], np.asarray(y), eval_set=[(X_val[columns], np.asarray(y_val))],
+                       verbose=False, **margins)
         self.booster_ = classifier.get_booster()
         self.best_iteration_ = int(classifier.best_iteration)
-        self.feature_names_ = list(X.columns)
+        self.feature_names_ = list(columns)
         self.categories_ = {
             c: list(X[c].cat.categories)
-            for c in X.columns
+            for c in columns
             if isinstance(X[c].dtype, pd.CategoricalDtype)
         }
         raw = self.predict_raw(X_val)

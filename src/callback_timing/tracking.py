@@ -198,7 +198,8 @@ def log_booster(booster: xgb.Booster, input_example: pd.DataFrame) -> str:
     The project's booster starts from the rule table's chance (``margin_feature`` of
     :class:`~callback_timing.model.AnswerModel`): give it ``base_margin=logit(prior_rules)``.
     """
-    example = input_example.head(5).copy()
+    example = input_example.head(5)
+    example = (example[booster.feature_names] if booster.feature_names else example).copy()
     output = booster.predict(xgb.DMatrix(example, enable_categorical=True))
     for col in example.columns:
         if isinstance(example[col].dtype, pd.CategoricalDtype):
@@ -244,7 +245,8 @@ def log_training(
     tables : name -> dict (``tables/<name>.json``) or DataFrame (``tables/<name>.csv``).
     bundle_dir : the model bundle folder, logged as ``bundle/``.
     booster : the XGBoost booster, logged as the run's ``model`` (see :func:`log_booster`).
-    input_example : feature rows (the first 5 are the model's input example).
+    input_example : feature rows (the first 5, in the booster's columns, are the model's input
+        example).
     extra_artifacts : further files (e.g. a rejects CSV), logged at the artifact root.
     """
     _require_active_run("log_training")

@@ -29,6 +29,7 @@ from callback_timing.evaluate import (
     weekday_hour_baseline,
 )
 from callback_timing.features import (
+    MODEL_FEATURES,
     build_features,
     fit_priors,
     targets_from_calls,
@@ -133,7 +134,7 @@ def fit_and_evaluate(
     X, y = training_frame(calls, priors)
     y = y.to_numpy()
     step(2, 6)
-    model = AnswerModel(margin_feature=RULES_MARGIN, **(params or {}))
+    model = AnswerModel(margin_feature=RULES_MARGIN, features=MODEL_FEATURES, **(params or {}))
     model.fit(X[split.train], y[split.train], X[split.valid], y[split.valid])
     step(3, 6)
     X_test, y_test = X[split.test], y[split.test]

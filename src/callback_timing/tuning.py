@@ -41,7 +41,7 @@ from optuna_integration.xgboost import XGBoostPruningCallback
 from sklearn.metrics import log_loss
 
 from callback_timing import config
-from callback_timing.features import fit_priors, training_frame
+from callback_timing.features import MODEL_FEATURES, fit_priors, training_frame
 from callback_timing.model import DEFAULT_PARAMS, RULES_MARGIN, AnswerModel
 from callback_timing.training import split_by_time
 
@@ -255,7 +255,7 @@ def _objective(
         try:
             model = AnswerModel(
                 n_jobs=n_jobs, callbacks=[XGBoostPruningCallback(trial, OBSERVATION_KEY)],
-                margin_feature=RULES_MARGIN, **params,
+                margin_feature=RULES_MARGIN, features=MODEL_FEATURES, **params,
             ).fit(X_train, y_train, X_valid, y_valid)
         except optuna.TrialPruned:
             if tracking:  # the run itself ends normally; the tag says it was pruned
