@@ -4,7 +4,7 @@ Simulates the demo world (2,000 contacts x 120 days, seed 0 unless --seed), trai
 the first 80% of the period (train + calibrate) and replays every callback request of the last
 20% (about 2,300; ``--requests N`` samples N) for the traditional desk, the rule-based
 fallback, the model and the oracle. ``--contacts``, ``--days``, ``--rate`` and ``--explore``
-change the world (e.g. a dense one: ``--contacts 200 --days 240 --rate 1.0``):
+change the world (e.g. a dense one: ``--contacts 200 --days 240 --rate 1.0 --first 2000``):
 
     .venv/bin/python benchmarks/bench_campaign.py [--seed 0] [--requests N]
 
@@ -32,6 +32,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--requests", type=int, default=0,
                         help="replay a sample of this many requests (default 0: all of them)")
+    parser.add_argument("--first", type=int, default=0,
+                        help="replay only the first N requests in time (default 0: all)")
     parser.add_argument("--contacts", type=int, default=2000)
     parser.add_argument("--days", type=int, default=120)
     parser.add_argument("--rate", type=float, default=None,
@@ -50,6 +52,8 @@ def main() -> int:
     ev = ct.fit_and_evaluate(calls, baselines=False)
     start = pd.Timestamp(ev.split.bounds["test_from"])
     asked = first_requests(calls[calls["requested_at"] >= start])
+    if args.first:
+        asked = asked.sort_values("now", kind="stable").head(args.first)
     if args.requests:  # a sample leaves gaps in the contacts' histories the replay cannot fill
         asked = asked.sample(min(args.requests, len(asked)), random_state=args.seed)
     asked = asked.rename(columns={"now": "requested_at"})
