@@ -143,7 +143,7 @@ def shared_grids(reqs: list[dict], now_ns: np.ndarray, first: np.ndarray,
 
 
 class HistoryIndex:
-    """A call history's rows per contact and its calls' contacts per request id (lazy)."""
+    """A call history's rows per contact (lazy) and the attempts already made per request."""
 
     def __init__(self, history: pd.DataFrame) -> None:
         self.history = history

@@ -87,7 +87,7 @@ HISTORY_FEATURES = [
     "answers_last_168h",
     "last_outcome",
 ]
-#: Every model input column, in order.
+#: Every feature column built, in order (the answer model reads :data:`MODEL_FEATURES`).
 FEATURE_COLUMNS = (CALENDAR_FEATURES + CONTEXT_FEATURES + PRIOR_FEATURES + RULES_FEATURES
                    + HISTORY_FEATURES)
 #: The columns the answer model reads (a subset of :data:`FEATURE_COLUMNS`). Left out, as
