@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ import pytest
 import callback_timing as ct
 from callback_timing.campaign import campaign_kpis, replay, value_lift_captured
 from callback_timing.evaluate import first_requests
+from callback_timing.policy_config import load_policy_config
 from callback_timing.training import fit_and_evaluate
 
 
@@ -70,10 +73,6 @@ def test_better_timing_pays_and_the_oracle_bounds_it(campaign):
 def test_a_later_request_sees_the_calls_made_for_an_earlier_one():
     """Decisions see the calls the replay made the day before (not only the history), so the
     calling rules hold across requests of one contact."""
-    import dataclasses
-
-    from callback_timing.policy_config import load_policy_config
-
     sim = ct.simulate(contacts=30, days=20, seed=5, dirt_rate=0.0)
     contact = sim.world.contacts.iloc[0]
     monday = pd.Timestamp("2026-03-02 09:00", tz=contact["timezone"]).tz_convert("UTC")

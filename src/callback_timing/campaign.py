@@ -116,25 +116,22 @@ def _run(name, policy, world, history, requests, draws, max_attempts, deadline_h
     log, made = history, []
     for _, pos in sorted(chunk.groupby(chunk).indices.items()):
         part = requests.iloc[pos].reset_index(drop=True)
-        calls = _rounds(name, policy, world, log, part, draws[pos], max_attempts,
-                        deadline_hours)
-        if len(calls):
-            made.append(calls)
-            log = pd.concat([log, calls[log.columns.intersection(calls.columns)]],
-                            ignore_index=True)
+        calls, log = _rounds(name, policy, world, log, part, draws[pos], max_attempts,
+                             deadline_hours)
+        made += calls
     if not made:
         return pd.DataFrame(columns=["request_id", "contact_id", "called_at", "attempt",
                                      "p_true", "answered"])
     return pd.concat(made, ignore_index=True)
 
 
-def _rounds(name, policy, world, history, requests, draws, max_attempts, deadline_hours):
-    """The calls one policy makes for a chunk of requests, attempt round by round."""
+def _rounds(name, policy, world, log, requests, draws, max_attempts, deadline_hours):
+    """The calls one policy makes for a chunk of requests, attempt round by round (one frame
+    per round), and the call log with them appended."""
     requested = pd.to_datetime(requests["requested_at"], utc=True)
     deadline = requested + pd.Timedelta(hours=deadline_hours)
     now = requested.copy()
     active = np.ones(len(requests), dtype=bool)
-    log = history
     rows = requests[["request_id", "contact_id", *_CONTACT]].to_dict("records")
     made: list[pd.DataFrame] = []
     for k in range(max_attempts):
@@ -167,10 +164,7 @@ def _rounds(name, policy, world, history, requests, draws, max_attempts, deadlin
         # the outcome is known a minute after the call; the desk's third try is a day later
         gap = pd.Timedelta(days=1) if (name == "desk" and k == 1) else pd.Timedelta(minutes=1)
         now.iloc[idx] = (by_id["called_at"] + gap).to_numpy()
-    if not made:
-        return pd.DataFrame(columns=["request_id", "contact_id", "called_at", "attempt",
-                                     "p_true", "answered"])
-    return pd.concat(made, ignore_index=True)
+    return made, log
 
 
 def _choose(name, policy, world, reqs) -> pd.Series:
@@ -184,10 +178,7 @@ def _choose(name, policy, world, reqs) -> pd.Series:
     table = table[table["allowed"].to_numpy(bool)]
     p_true = world.p_answer(table["contact_id"].to_numpy(), table["at"],
                             table["calls_last_24h"].to_numpy())
-    now = pd.to_datetime(table["request_id"].map({r["request_id"]: r["now"] for r in reqs}),
-                         utc=True)
-    wait = policy.config.wait_discount((table["at"] - now).dt.total_seconds() / 3600)
-    best = (table.assign(value=p_true * table["worth"].to_numpy() * wait)
+    best = (table.assign(value=p_true * table["worth"].to_numpy() * table["wait"].to_numpy())
             .sort_values("value", ascending=False, kind="stable")
             .drop_duplicates("request_id").set_index("request_id")["at"])
     return best.reindex(ids)

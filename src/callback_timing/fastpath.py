@@ -267,9 +267,11 @@ class SlotBatch:
         self.slot_no = np.arange(int(self.count.sum())) - self.off[self.req_of]
         self.why = np.full(len(self.req_of), -1, dtype=np.int8)
 
-    def scores(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(hours since the request, worth, score)`` of the slots at positions ``rows``:
-        ``score = p_answer x worth x`` the wait discount (:meth:`PolicyConfig.slot_factors`)."""
+    def scores(self, rows: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(hours since the request, worth, wait, score)`` of the slots at positions ``rows``;
+        ``wait`` is the wait discount (:meth:`PolicyConfig.slot_factors`), ``score = p_answer x
+        worth x wait``."""
         if self._times is None:  # per request: requested_at, now (ns) and flexible
             self._times = (np.array([r["requested_at"].value for r in self.reqs], dtype=np.int64),
                            np.array([r["now"].value for r in self.reqs], dtype=np.int64),
@@ -278,7 +280,7 @@ class SlotBatch:
         at, req = self.at[rows], self.req_of[rows]
         hours = (at - requested[req]) / 3.6e12
         worth, wait = self.config.slot_factors(flexible[req], hours, (at - now[req]) / 3.6e12)
-        return hours, worth, self.p[rows] * worth * wait
+        return hours, worth, wait, self.p[rows] * worth * wait
 
     def forbid(self, mask: np.ndarray, code: int) -> None:
         """Forbid the slots of ``mask`` that no earlier rule forbids."""

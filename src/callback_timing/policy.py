@@ -127,8 +127,8 @@ class Policy:
         """Every candidate slot of every request: what the windows are cut from.
 
         Returns one row per (request, 15-minute slot) with ``request_id``, ``contact_id``,
-        ``at`` (UTC), ``p_answer``, ``worth`` (urgency), ``score`` (``p_answer x worth x`` the
-        wait discount), ``allowed``, ``why_not``
+        ``at`` (UTC), ``p_answer``, ``worth`` (urgency), ``wait`` (the wait discount),
+        ``score`` (``p_answer x worth x wait``), ``allowed``, ``why_not``
         (the first calling rule that forbids the slot), ``source`` and ``calls_last_24h``
         (calls to the contact in the 24 h before the slot, as far as known at ``now``).
         """
@@ -136,9 +136,9 @@ class Policy:
         b = self._scored(reqs, every_slot=True) if reqs else None
         if b is None or b.X is None:
             return pd.DataFrame(columns=["request_id", "contact_id", "at", "p_answer", "worth",
-                                         "score", "allowed", "why_not", "source"])
+                                         "wait", "score", "allowed", "why_not", "source"])
         req_of = b.req_of
-        _, worth, score = b.scores(np.arange(len(b.at)))
+        _, worth, wait, score = b.scores(np.arange(len(b.at)))
         unit = pd.to_datetime(pd.Series([r["now"] for r in b.reqs]), utc=True).dt.unit
         at = pd.Series(pd.DatetimeIndex(b.at.view("datetime64[ns]")).tz_localize("UTC")
                        .as_unit(unit))
@@ -146,7 +146,7 @@ class Policy:
             "request_id": np.array([r["request_id"] for r in b.reqs], dtype=object)[req_of],
             "contact_id": np.array([r["contact"].contact_id for r in b.reqs],
                                    dtype=object)[req_of],
-            "at": at, "p_answer": b.p, "worth": worth, "score": score,
+            "at": at, "p_answer": b.p, "worth": worth, "wait": wait, "score": score,
             "allowed": b.allowed, "why_not": b.why_texts(), "source": b.source[req_of],
             "calls_last_24h": np.asarray(b.X["calls_last_24h"])[b.feat],
         })

@@ -97,7 +97,7 @@ def _plan(batch: SlotBatch, i: int) -> dict:
             return {"note": "no allowed slot in the horizon: " + reasons.index[0]}
         return {}
     at = batch.at[rows]
-    hours, worth, score = batch.scores(rows)
+    hours, worth, _, score = batch.scores(rows)
     windows = cut_windows(at.view("datetime64[ns]"), score, cfg, r["top_k"],
                        urgent=r["urgency"] == "urgent")
     explored, propensity = False, None
