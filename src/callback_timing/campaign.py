@@ -174,8 +174,7 @@ def _choose(name, policy, world, reqs) -> pd.Series:
         out = policy.rank(reqs)
         return pd.Series([pd.Timestamp(o["windows"][0]["start"]) if o["windows"] else pd.NaT
                           for o in out], index=ids, dtype="datetime64[ns, UTC]")
-    table = policy.slot_table(reqs)
-    table = table[table["allowed"].to_numpy(bool)]
+    table = policy.slot_table(reqs, allowed_only=True)
     p_true = world.p_answer(table["contact_id"].to_numpy(), table["at"],
                             table["calls_last_24h"].to_numpy())
     best = (table.assign(value=p_true * table["worth"].to_numpy() * table["wait"].to_numpy())

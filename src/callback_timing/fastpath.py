@@ -68,18 +68,18 @@ def slot_grid(now_ns: np.ndarray, horizon_hours: np.ndarray) -> tuple[np.ndarray
     return first, np.minimum(steps, fits)
 
 
-def local_parts(at_ns: np.ndarray, zones: np.ndarray,
-                local: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Local minute of day and weekday (Mon=0) of UTC instants ``at_ns`` in ``zones``.
-
-    ``local`` is their local wall time (:func:`callback_timing.tzclock.local_ns`) if known.
-    """
-    if local is None:
-        local = tzclock.local_ns(np.asarray(at_ns, dtype=np.int64),
-                                 np.asarray(zones, dtype=object))
+def minute_weekday(local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Minute of day and weekday (Mon=0) of local wall times in nanoseconds
+    (:func:`callback_timing.tzclock.local_ns`)."""
     minute = (local // _MINUTE_NS) % 1440
     weekday = (local // _DAY_NS + 3) % 7  # 1970-01-01 was a Thursday
     return minute, weekday
+
+
+def local_parts(at_ns: np.ndarray, zones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Local minute of day and weekday (Mon=0) of UTC instants ``at_ns`` in ``zones``."""
+    return minute_weekday(tzclock.local_ns(np.asarray(at_ns, dtype=np.int64),
+                                           np.asarray(zones, dtype=object)))
 
 
 def week_table(week) -> np.ndarray:
@@ -176,7 +176,7 @@ class HistoryIndex:
         parts = [rows[c] for c in contacts if c in rows]
         if not parts:
             return {}
-        wanted = {r for r in request_ids if isinstance(r, str)}
+        wanted = set(request_ids)
         made: dict[str, int] = {}
         for rid in self._request_ids[np.concatenate(parts)]:
             if rid in wanted:

@@ -123,8 +123,10 @@ class Policy:
                                    self.model_version) if good else [])
         return [item if item is not None else next(answers) for item in out]
 
-    def slot_table(self, requests: list[dict], now: pd.Timestamp | None = None) -> pd.DataFrame:
-        """Every candidate slot of every request: what the windows are cut from.
+    def slot_table(self, requests: list[dict], now: pd.Timestamp | None = None,
+                   allowed_only: bool = False) -> pd.DataFrame:
+        """Every candidate slot of every request (only the allowed ones if ``allowed_only``,
+        which skips scoring slots outside calling hours): what the windows are cut from.
 
         Returns one row per (request, 15-minute slot) with ``request_id``, ``contact_id``,
         ``at`` (UTC), ``p_answer``, ``worth`` (urgency), ``wait`` (the wait discount),
@@ -133,7 +135,7 @@ class Policy:
         (calls to the contact in the 24 h before the slot, as far as known at ``now``).
         """
         reqs = [self.check(r, now) for r in requests]
-        b = self._scored(reqs, every_slot=True) if reqs else None
+        b = self._scored(reqs, every_slot=not allowed_only) if reqs else None
         if b is None or b.X is None:
             return pd.DataFrame(columns=["request_id", "contact_id", "at", "p_answer", "worth",
                                          "wait", "score", "allowed", "why_not", "source"])
@@ -142,7 +144,7 @@ class Policy:
         unit = pd.to_datetime(pd.Series([r["now"] for r in b.reqs]), utc=True).dt.unit
         at = pd.Series(pd.DatetimeIndex(b.at.view("datetime64[ns]")).tz_localize("UTC")
                        .as_unit(unit))
-        return pd.DataFrame({
+        table = pd.DataFrame({
             "request_id": np.array([r["request_id"] for r in b.reqs], dtype=object)[req_of],
             "contact_id": np.array([r["contact"].contact_id for r in b.reqs],
                                    dtype=object)[req_of],
@@ -150,6 +152,8 @@ class Policy:
             "allowed": b.allowed, "why_not": b.why_texts(), "source": b.source[req_of],
             "calls_last_24h": np.asarray(b.X["calls_last_24h"])[b.feat],
         })
+        # an allowed slot is inside calling hours, so it has features (``feat >= 0``)
+        return table[b.allowed].reset_index(drop=True) if allowed_only else table
 
     def check(self, request: dict, now: pd.Timestamp | None = None) -> dict:
         """:meth:`normalise`, and ``policy: model`` needs a model (else
@@ -173,7 +177,7 @@ class Policy:
         grids = fp.shared_grids(reqs, now_ns, first, count)
         zones = np.array([c.timezone for c in grids.contacts], dtype=object)
         local = tzclock.local_ns(grids.at, zones[grids.of])
-        minute, weekday = fp.local_parts(grids.at, None, local)
+        minute, weekday = fp.minute_weekday(local)
         weeks = np.stack([self._week(c.country, c.subdivision) for c in grids.contacts])
         outside = fp.outside_hours(minute, weekday, weeks, grids.of)
         rows = np.arange(len(grids.at)) if every_slot else np.flatnonzero(~outside)
@@ -188,8 +192,6 @@ class Policy:
                                      self.priors)
             b.X = FeatureBlock.from_frame(b.frame)
         elif len(rows):
-            if self._features.priors is not self.priors:  # priors replaced: fresh caches
-                self._features = SlotFeatures(self.history, self.priors)
             b.X = self._features.block(grids.contacts, grids.now_ns, grids.of[rows],
                                        grids.at[rows], local[rows])
         b.has_slots = bool(count.sum())

@@ -36,8 +36,8 @@ class SlotFeatures:
     ----------
     history : clean call history (the policy's).
     priors : fitted priors the features are smoothed toward.
-    calendar_of : an earlier instance whose calendar tables (they do not depend on the
-        history) this one shares, e.g. when the history grows during a campaign.
+    calendar_of : an earlier instance whose calendar tables and context codes (they do not
+        depend on the history) this one shares, e.g. when the history grows during a campaign.
     """
 
     def __init__(self, history: pd.DataFrame, priors: Priors,
@@ -52,6 +52,9 @@ class SlotFeatures:
         self._industry: dict = {}  #: industry -> (industry code, prior code)
         self._country: dict = {}  #: country -> country code
         self._code_types: tuple = (np.int8, np.int8)
+        if calendar_of is not None and calendar_of.priors is priors:  # codes follow the priors
+            self._industry, self._country = calendar_of._industry, calendar_of._country
+            self._code_types = calendar_of._code_types
 
     def _history(self) -> tuple[PreparedCalls, dict]:
         """The prepared history and each contact's code in it (built on first use).
