@@ -14,9 +14,8 @@ from sklearn.metrics import log_loss
 
 import callback_timing as ct
 from callback_timing import config, tuning
-from callback_timing.features import MODEL_FEATURES
-from callback_timing.model import DEFAULT_PARAMS, RULES_MARGIN, AnswerModel
-from callback_timing.training import split_by_time
+from callback_timing.model import DEFAULT_PARAMS
+from callback_timing.training import answer_model, split_by_time
 from callback_timing.tuning import tune
 from callback_timing.workflow import resolve_params
 
@@ -76,7 +75,7 @@ def test_trial_0_is_the_defaults_and_never_beaten_by_the_result(calls, tuned):
     split = split_by_time(calls)
     X, y = ct.training_frame(calls, ct.fit_priors(calls[split.train]))
     y = y.to_numpy()
-    model = AnswerModel(n_jobs=1, margin_feature=RULES_MARGIN, features=MODEL_FEATURES).fit(
+    model = answer_model(n_jobs=1).fit(
         X[split.train], y[split.train], X[split.valid], y[split.valid])
     expected = log_loss(y[split.valid], model.p_answer(X[split.valid]))
     assert tuned.default_value == pytest.approx(expected, rel=1e-9)

@@ -174,19 +174,15 @@ def feature_block(calls: PreparedCalls, t_code: np.ndarray, t_sec: np.ndarray, c
 
 
 def _target_arrays(calls: pd.DataFrame, targets: pd.DataFrame):
-    """Contact codes of calls and targets, and the targets' seconds and cut-offs."""
-    codes, _ = pd.factorize(
+    """Contact codes of calls and targets, how many codes there are, and the targets' seconds
+    and cut-offs."""
+    codes, uniques = pd.factorize(
         pd.concat([calls["contact_id"], targets["contact_id"]], ignore_index=True)
     )
     c_code, t_code = codes[: len(calls)].astype(np.int64), codes[len(calls) :].astype(np.int64)
     t_sec = _seconds(targets["at"])
     asof = targets["asof"].fillna(targets["at"]) if "asof" in targets else targets["at"]
-    return c_code, t_code, t_sec, np.minimum(t_sec, _seconds(asof))
-
-
-def _n_codes(c_code: np.ndarray, t_code: np.ndarray) -> int:
-    """One more than the largest contact code of calls and targets."""
-    return int(max(c_code.max(initial=-1), t_code.max(initial=-1))) + 1
+    return c_code, t_code, len(uniques), t_sec, np.minimum(t_sec, _seconds(asof))
 
 
 def build_features(
@@ -213,9 +209,9 @@ def build_features(
             raise KeyError(f"targets frame lacks column(s): {', '.join(missing)}")
         t_ns = calendar.utc_ns_of(targets["at"])
         t_local = tzclock.local_ns(t_ns, targets["timezone"].to_numpy(object))
-    c_code, t_code, t_sec, cut = _target_arrays(calls, targets)
+    c_code, t_code, n_codes, t_sec, cut = _target_arrays(calls, targets)
     c = PreparedCalls(CallArrays.of(calls, c_code, calendar.clock_arrays(c_ns, c_local)),
-                      _n_codes(c_code, t_code))
+                      n_codes)
     cal = calendar.calendar_arrays(t_ns, t_local, targets["country"].to_numpy(object),
                                    targets["subdivision"].to_numpy(object))
     context = context_codes(targets["industry"].to_numpy(object),

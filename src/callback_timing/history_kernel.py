@@ -165,7 +165,8 @@ def history_arrays(calls: PreparedCalls, t_code: np.ndarray, t_sec: np.ndarray,
     for name, prior_name, (counts, group_answers) in zip(_NAMES, _PRIORS, counted, strict=True):
         out[f"{name}_n"] = counts.astype(np.float32)
         out[f"{name}_rate"] = (group_answers + m * prior[prior_name]) / (counts + m)
-        # the same evidence without the prior: 0 where the contact has no call in the group
+        # the same evidence without the prior: exactly 0 where the contact has no call in the
+        # group (rate - prior would leave rounding residue there)
         out[f"{name}_excess"] = (group_answers - counts * prior[prior_name]) / (counts + m)
 
     has_prev = hi > lo

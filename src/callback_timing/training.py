@@ -109,6 +109,13 @@ class Evaluation:
     X_test: pd.DataFrame | None = None
 
 
+def answer_model(**params) -> AnswerModel:
+    """The project's answer model: starts from the rule table's chance
+    (:data:`~callback_timing.model.RULES_MARGIN`) and reads :data:`MODEL_FEATURES`;
+    ``params`` are :class:`AnswerModel` arguments (XGBoost hyper-parameters among them)."""
+    return AnswerModel(margin_feature=RULES_MARGIN, features=MODEL_FEATURES, **params)
+
+
 def fit_and_evaluate(
     calls: pd.DataFrame,
     params: dict | None = None,
@@ -134,7 +141,7 @@ def fit_and_evaluate(
     X, y = training_frame(calls, priors)
     y = y.to_numpy()
     step(2, 6)
-    model = AnswerModel(margin_feature=RULES_MARGIN, features=MODEL_FEATURES, **(params or {}))
+    model = answer_model(**(params or {}))
     model.fit(X[split.train], y[split.train], X[split.valid], y[split.valid])
     step(3, 6)
     X_test, y_test = X[split.test], y[split.test]
@@ -209,6 +216,7 @@ __all__ = [
     "Evaluation",
     "Split",
     "TrainingDataError",
+    "answer_model",
     "evaluate_bundle_on",
     "fit_and_evaluate",
     "metrics_table",

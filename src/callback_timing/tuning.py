@@ -41,9 +41,9 @@ from optuna_integration.xgboost import XGBoostPruningCallback
 from sklearn.metrics import log_loss
 
 from callback_timing import config
-from callback_timing.features import MODEL_FEATURES, fit_priors, training_frame
-from callback_timing.model import DEFAULT_PARAMS, RULES_MARGIN, AnswerModel
-from callback_timing.training import split_by_time
+from callback_timing.features import fit_priors, training_frame
+from callback_timing.model import DEFAULT_PARAMS
+from callback_timing.training import answer_model, split_by_time
 
 log = logging.getLogger(__name__)
 
@@ -253,9 +253,9 @@ def _objective(
         if tracking:
             tracking.log_params(params)
         try:
-            model = AnswerModel(
+            model = answer_model(
                 n_jobs=n_jobs, callbacks=[XGBoostPruningCallback(trial, OBSERVATION_KEY)],
-                margin_feature=RULES_MARGIN, features=MODEL_FEATURES, **params,
+                **params,
             ).fit(X_train, y_train, X_valid, y_valid)
         except optuna.TrialPruned:
             if tracking:  # the run itself ends normally; the tag says it was pruned
