@@ -9,7 +9,7 @@ a :class:`~callback_timing.policy.Policy` on it. Then it measures
   request ids);
 - peak RSS of the process.
 
-    .venv/bin/python benchmarks/bench_rank.py [--single 200] [--batch 10000] [--bundle DIR]
+    .venv/bin/python benchmarks/bench_rank.py [--single 1000] [--batch 10000] [--bundle DIR]
 
 ``--bundle DIR`` loads a saved bundle instead of simulating and training (and saves the
 trained one there when the folder does not exist yet). Prints one JSON line per figure, then
@@ -71,7 +71,7 @@ def requests_for(history: pd.DataFrame, n: int, prefix: str, seed: int = 0) -> l
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--single", type=int, default=200, help="single-contact calls timed")
+    parser.add_argument("--single", type=int, default=1000, help="single-contact calls timed")
     parser.add_argument("--warmup", type=int, default=20, help="untimed calls first")
     parser.add_argument("--batch", type=int, default=10_000, help="requests in the batch")
     parser.add_argument("--bundle", help="folder to load (or save) the trained bundle")
