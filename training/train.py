@@ -47,6 +47,7 @@ def run_job(job: Callable[[dict], str], description: str, argv: list[str] | None
 def train_job(cfg: dict) -> str:
     """Train as configured; return a one-line summary."""
     data, model, tracking = cfg["data"], cfg["model"], cfg["tracking"]
+    engine = cfg.get("engine", {})
     spec = None if model.get("params", "default") == "default" else model["params"]
     report = train(
         data["history"],
@@ -57,6 +58,9 @@ def train_job(cfg: dict) -> str:
         params=resolve_params(spec),
         track=tracking.get("mlflow", True),
         bentoml=tracking.get("bentoml", True),
+        engine=engine.get("name", "pandas"),
+        scheduler=engine.get("scheduler") or None,
+        workers=int(engine.get("workers", 2)),
     )
     metrics = report.evaluation.metrics["model"]
     state = {True: "champion", False: "challenger", None: "not registered"}[report.promoted]

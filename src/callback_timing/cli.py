@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from callback_timing import __version__, config
-from callback_timing.schema import CallbackTimingError
+from callback_timing.schema import CallbackTimingError, ConfigError
 
 app = typer.Typer(
     name="callback-timing",
@@ -42,6 +43,15 @@ AssumeTzOption = Annotated[
     str | None,
     typer.Option(help="IANA zone for timestamps without offset (else they are rejected)."),
 ]
+
+
+class Engine(StrEnum):
+    """Where ``train`` runs: one process (pandas) or a Dask cluster."""
+
+    pandas = "pandas"
+    dask = "dask"
+
+
 DefaultTzOption = Annotated[
     str, typer.Option(help="IANA zone for rows with no timezone, country or valid phone.")
 ]
@@ -238,7 +248,9 @@ def _print_training(report) -> None:
 
 @app.command("train")
 def train_cmd(
-    history: Annotated[Path, typer.Option(help="Call history file (.csv or .parquet).")],
+    history: Annotated[str, typer.Option(
+        help="Call history file (.csv or .parquet); with --engine dask partitioned Parquet: "
+             "a folder, glob or fsspec URL (s3://, gs://, abfs://, ...).")],
     out: Annotated[
         Path, typer.Option(help="Folder for the model bundle.")
     ] = config.model_dir(),
@@ -253,16 +265,31 @@ def train_cmd(
         bool, typer.Option(help="Log the run to MLflow and register the model.")
     ] = True,
     bentoml: Annotated[bool, typer.Option(help="Save the bundle to the BentoML store.")] = True,
+    engine: Annotated[
+        Engine, typer.Option(help="pandas: one process; dask: features and XGBoost on a Dask "
+                                  "cluster (partitioned Parquet input).")
+    ] = Engine.pandas,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (tcp://host:8786); default: start a "
+                          "LocalCluster on this machine."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes of the LocalCluster (no --scheduler).")
+    ] = 2,
 ) -> None:
     """Build features, train and calibrate the answer model, evaluate it on a later period."""
     from callback_timing.data import parse_mapping
     from callback_timing.workflow import resolve_params, train
 
-    with _progress("training") as progress:
+    if scheduler and engine is not Engine.dask:
+        raise ConfigError("--scheduler needs --engine dask")
+    with _progress(f"training ({engine.value})") as progress:
         report = train(
             history, out, mapping=parse_mapping(map_ or []), assume_tz=assume_tz,
             default_tz=default_tz, params=resolve_params(params), track=track,
-            bentoml=bentoml, progress=progress,
+            bentoml=bentoml, progress=progress, engine=engine.value, scheduler=scheduler,
+            workers=workers,
         )
     _print_training(report)
 

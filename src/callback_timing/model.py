@@ -100,9 +100,10 @@ class AnswerModel:
         self.features = None if features is None else list(features)
         self.params = {**DEFAULT_PARAMS, **params}
 
-    def fit(self, X: pd.DataFrame, y, X_val: pd.DataFrame, y_val) -> AnswerModel:
-        """Fit the booster with early stopping on ``X_val`` and calibrate on it."""
-        classifier = xgb.XGBClassifier(
+    def classifier_kwargs(self) -> dict:
+        """Arguments of the XGBoost scikit-learn estimator :meth:`fit` trains (also those of
+        ``xgboost.dask.DaskXGBClassifier`` in :mod:`callback_timing.dask_engine`)."""
+        return dict(
             tree_method="hist",
             enable_categorical=True,
             objective="binary:logistic",
@@ -113,21 +114,34 @@ class AnswerModel:
             callbacks=self.callbacks,
             **self.params,
         )
+
+    def fit(self, X: pd.DataFrame, y, X_val: pd.DataFrame, y_val) -> AnswerModel:
+        """Fit the booster with early stopping on ``X_val`` and calibrate on it."""
+        classifier = xgb.XGBClassifier(**self.classifier_kwargs())
         margins = {}
         if self.margin_feature:
             margins = {"base_margin": self.margin(X), "base_margin_eval_set": [self.margin(X_val)]}
         columns = self.features or list(X.columns)
         classifier.fit(X[columns], np.asarray(y), eval_set=[(X_val[columns], np.asarray(y_val))],
                        verbose=False, **margins)
-        self.booster_ = classifier.get_booster()
-        self.best_iteration_ = int(classifier.best_iteration)
-        self.feature_names_ = list(columns)
+        self.use_booster(classifier.get_booster(), int(classifier.best_iteration), X[columns])
+        return self.calibrate_on(self.predict_raw(X_val), y_val)
+
+    def use_booster(self, booster: xgb.Booster, best_iteration: int, X: pd.DataFrame) -> None:
+        """Take a trained booster: its best iteration and the columns (and categories) of
+        the frame ``X`` it was trained on (an empty frame with the same dtypes will do)."""
+        self.booster_ = booster
+        self.best_iteration_ = best_iteration
+        self.feature_names_ = list(X.columns)
         self.categories_ = {
             c: list(X[c].cat.categories)
-            for c in columns
+            for c in X.columns
             if isinstance(X[c].dtype, pd.CategoricalDtype)
         }
-        raw = self.predict_raw(X_val)
+
+    def calibrate_on(self, raw: np.ndarray, y_val) -> AnswerModel:
+        """Fit the calibrator (:attr:`calibration`) on the booster's raw validation
+        probabilities ``raw`` and their labels."""
         y_val = np.asarray(y_val, dtype=float)
         self.calibrator_ = None
         if self.calibration == "sigmoid":

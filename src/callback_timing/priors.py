@@ -55,7 +55,8 @@ class Priors:
     rules_: dict | None = field(default=None, init=False, repr=False)
 
     def fit(self, calls: pd.DataFrame, rules_table: dict | None = None) -> Priors:
-        """Fit from rows with ``industry``, ``weekday``, ``band`` and ``answered``.
+        """Fit from rows with ``industry``, ``weekday``, ``band`` and ``answered`` (with a
+        ``count`` column: rows of ``count`` calls and ``answered`` answers).
 
         ``rules_table`` is the rule-based fallback's table (parsed ``rules.yaml``) whose
         chances become the ``prior_rules`` feature; it is frozen here so training and serving
@@ -75,9 +76,13 @@ class Priors:
         frame["industry"] = frame["industry"].astype(str).astype(object)
         frame["weekday"] = frame["weekday"].astype(np.int64)
         frame["band"] = frame["band"].astype(np.int64)
-        self.population_ = float(frame["answered"].mean()) if len(frame) else 0.3
-        agg = frame.groupby("industry")["answered"].agg(["sum", "count"])
-        self.industry_ = (agg["sum"] + m * self.population_) / (agg["count"] + m)
+        # rows may be counts already (``answered`` answers of ``count`` calls): a cluster's
+        # partitions send their group totals (:mod:`callback_timing.dask_engine`)
+        frame["count"] = calls["count"].to_numpy() if "count" in calls else 1
+        total = frame["count"].sum()
+        self.population_ = float(frame["answered"].sum() / total) if total else 0.3
+        agg = frame.groupby("industry")[["answered", "count"]].sum()
+        self.industry_ = (agg["answered"] + m * self.population_) / (agg["count"] + m)
         ind = self.industry_
         self.wd_ = self._child(frame, ["industry", "weekday"], ind, m)
         self.band_ = self._child(frame, ["industry", "band"], ind, m)
@@ -96,10 +101,10 @@ class Priors:
 
     @staticmethod
     def _child(frame: pd.DataFrame, keys: list[str], parent: pd.Series, m: float) -> pd.Series:
-        agg = frame.groupby(keys, observed=True)["answered"].agg(["sum", "count"])
+        agg = frame.groupby(keys, observed=True)[["answered", "count"]].sum()
         parent_idx = agg.index.droplevel([k for k in keys if k not in parent.index.names])
         prior = parent.reindex(parent_idx).to_numpy()
-        return (agg["sum"] + m * prior) / (agg["count"] + m)
+        return (agg["answered"] + m * prior) / (agg["count"] + m)
 
     def lookup(self, industry, weekday, band) -> pd.DataFrame:
         """Prior rates for aligned arrays; unseen groups fall back to their parent."""

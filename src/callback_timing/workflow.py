@@ -87,6 +87,9 @@ def train(
     track: bool = True,
     bentoml: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    engine: str = "pandas",
+    scheduler: str | None = None,
+    workers: int = 2,
 ) -> TrainReport:
     """Train, calibrate and evaluate the answer model on a history file; track and store it.
 
@@ -94,21 +97,52 @@ def train(
     metrics, plots and the bundle, registers the model and promotes it to ``champion`` only when
     it is not worse than the current champion on this run's test slice, and saves the bundle to
     the BentoML model store.
+
+    ``engine="dask"`` reads partitioned Parquet (a folder, glob or fsspec URL) and runs the
+    pipeline on the Dask cluster at ``scheduler`` (default: a ``LocalCluster`` of ``workers``
+    processes); see :mod:`callback_timing.dask_engine`. The simulator's truth is not used there.
     """
-    history = Path(history)
+    if engine not in ("pandas", "dask"):
+        raise ConfigError(f"unknown engine {engine!r}: expected 'pandas' or 'dask'")
     out_dir = Path(out_dir) if out_dir is not None else config.model_dir()
+    if engine == "dask":
+        from callback_timing.dask_engine import dask_client, fit_and_evaluate_dask, read_history
+
+        with dask_client(scheduler, workers) as client:
+            spread = read_history(str(history), client, mapping=mapping, assume_tz=assume_tz,
+                                  default_tz=default_tz)
+            trained = fit_and_evaluate_dask(spread, params, progress=progress)
+            report = TrainReport(evaluation=trained.evaluation,
+                                 load=spread.load_result(trained.calls), bundle_dir=out_dir)
+            _store(report, _source_name(history), track, bentoml, trained.champion_metrics)
+        return report
+    history = Path(history)
     result = load_history(history, mapping=mapping, assume_tz=assume_tz, default_tz=default_tz)
     truth, world = load_ground_truth(history) if use_truth else (None, None)
     evaluation = fit_and_evaluate(result.calls, params, truth=truth, world=world,
                                   progress=progress)
-    bundle = evaluation.bundle
     report = TrainReport(evaluation=evaluation, load=result, bundle_dir=out_dir)
+    _store(report, history.name, track, bentoml,
+           lambda bundle: evaluate_bundle_on(bundle, result.calls, evaluation.split))
+    return report
+
+
+def _source_name(source: str | Path) -> str:
+    """The last part of a path or URL (``s3://bucket/calls/`` -> ``calls``)."""
+    return str(source).rstrip("/").rsplit("/", 1)[-1] or str(source)
+
+
+def _store(report: TrainReport, name: str, track: bool, bentoml: bool,
+           champion_metrics: Callable[[ModelBundle], dict]) -> None:
+    """Write the bundle (atomically), track and register it, save it to BentoML."""
+    out_dir, evaluation = report.bundle_dir, report.evaluation
+    bundle = evaluation.bundle
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         with tempfile.TemporaryDirectory(prefix="callback-timing-train-") as tmp:
             if track:
-                _track(report, history, Path(tmp), staging)
+                _track(report, name, Path(tmp), staging, champion_metrics)
             else:
                 bundle.metadata["version"] = bundle.metadata["trained_at"]
                 bundle.save(staging)
@@ -127,10 +161,10 @@ def train(
         )
     log.info("trained model %s (test log loss %.4f)", bundle.version,
              evaluation.metrics["model"]["log_loss"])
-    return report
 
 
-def _track(report: TrainReport, history: Path, tmp: Path, staging: Path) -> None:
+def _track(report: TrainReport, name: str, tmp: Path, staging: Path,
+           champion_metrics: Callable[[ModelBundle], dict]) -> None:
     """Log the run to MLflow, register the model and decide champion or challenger."""
     from callback_timing import tracking
     from callback_timing.report import quality_report
@@ -146,11 +180,11 @@ def _track(report: TrainReport, history: Path, tmp: Path, staging: Path) -> None
             bundle.model.feature_importance(), tmp / "importance.png"
         ),
         "answer_rate_weekday_hour": answer_heatmap(result.calls, tmp / "heatmap.png",
-                                                   title=history.name),
+                                                   title=name),
     }
     rejects = result.write_rejects(tmp / "rejects.csv")
-    with tracking.start_run(run_name=f"train {history.name}",
-                            tags={"history": history.name, "kind": "train"}) as run:
+    with tracking.start_run(run_name=f"train {name}",
+                            tags={"history": name, "kind": "train"}) as run:
         report.run_id = run.info.run_id
         bundle.metadata.update(version=run.info.run_id[:12], mlflow_run_id=run.info.run_id)
         bundle.save(staging)
@@ -168,16 +202,15 @@ def _track(report: TrainReport, history: Path, tmp: Path, staging: Path) -> None
         )
     report.model_version = tracking.register_model(report.run_id)
     champion = tracking.champion(dest=tmp / "champion")
-    champion_metrics = None
+    champion_on_test = None
     if champion is not None and champion.run_id != report.run_id:
         try:
             champion_bundle = ModelBundle.load(champion.bundle_dir)
-            champion_metrics = evaluate_bundle_on(champion_bundle, result.calls,
-                                                  evaluation.split)
+            champion_on_test = champion_metrics(champion_bundle)
         except Exception as exc:  # an unreadable champion must not block a new model
             log.warning("champion version %s cannot be evaluated (%s): replacing it",
                         champion.version, type(exc).__name__)
-    decision = tracking.decide_promotion(evaluation.metrics["model"], champion_metrics)
+    decision = tracking.decide_promotion(evaluation.metrics["model"], champion_on_test)
     tracking.apply_decision(config.REGISTERED_MODEL_NAME, report.model_version, decision)
     report.promoted, report.decision = decision.promote, decision.reason
 

@@ -1,0 +1,169 @@
+"""`train --engine dask`: the pipeline on a real Dask LocalCluster of two worker processes,
+checked against the pandas path on the same partitioned Parquet history."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import callback_timing as ct
+from callback_timing.bundle import HISTORY_COLUMNS, ModelBundle
+from callback_timing.dask_engine import dask_client, fit_and_evaluate_dask, read_history
+from callback_timing.policy import Policy
+from callback_timing.training import fit_and_evaluate
+
+KEY = b"dask-test-key"
+EXE = Path(sys.executable).with_name("callback-timing")
+
+
+@pytest.fixture(scope="module")
+def history_dir(tmp_path_factory) -> Path:
+    """A dirty simulated history as three Parquet files cut by row: every contact's calls
+    are spread over the files, so the engine has to bring them together."""
+    folder = tmp_path_factory.mktemp("dask") / "calls"
+    folder.mkdir()
+    raw = ct.simulate(contacts=800, days=60, seed=11).history
+    for i, rows in enumerate(np.array_split(np.arange(len(raw)), 3)):
+        raw.iloc[rows].to_parquet(folder / f"part-{i}.parquet", index=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pandas_path(history_dir):
+    loaded = ct.clean_history(pd.read_parquet(history_dir), key=KEY)
+    return loaded, fit_and_evaluate(loaded.calls, baselines=False)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with dask_client(workers=2) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def dask_path(history_dir, cluster):
+    spread = read_history(str(history_dir), cluster, key=KEY)
+    return spread, fit_and_evaluate_dask(spread)
+
+
+def test_cleaning_on_the_cluster_keeps_and_rejects_the_same_rows(pandas_path, dask_path):
+    loaded, _ = pandas_path
+    spread, trained = dask_path
+    assert spread.n_input_rows == loaded.n_input_rows
+    assert spread.n_duplicates == loaded.n_duplicates > 0
+    key = ["row", "column", "reason"]
+    pd.testing.assert_frame_equal(spread.rejects.sort_values(key, ignore_index=True),
+                                  loaded.rejects.sort_values(key, ignore_index=True))
+    assert len(spread.rejects) > 0
+    pd.testing.assert_frame_equal(trained.calls, loaded.calls)
+
+
+def test_split_and_priors_are_the_pandas_paths(pandas_path, dask_path):
+    _, ev = pandas_path
+    _, trained = dask_path
+    assert trained.evaluation.split.bounds == ev.split.bounds
+    assert trained.evaluation.bundle.metadata["rows"] == ev.bundle.metadata["rows"]
+    assert trained.evaluation.bundle.priors.to_dict() == ev.bundle.priors.to_dict()
+
+
+def test_features_on_the_workers_are_the_pandas_features(pandas_path, dask_path):
+    # the pandas model scored on the workers' features gives the pandas test metrics exactly
+    _, ev = pandas_path
+    _, trained = dask_path
+    on_workers = trained.champion_metrics(ev.bundle)
+    for name, value in ev.metrics["model"].items():
+        assert on_workers[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+
+
+def test_model_quality_matches_the_pandas_path(pandas_path, dask_path):
+    _, ev = pandas_path
+    _, trained = dask_path
+    got, want = trained.evaluation.metrics["model"], ev.metrics["model"]
+    assert abs(got["roc_auc"] - want["roc_auc"]) <= 0.005
+    assert got["log_loss"] < trained.evaluation.metrics["rules"]["log_loss"]
+    assert got["ece"] < 0.05
+    assert trained.evaluation.bundle.model.best_iteration_ > 5
+
+
+def test_the_bundle_has_the_same_form_and_serves(tmp_path, pandas_path, dask_path):
+    _, ev = pandas_path
+    _, trained = dask_path
+    bundle = trained.evaluation.bundle
+    folder = bundle.save(tmp_path / "bundle")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        p.name for p in ev.bundle.save(tmp_path / "pandas").iterdir())
+    loaded = ModelBundle.load(folder)
+    pd.testing.assert_frame_equal(loaded.history, ev.bundle.history[list(HISTORY_COLUMNS)])
+    assert loaded.model.feature_names_ == ev.bundle.model.feature_names_
+    contact = loaded.history["contact_id"].iloc[0]
+    now = loaded.history["called_at"].max()
+    out = Policy(loaded).rank([{"request_id": "r1", "contact": {"contact_id": contact},
+                                "now": now.isoformat(), "requested_at": now.isoformat()}])
+    assert out[0]["source"] == "model" and out[0]["windows"]
+
+
+def _run(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "CALLBACK_TIMING_PSEUDONYM_KEY": "test-key",
+           "CALLBACK_TIMING_HOME": str(tmp / "home"), "CALLBACK_TIMING_MLRUNS": str(tmp / "ml"),
+           "BENTOML_HOME": str(tmp / "bentoml"), "HOME": str(tmp), "COLUMNS": "160"}
+    return subprocess.run([str(EXE), *args], cwd=tmp, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_cli_trains_on_an_existing_scheduler_and_on_its_own_cluster(tmp_path, history_dir,
+                                                                     cluster):
+    address = cluster.scheduler_info()["address"]
+    out = _run(tmp_path, "train", "--engine", "dask", "--scheduler", address, "--history",
+               str(history_dir), "--out", "models/a", "--no-track", "--no-bentoml")
+    assert out.returncode == 0, out.stderr
+    assert "model" in out.stdout and "rules" in out.stdout
+    meta = ModelBundle.load(tmp_path / "models/a").metadata
+    assert meta["engine"]["name"] == "dask" and meta["engine"]["workers"] == 2
+    glob = str(history_dir / "part-*.parquet")
+    own = _run(tmp_path, "train", "--engine", "dask", "--workers", "2", "--history", glob,
+               "--out", "models/b", "--no-track", "--no-bentoml")
+    assert own.returncode == 0, own.stderr
+    assert "distributed.scheduler" not in own.stderr  # Dask's INFO lines stay quiet
+    assert ModelBundle.load(tmp_path / "models/b").metadata["split"] == meta["split"]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--history", "no/such/folder"], "no/such/folder"),
+    (["--history", "{data}", "--map", "called_at=start"], "start"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, history_dir, cluster, args, needle):
+    args = [a.replace("{data}", str(history_dir)) for a in args]
+    address = cluster.scheduler_info()["address"]
+    out = _run(tmp_path, "train", "--engine", "dask", "--scheduler", address, "--no-track",
+               "--no-bentoml", *args)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in out.stderr
+
+
+def test_scheduler_without_the_dask_engine_is_refused(tmp_path):
+    out = _run(tmp_path, "train", "--history", "h.csv", "--scheduler", "tcp://127.0.0.1:1")
+    assert out.returncode == 1 and "--engine dask" in out.stderr
+
+
+def test_scheduled_job_trains_on_the_cluster_its_config_names(tmp_path, history_dir, cluster):
+    root = Path(__file__).resolve().parents[1]
+    config = (root / "training" / "configs" / "default.toml").read_text()
+    config = (config.replace('"data/history.csv"', f'"{history_dir}"')
+              .replace('name = "pandas"', 'name = "dask"')
+              .replace('scheduler = ""', f'scheduler = "{cluster.scheduler_info()["address"]}"')
+              .replace("mlflow = true", "mlflow = false")
+              .replace("bentoml = true", "bentoml = false"))
+    (tmp_path / "job.toml").write_text(config)
+    env = {"PATH": "/usr/bin:/bin", "CALLBACK_TIMING_PSEUDONYM_KEY": "test-key",
+           "CALLBACK_TIMING_HOME": str(tmp_path / "home"), "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, str(root / "training" / "train.py"), "--config",
+                          "job.toml"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert ModelBundle.load(tmp_path / "models" / "current").metadata["engine"]["name"] == "dask"
