@@ -13,8 +13,15 @@ import pytest
 
 import callback_timing as ct
 from callback_timing.bundle import HISTORY_COLUMNS, ModelBundle
-from callback_timing.dask_engine import dask_client, fit_and_evaluate_dask, read_history
+from callback_timing.dask_engine import (
+    _features,
+    dask_client,
+    fit_and_evaluate_dask,
+    read_history,
+)
+from callback_timing.features import training_frame
 from callback_timing.policy import Policy
+from callback_timing.rules import RuleModel
 from callback_timing.training import fit_and_evaluate
 
 KEY = b"dask-test-key"
@@ -80,6 +87,33 @@ def test_features_on_the_workers_are_the_pandas_features(pandas_path, dask_path)
         assert on_workers[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
 
 
+def test_training_rows_built_per_partition_are_the_pandas_training_frame(pandas_path,
+                                                                          dask_path, cluster):
+    loaded, ev = pandas_path
+    spread, trained = dask_path
+    bounds = trained.bounds
+    parts = cluster.gather([cluster.submit(_features, p, ev.bundle.priors, bounds,
+                                           "prior_rules") for p in spread.parts])
+    calls = pd.concat(cluster.gather(spread.parts), ignore_index=True)
+    X = pd.concat(parts, ignore_index=True)
+    # the pandas order: contacts, then time, ties in the dataset's order
+    order = calls.sort_values(["contact_id", "called_at"], kind="stable").index
+    X = X.loc[order].reset_index(drop=True)
+    want, y = training_frame(loaded.calls, ev.bundle.priors)
+    pd.testing.assert_frame_equal(X[list(want.columns)], want)
+    np.testing.assert_array_equal(X["_y"], y)
+    slices = np.select([ev.split.train, ev.split.valid, ev.split.test], [0, 1, 2])
+    np.testing.assert_array_equal(X["_slice"], slices)
+
+
+def test_the_rules_baseline_is_the_pandas_paths_scorer(pandas_path, dask_path):
+    _, ev = pandas_path
+    _, trained = dask_path
+    want = RuleModel.from_file().p_answer(ev.X_test)
+    np.testing.assert_allclose(np.sort(trained.evaluation.p_test["rules"]), np.sort(want))
+    np.testing.assert_array_equal(np.sort(trained.evaluation.y_test), np.sort(ev.y_test))
+
+
 def test_model_quality_matches_the_pandas_path(pandas_path, dask_path):
     _, ev = pandas_path
     _, trained = dask_path
@@ -133,10 +167,19 @@ def test_cli_trains_on_an_existing_scheduler_and_on_its_own_cluster(tmp_path, hi
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["--history", "no/such/folder"], "no/such/folder"),
+    (["--history", "no/such/folder"], "no/such/folder: no such file or folder"),
+    (["--history", "{data}/../h.csv"], "not Parquet"),
     (["--history", "{data}", "--map", "called_at=start"], "start"),
+    (["--history", "{data}/../no-called-at"], "'called_at'"),
+    (["--history", "{data}", "--default-tz", "Mars/Base"], "--default-tz"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, history_dir, cluster, args, needle):
+    (history_dir.parent / "h.csv").write_text("contact_id,called_at,outcome\n")
+    lacking = history_dir.parent / "no-called-at"
+    if not lacking.exists():
+        lacking.mkdir()
+        pd.read_parquet(history_dir / "part-0.parquet").drop(columns="called_at").to_parquet(
+            lacking / "part-0.parquet")
     args = [a.replace("{data}", str(history_dir)) for a in args]
     address = cluster.scheduler_info()["address"]
     out = _run(tmp_path, "train", "--engine", "dask", "--scheduler", address, "--no-track",
@@ -167,3 +210,12 @@ def test_scheduled_job_trains_on_the_cluster_its_config_names(tmp_path, history_
                          timeout=600)
     assert out.returncode == 0, out.stderr
     assert ModelBundle.load(tmp_path / "models" / "current").metadata["engine"]["name"] == "dask"
+
+
+def test_an_unusable_scheduler_address_is_one_line(tmp_path, history_dir):
+    out = _run(tmp_path, "train", "--engine", "dask", "--scheduler", "no-port-here",
+               "--history", str(history_dir), "--no-track", "--no-bentoml")
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Dask scheduler 'no-port-here'" in lines[0]
+    assert not (tmp_path / "models").exists()

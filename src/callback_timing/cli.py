@@ -385,10 +385,13 @@ def main() -> None:
     try:
         app()
     except CallbackTimingError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        # one line whatever the terminal's width (a long path must not wrap the message)
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except OSError as exc:  # unreadable/unwritable paths: the user's to fix, not a crash
-        err_console.print(f"[red]error:[/] {exc.strerror or exc}: {exc.filename}", highlight=False)
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        err_console.print(f"[red]error:[/] {exc.strerror or exc}{where}", highlight=False,
+                          soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -42,13 +42,13 @@ import pandas as pd
 from callback_timing import schema
 from callback_timing.bundle import HISTORY_COLUMNS, ModelBundle, library_versions
 from callback_timing.calendar import local_clock, utc_ns_of
-from callback_timing.data import LoadResult, clean_history
+from callback_timing.data import LoadResult, clean_history, zone_option
 from callback_timing.evaluate import classification_metrics
 from callback_timing.features import build_features, targets_from_calls
 from callback_timing.model import AnswerModel
 from callback_timing.priors import Priors, hour_band
 from callback_timing.reading import apply_mapping, check_required
-from callback_timing.schema import SchemaError
+from callback_timing.schema import ConfigError, SchemaError
 from callback_timing.training import Evaluation, Split, answer_model, split_by_time
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,14 @@ _SLICES = ("train", "valid", "test")
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str | None = None, workers: int = 2,
-                threads_per_worker: int = 1, quiet: bool = True) -> Iterator:
-    """A ``distributed.Client``: connected to ``scheduler`` (``tcp://host:8786``), or to a
-    ``LocalCluster`` of ``workers`` processes started for the block and closed after it.
+def dask_client(scheduler=None, workers: int = 2, threads_per_worker: int = 1,
+                quiet: bool = True) -> Iterator:
+    """A ``distributed.Client`` for the block.
+
+    ``scheduler`` is an address (``tcp://host:8786``; connected and closed after the
+    block), a ``Client`` or a cluster object with ``get_client()`` (e.g. from Coiled or Dask
+    Gateway, whose TLS addresses need the cluster's credentials; used as they are, not
+    closed), or ``None``: a ``LocalCluster`` of ``workers`` processes, closed after the block.
 
     ``quiet``: Dask's own INFO lines (cluster start, every worker and client coming and
     going) are not shown, nor the p2p shuffle's per-shuffle warnings, unless this
@@ -72,8 +76,19 @@ def dask_client(scheduler: str | None = None, workers: int = 2,
         logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
     from distributed import Client, LocalCluster
 
+    if isinstance(scheduler, Client):
+        yield scheduler
+        return
+    if hasattr(scheduler, "get_client"):
+        yield scheduler.get_client()
+        return
     if scheduler:
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler)
+        except (OSError, ValueError, TypeError) as exc:  # unreachable, or not an address
+            raise ConfigError(f"cannot reach the Dask scheduler {scheduler!r}: "
+                              f"{type(exc).__name__}: {exc}") from None
+        with client:
             yield client
         return
     with LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
@@ -148,11 +163,15 @@ def read_history(source: str, client, mapping: dict[str, str] | None = None,
     from callback_timing.contacts import load_key
 
     key = load_key() if key is None else key
+    assume_tz = zone_option(assume_tz, "--assume-tz")  # mistakes found before any reading
+    default_tz = zone_option(default_tz, "--default-tz") or "UTC"
     with dask.config.set({"dataframe.convert-string": False}):
         try:
             raw = dd.read_parquet(source, storage_options=storage_options)
+        except ImportError as exc:  # e.g. s3:// without s3fs
+            raise SchemaError(f"cannot read call history {source}: {exc}") from None
         except (OSError, ValueError) as exc:
-            raise SchemaError(f"cannot read call history {source}: {type(exc).__name__}"
+            raise SchemaError(f"cannot read call history {source}: {_read_error(exc)}"
                               ) from None
         raw = apply_mapping(raw, mapping)
         check_required(raw._meta)
@@ -179,6 +198,17 @@ def read_history(source: str, client, mapping: dict[str, str] | None = None,
                               n_input_rows=int(sum(s[1] for s in summary)),
                               n_duplicates=int(sum(s[2] for s in summary)),
                               warnings=warnings)
+
+
+def _read_error(exc: Exception) -> str:
+    """Why Dask could not read a source, in a few words (Dask wraps the reader's error)."""
+    inner = exc.__cause__ or exc
+    if isinstance(inner, FileNotFoundError):
+        return "no such file or folder"
+    if "magic bytes" in str(inner):
+        return "not Parquet (--engine dask reads Parquet; convert CSV first)"
+    first = (str(inner).strip().splitlines() or [""])[0]
+    return f"{type(inner).__name__}: {first[:100]}"
 
 
 def _pick(result: tuple, i: int):
@@ -226,20 +256,26 @@ def _features(calls: pd.DataFrame, priors: Priors, bounds, margin: str | None) -
 
 def _predict(X: pd.DataFrame, model: AnswerModel, slices: tuple[int, ...]) -> pd.DataFrame:
     """Labels, slice, raw booster probabilities and the baselines' of some slices' rows."""
+    from callback_timing.rules import RuleModel
+
     rows = X[X["_slice"].isin(slices)]
-    raw = model.predict_raw(rows) if len(rows) else np.empty(0)
-    return pd.DataFrame({"y": rows["_y"].to_numpy(), "slice": rows["_slice"].to_numpy(),
-                         "raw": raw, "rules": rows["prior_rules"].to_numpy(dtype=float),
-                         "contact_rate": rows["hist_rate"].to_numpy(dtype=float)})
+    empty = np.empty(0)
+    return pd.DataFrame({
+        "y": rows["_y"].to_numpy(), "slice": rows["_slice"].to_numpy(),
+        "raw": model.predict_raw(rows) if len(rows) else empty,
+        # the baselines of evaluate.baseline_scores that need no training data
+        "rules": RuleModel.from_file().p_answer(rows) if len(rows) else empty,
+        "contact_rate": rows["hist_rate"].to_numpy(dtype=float)})
 
 
-def _champion_p(calls: pd.DataFrame, bundle: ModelBundle, bounds) -> pd.DataFrame:
-    """A bundle's answers for one partition's test calls, with its own priors."""
+def _champion_p(calls: pd.DataFrame, model: AnswerModel, priors: Priors, bounds
+                ) -> pd.DataFrame:
+    """A model's answers for one partition's test calls, with its own priors."""
     test = calls[_slice_codes(calls["called_at"], bounds) == 2]
     if not len(test):
         return pd.DataFrame({"y": np.empty(0, np.int8), "p": np.empty(0)})
-    X = build_features(calls, targets_from_calls(test), bundle.priors)
-    return pd.DataFrame({"y": test["answered"].to_numpy(), "p": bundle.model.p_answer(X)})
+    X = build_features(calls, targets_from_calls(test), priors)
+    return pd.DataFrame({"y": test["answered"].to_numpy(), "p": model.p_answer(X)})
 
 
 # --- the pipeline ------------------------------------------------------------------------------
@@ -259,7 +295,9 @@ class DaskTraining:
         """Test metrics of another bundle on this run's test period, computed on the
         workers (the champion's own priors and features)."""
         h = self.history
-        parts = h.client.gather([h.client.submit(_champion_p, p, bundle, self.bounds)
+        # the model and priors only (not the bundle's history), sent to each worker once
+        model, priors = h.client.scatter([bundle.model, bundle.priors], broadcast=True)
+        parts = h.client.gather([h.client.submit(_champion_p, p, model, priors, self.bounds)
                                  for p in h.parts])
         scored = pd.concat(parts, ignore_index=True)
         return classification_metrics(scored["y"].to_numpy(), scored["p"].to_numpy())
@@ -294,7 +332,8 @@ def fit_and_evaluate_dask(history: DistributedHistory, params: dict | None = Non
 
     model = answer_model(**(params or {}))
     margin = model.margin_feature
-    feats = [client.submit(_features, p, priors, bounds, margin) for p in history.parts]
+    shared_priors = client.scatter(priors, broadcast=True)
+    feats = [client.submit(_features, p, shared_priors, bounds, margin) for p in history.parts]
     meta = client.submit(_empty_like, feats[0]).result()
     X = dd.from_delayed(feats, meta=meta, verify_meta=False)
     columns = model.features or [c for c in meta.columns if not c.startswith("_")]
@@ -311,8 +350,9 @@ def fit_and_evaluate_dask(history: DistributedHistory, params: dict | None = Non
     model.use_booster(estimator.get_booster(), int(estimator.best_iteration), meta[columns])
     step(3, 6)
 
-    scored = pd.concat(client.gather([client.submit(_predict, f, model, (1, 2)) for f in feats]),
-                       ignore_index=True)
+    shared_model = client.scatter(model, broadcast=True)
+    scored = pd.concat(client.gather([client.submit(_predict, f, shared_model, (1, 2))
+                                      for f in feats]), ignore_index=True)
     val, test = scored[scored["slice"] == 1], scored[scored["slice"] == 2]
     model.calibrate_on(val["raw"].to_numpy(), val["y"].to_numpy())
     y_test = test["y"].to_numpy()

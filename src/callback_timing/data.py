@@ -292,7 +292,9 @@ def _row_numbers(frame: pd.DataFrame) -> np.ndarray:
     return np.arange(2, len(frame) + 2, dtype="int64")
 
 
-def _zone_option(value: str | None, option: str) -> str | None:
+def zone_option(value: str | None, option: str) -> str | None:
+    """The canonical IANA zone of a time-zone option (``None`` stays ``None``); raises
+    :class:`ConfigError` naming ``option`` for an unknown zone."""
     if value is None:
         return None
     zone = canonical_zone(pd.Series([value], dtype="str")).iloc[0]
@@ -325,8 +327,8 @@ def clean_history(
     LoadResult
     """
     check_required(frame)
-    assume_tz = _zone_option(assume_tz, "--assume-tz")
-    default_tz = _zone_option(default_tz, "--default-tz") or "UTC"
+    assume_tz = zone_option(assume_tz, "--assume-tz")
+    default_tz = zone_option(default_tz, "--default-tz") or "UTC"
     bad_lines = list(frame.attrs.get("bad_lines", []))
     exact = frame.duplicated(keep="first").to_numpy()
     raw = frame.loc[~exact].reset_index(drop=True)

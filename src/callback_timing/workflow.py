@@ -88,7 +88,7 @@ def train(
     bentoml: bool = True,
     progress: Callable[[int, int], None] | None = None,
     engine: str = "pandas",
-    scheduler: str | None = None,
+    scheduler=None,
     workers: int = 2,
 ) -> TrainReport:
     """Train, calibrate and evaluate the answer model on a history file; track and store it.
@@ -99,8 +99,10 @@ def train(
     the BentoML model store.
 
     ``engine="dask"`` reads partitioned Parquet (a folder, glob or fsspec URL) and runs the
-    pipeline on the Dask cluster at ``scheduler`` (default: a ``LocalCluster`` of ``workers``
-    processes); see :mod:`callback_timing.dask_engine`. The simulator's truth is not used there.
+    pipeline on the Dask cluster ``scheduler``: an address, a ``distributed.Client`` or a
+    cluster object (Coiled, Dask Gateway: their credentials come with it); default a
+    ``LocalCluster`` of ``workers`` processes. See :mod:`callback_timing.dask_engine`. The
+    simulator's truth is not used there.
     """
     if engine not in ("pandas", "dask"):
         raise ConfigError(f"unknown engine {engine!r}: expected 'pandas' or 'dask'")
