@@ -70,6 +70,17 @@ def test_cleaning_on_the_cluster_keeps_and_rejects_the_same_rows(pandas_path, da
     pd.testing.assert_frame_equal(trained.calls, loaded.calls)
 
 
+def test_a_folder_url_with_the_simulators_truth_beside_reads_only_the_calls(
+        tmp_path, history_dir, pandas_path, cluster):
+    loaded, _ = pandas_path
+    for part in sorted(history_dir.glob("*.parquet")):
+        (tmp_path / part.name).write_bytes(part.read_bytes())
+    pd.DataFrame({"call_id": ["x"], "p_true": [0.5]}).to_parquet(tmp_path / "h.truth.parquet")
+    spread = read_history(f"file://{tmp_path}", cluster, key=KEY)
+    assert spread.n_input_rows == loaded.n_input_rows
+    assert len(spread.gather()) == loaded.n_clean
+
+
 def test_split_and_priors_are_the_pandas_paths(pandas_path, dask_path):
     _, ev = pandas_path
     _, trained = dask_path
@@ -171,15 +182,19 @@ def test_cli_trains_on_an_existing_scheduler_and_on_its_own_cluster(tmp_path, hi
     (["--history", "{data}/../h.csv"], "not Parquet"),
     (["--history", "{data}", "--map", "called_at=start"], "start"),
     (["--history", "{data}/../no-called-at"], "'called_at'"),
+    (["--history", "{data}/../mixed"], "lacks column"),
     (["--history", "{data}", "--default-tz", "Mars/Base"], "--default-tz"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, history_dir, cluster, args, needle):
     (history_dir.parent / "h.csv").write_text("contact_id,called_at,outcome\n")
-    lacking = history_dir.parent / "no-called-at"
+    lacking, mixed = history_dir.parent / "no-called-at", history_dir.parent / "mixed"
     if not lacking.exists():
         lacking.mkdir()
         pd.read_parquet(history_dir / "part-0.parquet").drop(columns="called_at").to_parquet(
             lacking / "part-0.parquet")
+        mixed.mkdir()  # a history file and, beside it, a file of other columns
+        (mixed / "a.parquet").write_bytes((history_dir / "part-0.parquet").read_bytes())
+        pd.DataFrame({"contact_id": ["c"], "x": [1]}).to_parquet(mixed / "b.parquet")
     args = [a.replace("{data}", str(history_dir)) for a in args]
     address = cluster.scheduler_info()["address"]
     out = _run(tmp_path, "train", "--engine", "dask", "--scheduler", address, "--no-track",

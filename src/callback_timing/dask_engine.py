@@ -167,7 +167,8 @@ def read_history(source: str, client, mapping: dict[str, str] | None = None,
     default_tz = zone_option(default_tz, "--default-tz") or "UTC"
     with dask.config.set({"dataframe.convert-string": False}):
         try:
-            raw = dd.read_parquet(source, storage_options=storage_options)
+            raw = dd.read_parquet(_history_files(source, storage_options),
+                                  storage_options=storage_options)
         except ImportError as exc:  # e.g. s3:// without s3fs
             raise SchemaError(f"cannot read call history {source}: {exc}") from None
         except (OSError, ValueError) as exc:
@@ -175,7 +176,13 @@ def read_history(source: str, client, mapping: dict[str, str] | None = None,
                               ) from None
         raw = apply_mapping(raw, mapping)
         check_required(raw._meta)
-        sizes = np.asarray(raw.map_partitions(len).compute(), dtype=np.int64)
+        try:  # the first pass over the files: a file of another schema shows here
+            sizes = np.asarray(raw.map_partitions(len).compute(), dtype=np.int64)
+        except (KeyError, ValueError, OSError) as exc:
+            raise SchemaError(
+                f"cannot read call history {source}: {_read_error(exc)} (every file must "
+                "have the history's columns; name them with a glob if others lie beside)"
+            ) from None
         offsets = np.concatenate([[2], 2 + np.cumsum(sizes)[:-1]])
         numbered = raw.map_partitions(_number_rows, offsets,
                                       meta=_number_rows(raw._meta, offsets))
@@ -200,11 +207,36 @@ def read_history(source: str, client, mapping: dict[str, str] | None = None,
                               warnings=warnings)
 
 
+#: Files ``simulate`` writes beside a history (its ground truth), never call rows.
+_SIDECARS = (".truth.parquet", ".world.parquet")
+
+
+def _history_files(source: str, storage_options: dict | None):
+    """``source``, or for a folder holding the simulator's ground-truth files beside the
+    history, the folder's other Parquet files (a list)."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
+        if not fs.isdir(path):
+            return source
+        files = sorted(f for f in fs.find(path) if f.endswith(".parquet"))
+    except (ImportError, OSError, ValueError):
+        return source  # read_parquet says what is wrong
+    if not any(f.endswith(_SIDECARS) for f in files):
+        return source
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+    keep = [f for f in files if not f.endswith(_SIDECARS)]
+    return [f if protocol == "file" else f"{protocol}://{f}" for f in keep] or source
+
+
 def _read_error(exc: Exception) -> str:
     """Why Dask could not read a source, in a few words (Dask wraps the reader's error)."""
     inner = exc.__cause__ or exc
     if isinstance(inner, FileNotFoundError):
         return "no such file or folder"
+    if isinstance(inner, KeyError):
+        return f"a file lacks column(s) {inner}"
     if "magic bytes" in str(inner):
         return "not Parquet (--engine dask reads Parquet; convert CSV first)"
     first = (str(inner).strip().splitlines() or [""])[0]
