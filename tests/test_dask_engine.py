@@ -22,7 +22,7 @@ from callback_timing.dask_engine import (
 from callback_timing.features import training_frame
 from callback_timing.policy import Policy
 from callback_timing.rules import RuleModel
-from callback_timing.training import fit_and_evaluate
+from callback_timing.training import answer_model, fit_and_evaluate
 
 KEY = b"dask-test-key"
 EXE = Path(sys.executable).with_name("callback-timing")
@@ -104,7 +104,7 @@ def test_training_rows_built_per_partition_are_the_pandas_training_frame(pandas_
     spread, trained = dask_path
     bounds = trained.bounds
     parts = cluster.gather([cluster.submit(_features, p, ev.bundle.priors, bounds,
-                                           "prior_rules") for p in spread.parts])
+                                           answer_model()) for p in spread.parts])
     calls = pd.concat(cluster.gather(spread.parts), ignore_index=True)
     X = pd.concat(parts, ignore_index=True)
     # the pandas order: contacts, then time, ties in the dataset's order

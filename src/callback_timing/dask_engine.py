@@ -41,12 +41,12 @@ import pandas as pd
 
 from callback_timing import schema
 from callback_timing.bundle import HISTORY_COLUMNS, ModelBundle, library_versions
-from callback_timing.calendar import local_clock, utc_ns_of
+from callback_timing.calendar import utc_ns_of
 from callback_timing.data import LoadResult, clean_history, zone_option
 from callback_timing.evaluate import classification_metrics
-from callback_timing.features import build_features, targets_from_calls
+from callback_timing.features import build_features, prior_rows, scored_calls
 from callback_timing.model import AnswerModel
-from callback_timing.priors import Priors, hour_band
+from callback_timing.priors import Priors
 from callback_timing.reading import apply_mapping, check_required
 from callback_timing.schema import ConfigError, SchemaError
 from callback_timing.training import Evaluation, Split, answer_model, split_by_time
@@ -261,11 +261,7 @@ def _times(calls: pd.DataFrame) -> pd.DataFrame:
 def _prior_counts(calls: pd.DataFrame, train_to: pd.Timestamp) -> tuple[pd.DataFrame, list]:
     """Calls and answers per (industry, weekday, band) of the training period; countries."""
     train = calls[calls["called_at"] < train_to]
-    clock = local_clock(train["called_at"], train["timezone"])
-    frame = pd.DataFrame({"industry": train["industry"].to_numpy(),
-                          "weekday": clock["weekday"].to_numpy(),
-                          "band": hour_band(clock["hour"]),
-                          "answered": train["answered"].to_numpy(dtype=np.int64)})
+    frame = prior_rows(train).astype({"answered": np.int64})
     counts = frame.groupby(["industry", "weekday", "band"], observed=True)["answered"].agg(
         answered="sum", count="size").reset_index()
     return counts, train["country"].dropna().astype(str).unique().tolist()
@@ -277,12 +273,15 @@ def _slice_codes(called_at: pd.Series, bounds: tuple[pd.Timestamp, pd.Timestamp]
     return np.searchsorted(edges, utc_ns_of(called_at), side="right").astype(np.int8)
 
 
-def _features(calls: pd.DataFrame, priors: Priors, bounds, margin: str | None) -> pd.DataFrame:
-    """The model's training rows of one partition, with ``_y``, ``_slice`` and ``_margin``."""
+def _features(calls: pd.DataFrame, priors: Priors, bounds, model: AnswerModel
+              ) -> pd.DataFrame:
+    """The model's training rows of one partition, with ``_y``, ``_slice`` and ``_margin``
+    (the logit ``model`` starts from; 0 without a margin feature)."""
     X = build_features(calls, None, priors)
     X["_y"] = calls["answered"].to_numpy(dtype=np.int8)
     X["_slice"] = _slice_codes(calls["called_at"], bounds)
-    X["_margin"] = AnswerModel(margin_feature=margin).margin(X) if margin else 0.0
+    margin = model.margin(X)
+    X["_margin"] = 0.0 if margin is None else margin
     return X
 
 
@@ -303,11 +302,11 @@ def _predict(X: pd.DataFrame, model: AnswerModel, slices: tuple[int, ...]) -> pd
 def _champion_p(calls: pd.DataFrame, model: AnswerModel, priors: Priors, bounds
                 ) -> pd.DataFrame:
     """A model's answers for one partition's test calls, with its own priors."""
-    test = calls[_slice_codes(calls["called_at"], bounds) == 2]
-    if not len(test):
+    test = _slice_codes(calls["called_at"], bounds) == 2
+    if not test.any():
         return pd.DataFrame({"y": np.empty(0, np.int8), "p": np.empty(0)})
-    X = build_features(calls, targets_from_calls(test), priors)
-    return pd.DataFrame({"y": test["answered"].to_numpy(), "p": model.p_answer(X)})
+    y, p = scored_calls(calls, test, model, priors)
+    return pd.DataFrame({"y": y, "p": p})
 
 
 # --- the pipeline ------------------------------------------------------------------------------
@@ -348,9 +347,8 @@ def fit_and_evaluate_dask(history: DistributedHistory, params: dict | None = Non
     times = pd.concat(client.gather([client.submit(_times, p) for p in history.parts]),
                       ignore_index=True)
     split = split_by_time(times)
-    t = times["called_at"]
     bounds = (pd.Timestamp(split.bounds["valid_from"]), pd.Timestamp(split.bounds["test_from"]))
-    del times, t
+    del times
     step(1, 6)
 
     counted = client.gather([client.submit(_prior_counts, p, bounds[0]) for p in history.parts])
@@ -365,7 +363,7 @@ def fit_and_evaluate_dask(history: DistributedHistory, params: dict | None = Non
     model = answer_model(**(params or {}))
     margin = model.margin_feature
     shared_priors = client.scatter(priors, broadcast=True)
-    feats = [client.submit(_features, p, shared_priors, bounds, margin) for p in history.parts]
+    feats = [client.submit(_features, p, shared_priors, bounds, model) for p in history.parts]
     meta = client.submit(_empty_like, feats[0]).result()
     X = dd.from_delayed(feats, meta=meta, verify_meta=False)
     columns = model.features or [c for c in meta.columns if not c.startswith("_")]
@@ -396,8 +394,9 @@ def fit_and_evaluate_dask(history: DistributedHistory, params: dict | None = Non
 
     X_test = _test_example(client, feats, columns)
     calls = history.gather()
-    rows = {name: int(n) for name, n in zip(_SLICES, np.bincount(
-        _slice_codes(calls["called_at"], bounds), minlength=3), strict=True)}
+    codes = _slice_codes(calls["called_at"], bounds)
+    rows = {name: int(n) for name, n in zip(_SLICES, np.bincount(codes, minlength=3),
+                                            strict=True)}
     step(5, 6)
     metadata = {
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -414,7 +413,6 @@ def fit_and_evaluate_dask(history: DistributedHistory, params: dict | None = Non
     }
     bundle = ModelBundle(model=model, priors=priors, history=calls[list(HISTORY_COLUMNS)],
                          metadata=metadata)
-    codes = _slice_codes(calls["called_at"], bounds)
     full_split = Split(train=codes == 0, valid=codes == 1, test=codes == 2, bounds=split.bounds)
     evaluation = Evaluation(bundle=bundle, split=full_split, metrics=metrics, y_test=y_test,
                             p_test=p_test, truth={}, X_test=X_test)

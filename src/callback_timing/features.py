@@ -220,10 +220,11 @@ def build_features(
     return block.to_frame(targets.index)
 
 
-def fit_priors(calls: pd.DataFrame, strength: float | None = None) -> Priors:
-    """Fit :class:`Priors` on a clean call frame (use the training period only)."""
+def prior_rows(calls: pd.DataFrame) -> pd.DataFrame:
+    """What :meth:`Priors.fit` reads of clean calls: industry, contact-local weekday and hour
+    band, answered, country."""
     clock = calendar.local_clock(calls["called_at"], calls["timezone"])
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "industry": calls["industry"].to_numpy(),
             "weekday": clock["weekday"].to_numpy(),
@@ -232,8 +233,21 @@ def fit_priors(calls: pd.DataFrame, strength: float | None = None) -> Priors:
             "country": calls["country"].to_numpy(),
         }
     )
+
+
+def fit_priors(calls: pd.DataFrame, strength: float | None = None) -> Priors:
+    """Fit :class:`Priors` on a clean call frame (use the training period only)."""
     priors = Priors() if strength is None else Priors(strength=strength)
-    return priors.fit(frame)
+    return priors.fit(prior_rows(calls))
+
+
+def scored_calls(calls: pd.DataFrame, which: np.ndarray, model, priors: Priors
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and ``model.p_answer`` of the calls ``which`` selects, their features built
+    from all of ``calls`` with ``priors`` (e.g. another bundle's on this run's test slice)."""
+    chosen = calls[which]
+    X = build_features(calls, targets_from_calls(chosen), priors)
+    return chosen["answered"].to_numpy(), model.p_answer(X)
 
 
 def training_frame(calls: pd.DataFrame, priors: Priors) -> tuple[pd.DataFrame, pd.Series]:

@@ -32,7 +32,7 @@ from callback_timing.features import (
     MODEL_FEATURES,
     build_features,
     fit_priors,
-    targets_from_calls,
+    scored_calls,
     training_frame,
 )
 from callback_timing.model import RULES_MARGIN, AnswerModel
@@ -201,9 +201,7 @@ def fit_and_evaluate(
 
 def evaluate_bundle_on(bundle: ModelBundle, calls: pd.DataFrame, split: Split) -> dict:
     """Metrics of another bundle (e.g. the champion) on this run's test slice and features."""
-    test = calls[split.test]
-    X = build_features(calls, targets_from_calls(test), bundle.priors)
-    return classification_metrics(test["answered"].to_numpy(), bundle.model.p_answer(X))
+    return classification_metrics(*scored_calls(calls, split.test, bundle.model, bundle.priors))
 
 
 def metrics_table(evaluation: Evaluation) -> pd.DataFrame:
