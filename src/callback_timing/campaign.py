@@ -38,7 +38,7 @@ import pandas as pd
 
 from callback_timing import calendar
 from callback_timing.policy import Policy
-from callback_timing.policy_config import PolicyConfig, load_policy_config
+from callback_timing.policy_config import PolicyConfig, desk_config, load_policy_config
 from callback_timing.slots import SLOT_MINUTES
 
 POLICY_NAMES = ("desk", "rules", "model", "oracle")
@@ -52,12 +52,6 @@ class CampaignResult:
     calls: pd.DataFrame
     requests: pd.DataFrame
     kpis: pd.DataFrame
-
-
-def desk_config(config: PolicyConfig) -> PolicyConfig:
-    """The calling rules with the desk's opening hours (Mon-Fri 08:00-18:00 local)."""
-    desk = ((8 * 60, 18 * 60),) * 5 + (None, None)
-    return dataclasses.replace(config, calling_hours={"default": desk}, exploration_share=0.0)
 
 
 def _policies(bundle, config: PolicyConfig, history: pd.DataFrame, names) -> dict:

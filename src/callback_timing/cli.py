@@ -371,8 +371,10 @@ def demo_cmd(
 
 def _register_policy_commands() -> None:
     from callback_timing.cli_policy import evaluate_cmd, rank_cmd, schedule_cmd
+    from callback_timing.cli_serve import serve_cmd
 
     app.command("rank")(rank_cmd)
+    app.command("serve")(serve_cmd)
     app.command("schedule")(schedule_cmd)
     app.command("evaluate")(evaluate_cmd)
 

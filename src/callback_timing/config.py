@@ -28,6 +28,12 @@ def model_dir() -> Path:
     return Path(os.environ.get("CALLBACK_TIMING_MODEL_DIR", "models/current"))
 
 
+def db_path() -> str:
+    """The outcome store of ``serve --db``: a SQLite file or a SQLAlchemy URL
+    (``postgresql://...``); ``$CALLBACK_TIMING_DB``."""
+    return os.environ.get("CALLBACK_TIMING_DB", str(home_dir() / "outcomes.db"))
+
+
 def mlruns_dir() -> Path:
     """MLflow's local store (tracking database and artifacts)."""
     return Path(os.environ.get("CALLBACK_TIMING_MLRUNS", "mlruns"))

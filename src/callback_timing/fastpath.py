@@ -90,10 +90,14 @@ def week_table(week) -> np.ndarray:
 
 
 def outside_hours(minute: np.ndarray, weekday: np.ndarray, weeks: np.ndarray,
-                  owner: np.ndarray) -> np.ndarray:
-    """Slots outside calling hours; slot ``j`` follows week ``weeks[owner[j]]`` (7 x 2)."""
+                  owner: np.ndarray, minutes: int = SLOT_MINUTES) -> np.ndarray:
+    """Slots outside calling hours; slot ``j`` follows week ``weeks[owner[j]]`` (7 x 2).
+
+    A slot is inside when its ``minutes`` (default: the whole slot) are; ``minutes=1`` asks
+    about a call starting at that minute (the dial-time check).
+    """
     start, end = weeks[owner, weekday, 0], weeks[owner, weekday, 1]
-    return (minute < start) | (minute + SLOT_MINUTES > end)
+    return (minute < start) | (minute + minutes > end)
 
 
 @dataclass
@@ -257,7 +261,7 @@ def iso_local(at_ns: int, zone: str) -> str:
 # --- a batch of requests' slots and the responses cut from them ---------------------------
 
 #: Calling rules in the order they are checked (a slot's ``why`` is the first that forbids it).
-OUTSIDE, PHONE_HOURS, HORIZON, HOLIDAY, GAP, CAP_24H, CAP_7D, ATTEMPTS = range(8)
+OUTSIDE, PHONE_HOURS, HORIZON, HOLIDAY, GAP, CAP_24H, CAP_7D, ATTEMPTS, DO_NOT_CALL = range(9)
 class SlotBatch:
     """The slots of a batch of normalised requests, request after request, in time order.
 
@@ -329,6 +333,7 @@ class SlotBatch:
             CAP_7D: f"{cfg.max_calls_7d} calls to this contact in 7 days already",
             ATTEMPTS: lambda: (f"{self.attempts.get(i, 0)} attempts made for this request "
                                f"(cap {cfg.max_attempts_per_request})"),
+            DO_NOT_CALL: "the contact objected to being called (do_not_call)",
         }
         text = texts[code]
         return text() if callable(text) else text

@@ -163,23 +163,108 @@ class Policy:
             raise ModelUnavailable("policy 'model' asked for, but no model is loaded")
         return req
 
-    def _scored(self, reqs: list[dict], every_slot: bool) -> SlotBatch:
+    def dial_check(self, contact: dict, at=None, request_id: str | None = None,
+                   now: pd.Timestamp | None = None) -> dict:
+        """May the contact be called now? The check a dialer makes at the moment of dialing.
+
+        ``contact`` is a ``/rank`` contact, ``at`` the instant of the call (default: ``now``,
+        the clock) and ``request_id`` the callback request it belongs to (for its attempt
+        cap). Returns ``{"allowed": bool, "reasons": [...]}``: the first calling rule that
+        forbids a call starting at ``at`` (calling hours in the contact's zone and the phone
+        number's, public holiday, minimum gap, caps per 24 h and 7 days, attempts per
+        request, do-not-call), in plain language. Windows ranked hours earlier can have
+        become illegal since: this asks again.
+        """
+        raw = {"contact": contact, "now": at, "policy": "rules",
+               "horizon_hours": fp.SLOT_MINUTES / 60}
+        if request_id is not None:
+            raw["request_id"] = request_id
+        req = self.normalise(raw, now)
+        b = self._scored([req], every_slot=True, exact=True)
+        code = int(b.why[0]) if len(b.why) else fp.OUTSIDE
+        if code < 0:
+            return {"allowed": True, "reasons": []}
+        text = b.why_text(code, 0)
+        if code == fp.OUTSIDE:
+            c = req["contact"]
+            (_minute,), (weekday,) = fp.local_parts(np.array([req["now"].value]),
+                                                   np.array([c.timezone], dtype=object))
+            start, end = self._week(c.country, c.subdivision)[weekday]
+            text = (f"outside calling hours {start // 60:02d}:{start % 60:02d}-"
+                    f"{end // 60:02d}:{end % 60:02d} {c.timezone}" if end > start
+                    else f"no calls on this weekday in {c.timezone}")
+        return {"allowed": False, "reasons": [text]}
+
+    # --- calls made since the history --------------------------------------------------------
+
+    #: Calls added with :meth:`add_calls` are folded into the history (one rebuild) once
+    #: there are more than this many, or more than this share of the history.
+    compact_rows = 50_000
+    compact_share = 0.05
+
+    def add_calls(self, calls: pd.DataFrame) -> None:
+        """Calls made since the history (clean call-history rows, e.g. from ``/outcomes``):
+        the next ranking of their contacts takes them into account (history features, gap,
+        caps, attempts per request, the contact's zone and attributes).
+
+        They are kept beside the history per contact, so adding is cheap; a ranking of a
+        contact with added calls builds its features from that contact's calls alone.
+        """
+        if not len(calls):
+            return
+        calls = calls.sort_values("called_at", kind="stable")
+        if len(self._history):  # one time unit: pandas concatenates two units as objects
+            calls = calls.assign(called_at=calls["called_at"].astype(
+                self._history["called_at"].dtype))
+        for cid, part in calls.groupby("contact_id", sort=False):
+            old = self._recent.get(cid)
+            self._recent[cid] = (part.reset_index(drop=True) if old is None
+                                 else pd.concat([old, part], ignore_index=True))
+        fields = ("timezone", "country", "subdivision", "industry")
+        last = calls.drop_duplicates("contact_id", keep="last")
+        for row in last.reindex(columns=["contact_id", *fields]).itertuples(index=False):
+            known = self._profiles.get(row.contact_id, {})
+            self._profiles[row.contact_id] = {
+                f: (v if isinstance(v, str) else known.get(f))
+                for f, v in zip(fields, row[1:], strict=True)}
+        self._reader = RequestReader(self.config, self._profiles)  # contacts may have changed
+        self._recent_rows += len(calls)
+        if self._recent_rows > max(self.compact_rows, self.compact_share * len(self._history)):
+            self.history = self.history
+
+    def _sources(self, contacts: set[str]) -> tuple[SlotFeatures, fp.HistoryIndex]:
+        """The features and history index to rank ``contacts`` with: the history's, or, when
+        some of them have calls added since, ones built from the calls of ``contacts``."""
+        fresh = [c for c in contacts if c in self._recent]
+        if not fresh:
+            return self._features, self._index
+        calls = pd.concat([self._index.calls_of(contacts), *(self._recent[c] for c in fresh)],
+                          ignore_index=True)
+        return SlotFeatures(calls, self.priors, calendar_of=self._features), \
+            fp.HistoryIndex(calls)
+
+    def _scored(self, reqs: list[dict], every_slot: bool, exact: bool = False) -> SlotBatch:
         """Slots, features, ``p_answer`` and calling rules of normalised requests.
 
         Features are built once per distinct (contact, ``now``) grid, and only for slots
         inside the contact's calling hours unless ``every_slot`` (the other slots are
-        forbidden by the first rule whatever their features say).
+        forbidden by the first rule whatever their features say). ``exact``: one slot per
+        request, a call starting at ``now`` itself (the dial-time check).
         """
         b = SlotBatch(reqs, self.config)
         now_ns = np.array([r["now"].value for r in reqs], dtype=np.int64)
-        first, count = fp.slot_grid(now_ns, [r["horizon_hours"] for r in reqs])
+        if exact:
+            first, count = now_ns, np.ones(len(reqs), dtype=np.int64)
+        else:
+            first, count = fp.slot_grid(now_ns, [r["horizon_hours"] for r in reqs])
         b.layout(count)
         grids = fp.shared_grids(reqs, now_ns, first, count)
         zones = np.array([c.timezone for c in grids.contacts], dtype=object)
         local = tzclock.local_ns(grids.at, zones[grids.of])
         minute, weekday = fp.minute_weekday(local)
         weeks = np.stack([self._week(c.country, c.subdivision) for c in grids.contacts])
-        outside = fp.outside_hours(minute, weekday, weeks, grids.of)
+        span = 1 if exact else fp.SLOT_MINUTES  # a call at that minute, or the whole slot
+        outside = fp.outside_hours(minute, weekday, weeks, grids.of, span)
         rows = np.arange(len(grids.at)) if every_slot else np.flatnonzero(~outside)
         feat_of = np.full(len(grids.at), -1, dtype=np.int64)
         feat_of[rows] = np.arange(len(rows))
@@ -187,19 +272,20 @@ class Policy:
         row_of = grid_off[grids.group][b.req_of] + b.slot_no
         b.at, b.feat = grids.at[row_of], feat_of[row_of]
         contacts = {c.contact_id for c, n in zip(grids.contacts, grids.count, strict=True) if n}
+        features, index = self._sources(contacts)
         if len(rows) and self._slow_features:
-            b.frame = build_features(self._index.calls_of(contacts), grids.targets(rows),
+            b.frame = build_features(index.calls_of(contacts), grids.targets(rows),
                                      self.priors)
             b.X = FeatureBlock.from_frame(b.frame)
         elif len(rows):
-            b.X = self._features.block(grids.contacts, grids.now_ns, grids.of[rows],
+            b.X = features.block(grids.contacts, grids.now_ns, grids.of[rows],
                                        grids.at[rows], local[rows])
         b.has_slots = bool(count.sum())
         use_model, started = self._start(b, grids.group, grids.of[rows])
         # wait for the model at once: Python work here meanwhile would fight it for the GIL
         self._score(b, use_model, started)
         b.forbid(outside[row_of], fp.OUTSIDE)
-        self._allowed(b, now_ns, contacts)
+        self._allowed(b, now_ns, contacts, index, exact)
         return b
 
     def _week(self, country: str | None, subdivision: str | None) -> np.ndarray:
@@ -330,7 +416,8 @@ class Policy:
             self._booster_copy = (booster, copy)
         return self._booster_copy[1]
 
-    def _allowed(self, b: SlotBatch, now_ns: np.ndarray, contacts: set[str]) -> None:
+    def _allowed(self, b: SlotBatch, now_ns: np.ndarray, contacts: set[str],
+                 index: fp.HistoryIndex, exact: bool) -> None:
         """Whether each slot may be called, and why not (the first rule that forbids it)."""
         cfg = self.config
         phoned = [i for i, r in enumerate(b.reqs) if r["contact"].phone_zone is not None]
@@ -342,7 +429,8 @@ class Policy:
             weeks = np.stack([self._week(b.reqs[i]["contact"].country,
                                          b.reqs[i]["contact"].subdivision) for i in phoned])
             bad = np.zeros(len(b.at), dtype=bool)
-            bad[idx] = fp.outside_hours(minute, weekday, weeks, owner)
+            bad[idx] = fp.outside_hours(minute, weekday, weeks, owner,
+                                        1 if exact else fp.SLOT_MINUTES)
             b.forbid(bad, fp.PHONE_HOURS)
         ends = now_ns + np.array([fp.horizon_ns(r["horizon_hours"]) for r in b.reqs])
         b.forbid(b.at + fp.STEP_NS > ends[b.req_of], fp.HORIZON)
@@ -361,24 +449,32 @@ class Policy:
             codes[has] = first[b.feat[has]]
             open_ = (b.why < 0) & (codes >= 0)
             b.why[open_] = codes[open_]
-        made = self._index.attempts([r["request_id"] for r in b.reqs], contacts)
+        made = index.attempts([r["request_id"] for r in b.reqs], contacts)
         if made:
             for i, r in enumerate(b.reqs):
                 done = made.get(r["request_id"], 0)
                 b.attempts[i] = done
                 if done >= cfg.max_attempts_per_request:
                     b.forbid_request(i, fp.ATTEMPTS)
+        for i, r in enumerate(b.reqs):
+            if r["contact"].do_not_call:
+                b.forbid_request(i, fp.DO_NOT_CALL)
 
     # --- history ---------------------------------------------------------------------------
 
     @property
     def history(self) -> pd.DataFrame:
-        """Clean call history the history features read (assign a new frame to update it)."""
-        return self._history
+        """Clean call history the history features read, with the calls of :meth:`add_calls`
+        (assign a new frame to replace it)."""
+        if not self._recent:
+            return self._history
+        return pd.concat([self._history, *self._recent.values()], ignore_index=True)
 
     @history.setter
     def history(self, frame: pd.DataFrame) -> None:
         self._history = frame
+        self._recent: dict[str, pd.DataFrame] = {}  # calls added since, per contact
+        self._recent_rows = 0
         self._index = fp.HistoryIndex(frame)
         last = frame.sort_values("called_at", kind="stable").drop_duplicates(
             "contact_id", keep="last") if len(frame) else frame

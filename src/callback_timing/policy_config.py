@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -150,6 +151,13 @@ class PolicyConfig:
         x, worth = np.array(self.urgency_points, dtype=float).T
         h = np.clip(np.asarray(hours_since_request, dtype=float), 0.0, None)
         return np.exp(np.interp(h, x, np.log(worth)))
+
+
+def desk_config(config: PolicyConfig) -> PolicyConfig:
+    """The calling rules with a traditional callback desk's opening hours (Mon-Fri
+    08:00-18:00 local) and no exploration: what the control arm and the campaign's desk use."""
+    desk = ((8 * 60, 18 * 60),) * 5 + (None, None)
+    return dataclasses.replace(config, calling_hours={"default": desk}, exploration_share=0.0)
 
 
 def _merge(base: dict, override: dict) -> dict:

@@ -39,7 +39,7 @@ URGENCIES = ("standard", "urgent", "flexible")
 
 #: Request contact fields a contact depends on (the key of the contact cache), and its size.
 _CONTACT_FIELDS = ("contact_id", "country", "phone", "timezone", "subdivision", "industry",
-                   "opt_out")
+                   "opt_out", "do_not_call")
 _CONTACT_CACHE = 100_000
 
 
@@ -58,6 +58,9 @@ def _timestamp(value, field: str, default: pd.Timestamp | None = None) -> pd.Tim
         raise RankRequestError(f"{field}: not a timestamp: {value!r}") from None
     if ts is pd.NaT:
         raise RankRequestError(f"{field}: not a timestamp: {value!r}")
+    if not 1970 <= ts.year <= 2200:
+        raise RankRequestError(f"{field}: out of range (years 1970 to 2200): {value!r}")
+    ts = ts.as_unit("ns")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
@@ -73,6 +76,8 @@ class Contact:
     phone_zone: str | None
     opt_out: bool
     notes: list[str]
+    #: the contact objected to being called at all: no slot is allowed
+    do_not_call: bool = False
 
 
 class RequestReader:
@@ -196,4 +201,5 @@ class RequestReader:
             notes.append(f"only hours legal in both {zone} and {phone_zone} (the phone "
                          "number's zone)")
         opt_out = bool(raw.get("opt_out", False))
-        return Contact(cid, zone, country, subdivision, industry, phone_zone, opt_out, notes)
+        return Contact(cid, zone, country, subdivision, industry, phone_zone, opt_out, notes,
+                       do_not_call=bool(raw.get("do_not_call", False)))

@@ -1,0 +1,106 @@
+"""``callback-timing serve``: the BentoML HTTP server of contract section 3.
+
+Checks what a user can get wrong (the outcome store, the rules files, the port) and says so
+in one line, then replaces itself with ``bentoml serve callback_timing.service:CallbackTiming``
+configured through the ``CALLBACK_TIMING_*`` variables (see
+:meth:`~callback_timing.online.ServeSettings.from_env`).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from callback_timing import config
+from callback_timing.cli_policy import RulesOption, RulesTableOption
+from callback_timing.schema import ConfigError
+
+SERVICE = "callback_timing.service:CallbackTiming"
+
+
+def _check_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            why = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ConfigError(f"--port: cannot listen on {host}:{port}: {why}") from None
+
+
+def serve_environment(model: Path | None, db: str, control_share: float,
+                      rules: Path | None, rules_table: Path | None,
+                      watch: float) -> dict[str, str]:
+    """The environment ``bentoml serve`` runs the service with (the options as variables)."""
+    env = dict(os.environ)
+    env.update({
+        "CALLBACK_TIMING_MODEL_DIR": str(Path(model).resolve()) if model else "",
+        "CALLBACK_TIMING_DB": db if "://" in db else str(Path(db).resolve()),
+        "CALLBACK_TIMING_CONTROL_SHARE": repr(control_share),
+        "CALLBACK_TIMING_WATCH_SECONDS": repr(watch),
+        "BENTOML_DO_NOT_TRACK": "True",
+    })
+    for name, path in (("CALLBACK_TIMING_RULES", rules),
+                       ("CALLBACK_TIMING_RULES_TABLE", rules_table)):
+        if path is not None:
+            env[name] = str(Path(path).resolve())
+        else:
+            env.pop(name, None)
+    return env
+
+
+def serve_cmd(
+    model: Annotated[Path, typer.Option(help="Model bundle folder (none there: the rules "
+                                             "answer until a model is reloaded).")
+                     ] = config.model_dir(),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 3000,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface)."
+                                      )] = "127.0.0.1",
+    db: Annotated[str, typer.Option(help="Outcome store: a SQLite file or a SQLAlchemy URL "
+                                         "such as postgresql://user@host/db.")
+                  ] = config.db_path(),
+    control_share: Annotated[float, typer.Option(
+        min=0.0, max=0.99, help="Share of policy=auto requests answered as a traditional "
+                                "desk (arm: control) to measure the uplift; 0 turns it off.")
+                             ] = 0.10,
+    rules: RulesOption = None,
+    rules_table: RulesTableOption = None,
+    watch: Annotated[float, typer.Option(
+        min=0.0, help="Seconds between looks at the model folder for a new bundle (0: only "
+                      "POST /admin/reload).")] = 5.0,
+) -> None:
+    """Start the HTTP server for dialers: /rank, /rank_batch, /outcomes, /check, /info.
+
+    Set CALLBACK_TIMING_API_KEY to require an API key (X-API-Key header) on every endpoint
+    but the health probes. Stop with Ctrl-C.
+    """
+    from callback_timing.cli import console
+    from callback_timing.policy import load_bundle
+    from callback_timing.policy_config import load_policy_config
+    from callback_timing.rules import RuleModel
+    from callback_timing.store import OutcomeStore
+
+    load_policy_config(rules)
+    RuleModel.from_file(rules_table)
+    store = OutcomeStore(db)
+    where = store.safe_url
+    store.close()
+    _check_port(host, port)
+    _, note = load_bundle(model)
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
+    base = f"http://{shown}:{port}"
+    console.print(f"ranking with {note}\noutcome store: {where}", highlight=False)
+    console.print(f"API docs: {base}/docs\nstatus:   {base}/info\n(Ctrl-C stops the server)",
+                  highlight=False)
+    sys.stdout.flush()
+    env = serve_environment(model, db, control_share, rules, rules_table, watch)
+    args = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--port", str(port),
+            "--host", host]
+    os.execvpe(sys.executable, args, env)

@@ -1,0 +1,429 @@
+"""The ranking service's state, without HTTP: what ``serving`` answers ``/rank``,
+``/rank_batch``, ``/outcomes``, ``/check``, ``/info`` and ``/admin/reload`` with.
+
+:class:`OnlineRanker` holds the :class:`~callback_timing.policy.Policy` (model or rules), the
+control arm's traditional desk, and the :class:`~callback_timing.store.OutcomeStore`:
+
+- **Outcomes** are validated like a history file (:func:`~callback_timing.data.clean_history`),
+  stored (durable before the answer; idempotent by ``call_id``) and added to the policy at
+  once, so the next ranking of the contact sees them. Other server instances sharing the
+  database pick them up within ``sync_seconds``.
+- **Control arm**: a share of ``policy: auto`` requests (stable hash of ``request_id``, else of
+  the contact) is answered as a traditional callback desk would (earliest allowed slot in
+  desk hours), ``arm: control``, so the uplift can be measured.
+- **Decision log**: every answer is logged (request, contact, arm, source, fallback reason,
+  model version, the chosen window) by a background writer, off the request path.
+- **Reload**: a new model bundle replaces the current one only if it loads and answers.
+
+Examples
+--------
+>>> ranker = OnlineRanker(ServeSettings(model_dir=None, db="sqlite://", control_share=0))
+>>> ranker.info()["source"], ranker.info()["degraded"]
+('rules', True)
+>>> out = ranker.rank([{"request_id": "r-1", "contact": {"contact_id": "c-1",
+...     "timezone": "Europe/Warsaw"}, "now": "2026-06-01T06:00:00Z"}])[0]
+>>> out["arm"], out["source"], out["windows"][0]["local_start"] >= "2026-06-01T08:00"
+('rules', 'rules', True)
+>>> ranker.outcomes([{"call_id": "x-1", "contact_id": "c-1", "called_at":
+...     "2026-06-01T06:05:00Z", "outcome": "no_answer", "timezone": "Europe/Warsaw"}])
+{'accepted': 1, 'duplicates': 0, 'rejected': []}
+>>> ranker.close()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from callback_timing import config as defaults
+from callback_timing.data import clean_history
+from callback_timing.policy import Policy, load_bundle
+from callback_timing.policy_config import desk_config, load_policy_config
+from callback_timing.rules import RuleModel
+from callback_timing.schema import CallbackTimingError, ConfigError
+from callback_timing.store import OutcomeStore
+
+logger = logging.getLogger(__name__)
+
+#: Columns of an outcome the policy keeps (the clean history's, no phone pseudonym).
+_CALL_COLUMNS = ["call_id", "contact_id", "called_at", "outcome", "answered", "timezone",
+                 "country", "subdivision", "industry", "request_id"]
+_PROFILE = ("timezone", "country", "subdivision", "industry")
+CONTROL_REASON = "control arm: answered as a traditional callback desk"
+
+
+@dataclass
+class ServeSettings:
+    """How the service runs; :meth:`from_env` reads the ``CALLBACK_TIMING_*`` variables that
+    ``callback-timing serve`` sets from its options."""
+
+    model_dir: Path | None = field(default_factory=defaults.model_dir)
+    db: str = field(default_factory=lambda: str(defaults.db_path()))
+    control_share: float = 0.10
+    rules_path: Path | None = None
+    rules_table_path: Path | None = None
+    sync_seconds: float = 1.0
+    watch_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.control_share < 1.0:
+            raise ConfigError(f"--control-share: must be from 0 to below 1, "
+                              f"got {self.control_share:g}")
+
+    @classmethod
+    def from_env(cls) -> ServeSettings:
+        """Settings from ``CALLBACK_TIMING_MODEL_DIR``, ``CALLBACK_TIMING_DB``,
+        ``CALLBACK_TIMING_CONTROL_SHARE``, ``CALLBACK_TIMING_RULES``,
+        ``CALLBACK_TIMING_RULES_TABLE`` and ``CALLBACK_TIMING_WATCH_SECONDS``."""
+        env = os.environ
+
+        def path(name: str) -> Path | None:
+            return Path(env[name]) if env.get(name) else None
+
+        def number(name: str, default: float) -> float:
+            try:
+                return float(env.get(name, default))
+            except ValueError:
+                raise ConfigError(f"{name}: expected a number, got {env[name]!r}") from None
+
+        return cls(model_dir=defaults.model_dir(), db=str(defaults.db_path()),
+                   control_share=number("CALLBACK_TIMING_CONTROL_SHARE", 0.10),
+                   rules_path=path("CALLBACK_TIMING_RULES"),
+                   rules_table_path=path("CALLBACK_TIMING_RULES_TABLE"),
+                   watch_seconds=number("CALLBACK_TIMING_WATCH_SECONDS", 5.0))
+
+
+def in_control(key: str, share: float) -> bool:
+    """Whether ``key`` (a request or contact id) falls in the control share: a stable hash,
+    the same in every process and release.
+
+    >>> in_control("r-1", 0.0), in_control("r-1", 0.999999)
+    (False, True)
+    """
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64 < share
+
+
+class OnlineRanker:
+    """The service's state and answers (see the module docstring); thread-safe."""
+
+    def __init__(self, settings: ServeSettings | None = None) -> None:
+        self.settings = settings or ServeSettings()
+        self.store = OutcomeStore(self.settings.db)
+        self.config = load_policy_config(self.settings.rules_path)
+        self.rules = RuleModel.from_file(self.settings.rules_table_path)
+        self._lock = threading.RLock()
+        self.started_at = pd.Timestamp.now(tz="UTC")
+        bundle, self.model_note = load_bundle(self.settings.model_dir)
+        self._install(bundle)
+        self._own: set[str] = set()  # call ids this instance added since the last sync
+        self._log: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write_decisions, daemon=True,
+                                        name="callback-timing-decisions")
+        self._writer.start()
+        self._watched = self._bundle_stamp()
+        self._watcher: threading.Thread | None = None
+        if self.settings.watch_seconds > 0 and self.settings.model_dir is not None:
+            self._watcher = threading.Thread(target=self._watch, daemon=True,
+                                             name="callback-timing-watch")
+            self._watcher.start()
+        logger.info("ranking with %s; outcome store %s", self.model_note, self.store.safe_url)
+
+    # --- state -----------------------------------------------------------------------------
+
+    def _policies(self, bundle) -> tuple[Policy, Policy, int]:
+        """The policy of ``bundle``, the control arm's desk, both with every stored outcome
+        after the bundle's history added, and the last outcome sequence number read."""
+        policy = Policy(bundle, config=self.config, rules=self.rules)
+        desk = Policy(None, config=desk_config(self.config), rules=self.rules,
+                      history=policy.history)
+        desk.priors = policy.priors
+        desk.history = policy.history  # the desk's features smooth toward the same priors
+        seq = self.store.last_seq()
+        known = policy.history["called_at"].max() if len(policy.history) else None
+        calls = self.store.outcomes_after(0, called_after=known)
+        if len(calls):
+            for p in (policy, desk):
+                p.add_calls(calls[_CALL_COLUMNS])
+        return policy, desk, seq
+
+    def _install(self, bundle) -> None:
+        policy, desk, seq = self._policies(bundle)
+        with self._lock:
+            self.policy, self.desk, self._seq = policy, desk, seq
+            self._synced = time.monotonic()
+
+    def _sync(self) -> None:
+        """Add the outcomes other instances stored since the last sync (every few seconds)."""
+        if time.monotonic() - self._synced < self.settings.sync_seconds:
+            return
+        calls = self.store.outcomes_after(self._seq)
+        self._synced = time.monotonic()
+        if not len(calls):
+            return
+        self._seq = int(calls["seq"].max())
+        theirs = calls[~calls["call_id"].isin(self._own)]
+        self._own.clear()
+        if len(theirs):
+            for p in (self.policy, self.desk):
+                p.add_calls(theirs[_CALL_COLUMNS])
+
+    @property
+    def model_version(self) -> str | None:
+        """Version of the model that answers, ``None`` when the rules do."""
+        return self.policy.model_version
+
+    def info(self) -> dict:
+        """What answers, and how the service is set up (``/info``)."""
+        source = "model" if self.policy.bundle is not None else "rules"
+        return {"model_version": self.model_version, "source": source,
+                "degraded": source == "rules", "detail": self.model_note,
+                "control_share": self.settings.control_share,
+                "outcome_store": self.store.safe_url,
+                "schema_version": self.store.schema_version,
+                "started_at": self.started_at.isoformat()}
+
+    # --- ranking ---------------------------------------------------------------------------
+
+    def rank(self, requests: list[dict], errors: str = "return") -> list[dict]:
+        """``/rank`` answers for ``requests`` in order (see :meth:`Policy.rank` for
+        ``errors``); a share of ``policy: auto`` requests goes to the control arm."""
+        share = self.settings.control_share
+        control = [share > 0 and isinstance(r, dict) and (r.get("policy") or "auto") == "auto"
+                   and in_control(_arm_key(r), share) for r in requests]
+        with self._lock:
+            self._sync()
+            now = pd.Timestamp.now(tz="UTC")
+            main = self.policy.rank([r for r, c in zip(requests, control, strict=True)
+                                     if not c], now=now, errors=errors)
+            desk = self.desk.rank([{**r, "policy": "rules", "urgency": "urgent"}
+                                   for r, c in zip(requests, control, strict=True) if c],
+                                  now=now, errors=errors)
+        for answer in desk:
+            if "error" not in answer:
+                answer.update(arm="control", source="rules", fallback_reason=CONTROL_REASON,
+                              model_version=None)
+        main_it, desk_it = iter(main), iter(desk)
+        out = [next(desk_it) if c else next(main_it) for c in control]
+        self._log.put((out, requests, now))
+        return out
+
+    def check(self, contact: dict, at=None, request_id: str | None = None) -> dict:
+        """The dial-time check (``/check``): :meth:`Policy.dial_check`."""
+        with self._lock:
+            self._sync()
+            return self.policy.dial_check(contact, at, request_id)
+
+    # --- outcomes --------------------------------------------------------------------------
+
+    def outcomes(self, rows: list[dict]) -> dict:
+        """Validate, store and apply call outcomes (``/outcomes``).
+
+        Returns ``{"accepted": n, "duplicates": n, "rejected": [{"index", "call_id",
+        "field", "reason"}]}``: ``index`` is the outcome's position in ``rows``. Accepted
+        outcomes are durable when this returns.
+        """
+        if not rows:
+            return {"accepted": 0, "duplicates": 0, "rejected": []}
+        raw = pd.DataFrame([r if isinstance(r, dict) else {} for r in rows])
+        for column in ("contact_id", "called_at", "outcome"):
+            if column not in raw:
+                raw[column] = None
+        raw.index = pd.RangeIndex(len(raw), name="row")
+        with self._lock:
+            raw = self._with_profiles(raw)
+        result = clean_history(raw.astype(object).where(raw.notna(), None),
+                               default_tz=self.config.default_timezone)
+        rejected = [{"index": int(r.row), "call_id": _text(rows[int(r.row)], "call_id"),
+                     "field": r.column, "reason": r.reason}
+                    for r in result.rejects.itertuples(index=False)]
+        calls = result.calls
+        missing = calls["call_id"].isna().to_numpy()
+        if missing.any():  # the contract's key without a call_id: (contact_id, called_at)
+            calls.loc[missing, "call_id"] = [
+                f"{cid}@{at.isoformat()}" for cid, at in
+                zip(calls["contact_id"][missing], calls["called_at"][missing], strict=True)]
+        with self._lock:  # stored and added together: a sync in between would add them twice
+            new, old = self.store.add_outcomes(calls)
+            fresh = calls[calls["call_id"].isin(set(new))][_CALL_COLUMNS]
+            self._own.update(new)
+            for p in (self.policy, self.desk):
+                p.add_calls(fresh)
+        logger.info("outcomes: %d accepted, %d duplicates, %d rejected", len(new),
+                    len(old) + result.n_duplicates, len(rejected))
+        return {"accepted": len(new), "duplicates": len(old) + result.n_duplicates,
+                "rejected": rejected}
+
+    def _with_profiles(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """Fill a known contact's zone, country, subdivision and industry into outcomes that
+        give neither a zone, a country nor a phone number."""
+        profiles = self.policy._profiles
+        given = [raw[c].notna() if c in raw else pd.Series(False, index=raw.index)
+                 for c in ("timezone", "country", "phone")]
+        bare = ~(given[0] | given[1] | given[2])
+        if not bare.any():
+            return raw
+        raw = raw.copy()
+        for column in _PROFILE:
+            if column not in raw:
+                raw[column] = None
+            known = raw.loc[bare, "contact_id"].map(
+                lambda cid, c=column: (profiles.get(cid) or {}).get(c)
+                if isinstance(cid, str) else None)
+            raw.loc[bare, column] = raw.loc[bare, column].where(raw.loc[bare, column].notna(),
+                                                                known)
+        return raw
+
+    # --- decision log ----------------------------------------------------------------------
+
+    def _write_decisions(self) -> None:
+        """Background writer of the decision log: batches what :meth:`rank` queued."""
+        while not self._stop.is_set() or not self._log.empty():
+            try:
+                items = [self._log.get(timeout=0.2)]
+            except queue.Empty:
+                continue
+            while len(items) < 1000:
+                try:
+                    items.append(self._log.get_nowait())
+                except queue.Empty:
+                    break
+            rows = [row for answers, requests, now in items
+                    for row in _decisions(answers, requests, now)]
+            try:
+                self.store.log_decisions(rows)
+            except Exception:  # noqa: BLE001 - the log must never stop the ranking
+                logger.exception("decision log: %d decisions could not be written", len(rows))
+            for _ in items:
+                self._log.task_done()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait (at most ``timeout`` seconds) until every queued decision is written."""
+        deadline = time.monotonic() + timeout
+        while self._log.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    # --- reload ----------------------------------------------------------------------------
+
+    def reload(self, model_dir: str | Path | None = None) -> dict:
+        """Load the bundle at ``model_dir`` (default: the served folder) and serve it if it
+        loads and answers; a bad bundle never replaces a working model.
+
+        Returns ``{"reloaded": bool, "model_version": ..., "detail": ...}``.
+        """
+        folder = Path(model_dir) if model_dir is not None else self.settings.model_dir
+        bundle, note = load_bundle(folder)
+        if bundle is None:
+            return {"reloaded": False, "model_version": self.model_version, "detail": note}
+        problem = _smoke_test(bundle, self.config, self.rules)
+        if problem is not None:
+            logger.warning("reload refused: model %s %s", bundle.version, problem)
+            return {"reloaded": False, "model_version": self.model_version,
+                    "detail": f"model {bundle.version} from {folder} refused: {problem}"}
+        self._install(bundle)
+        self.model_note = note
+        if model_dir is not None:
+            self.settings.model_dir = folder
+        self._watched = self._bundle_stamp()
+        logger.info("now ranking with %s", note)
+        return {"reloaded": True, "model_version": bundle.version, "detail": note}
+
+    def _bundle_stamp(self) -> float | None:
+        folder = self.settings.model_dir
+        try:
+            return (Path(folder) / "metadata.json").stat().st_mtime if folder else None
+        except OSError:
+            return None
+
+    def _watch(self) -> None:
+        """Reload when the served folder's ``metadata.json`` changes (a new champion)."""
+        while not self._stop.wait(self.settings.watch_seconds):
+            stamp = self._bundle_stamp()
+            if stamp is not None and stamp != self._watched:
+                self._watched = stamp
+                try:
+                    self.reload()
+                except Exception:  # noqa: BLE001 - a bad bundle must not stop the server
+                    logger.exception("reload of the watched model folder failed")
+
+    def close(self) -> None:
+        """Write the queued decisions and release the database."""
+        self._stop.set()
+        self._writer.join(timeout=10)
+        self.store.close()
+
+
+def _smoke_test(bundle, config, rules) -> str | None:
+    """Why ``bundle`` cannot serve (``None``: it ranks a contact of its history with the model
+    and finite probabilities)."""
+    try:
+        policy = Policy(bundle, config=config, rules=rules)
+        h = policy.history
+        cid = str(h["contact_id"].iloc[-1]) if len(h) else "smoke-test"
+        now = (h["called_at"].max() if len(h) else pd.Timestamp.now(tz="UTC"))
+        slots = policy.slot_table([{"contact": {"contact_id": cid}, "now": now.isoformat(),
+                                    "policy": "model", "horizon_hours": 72}], allowed_only=True)
+    except CallbackTimingError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - any failure disqualifies the bundle
+        return f"{type(exc).__name__} while ranking"
+    if len(slots) and (slots["source"] != "model").any():
+        return "the model did not answer"
+    if not np.isfinite(slots["p_answer"].to_numpy(dtype=float)).all():
+        return "the model returned NaN"
+    return None
+
+
+def _arm_key(request: dict) -> str:
+    rid = request.get("request_id")
+    if rid:
+        return f"request:{rid}"
+    contact = request.get("contact")
+    cid = contact.get("contact_id") if isinstance(contact, dict) else None
+    return f"contact:{cid}"
+
+
+def _text(row, key: str) -> str | None:
+    value = row.get(key) if isinstance(row, dict) else None
+    return None if value is None else str(value)
+
+
+def _utc(value, default: pd.Timestamp) -> pd.Timestamp:
+    if value is None:
+        return default
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _decisions(answers: list[dict], requests: list[dict], now: pd.Timestamp) -> list[dict]:
+    """Decision-log rows of ranked answers (errors are not decisions)."""
+    rows = []
+    for answer, request in zip(answers, requests, strict=True):
+        if "error" in answer:
+            continue
+        first = answer["windows"][0] if answer["windows"] else {}
+        rows.append({
+            "request_id": answer["request_id"], "contact_id": answer["contact_id"],
+            "arm": answer["arm"], "source": answer["source"],
+            "fallback_reason": answer["fallback_reason"],
+            "model_version": answer["model_version"],
+            "policy": request.get("policy") or "auto",
+            "urgency": request.get("urgency") or "standard",
+            "now": _utc(request.get("now"), now),
+            "requested_at": _utc(request.get("requested_at"), _utc(request.get("now"), now)),
+            "window_start": first.get("start"), "window_end": first.get("end"),
+            "p_answer": first.get("p_answer"), "score": first.get("score"),
+            "windows": len(answer["windows"]), "explored": bool(answer.get("explored")),
+            "propensity": answer.get("propensity"), "decided_at": now,
+        })
+    return rows

@@ -1,0 +1,250 @@
+"""The BentoML service dialers call (contract section 3): thin, the work is in
+:class:`~callback_timing.online.OnlineRanker`.
+
+Started by ``callback-timing serve`` (which sets the ``CALLBACK_TIMING_*`` variables of
+:meth:`~callback_timing.online.ServeSettings.from_env`), or by ``bentoml serve
+callback_timing.service:CallbackTiming``; ``serving/bentofile.yaml`` builds it into a Bento.
+
+- ``POST /rank``, ``/rank_batch``, ``/outcomes``, ``/check``; ``GET /info``;
+  ``POST /admin/reload``; BentoML's ``/readyz``, ``/livez`` and ``/metrics``; the OpenAPI
+  spec at ``/docs.json`` and its page at ``/docs``.
+- Requests the service cannot use get a 4xx whose JSON names the field and the problem,
+  and one log line without a traceback (:class:`ClientErrorLog`).
+- ``CALLBACK_TIMING_API_KEY``: when set, every endpoint but the health probes needs it
+  (``X-API-Key: KEY`` or ``Authorization: Bearer KEY``). Bodies over
+  ``CALLBACK_TIMING_MAX_BODY_MB`` (default 16) are refused with 413.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+
+import bentoml
+from starlette.responses import JSONResponse, RedirectResponse
+
+from callback_timing.http_models import (
+    CheckRequest,
+    CheckResponse,
+    InfoResponse,
+    OutcomesRequest,
+    OutcomesResponse,
+    RankBatchRequest,
+    RankBatchResponse,
+    RankRequest,
+    RankResponse,
+    ReloadRequest,
+    ReloadResponse,
+)
+from callback_timing.online import OnlineRanker, ServeSettings
+from callback_timing.policy import ModelUnavailable
+from callback_timing.rank_requests import RankRequestError
+
+logger = logging.getLogger(__name__)
+
+API_KEY_ENV = "CALLBACK_TIMING_API_KEY"
+#: BentoML's health probes: open without the API key (load balancers do not send one).
+OPEN_PATHS = frozenset({"/readyz", "/livez", "/healthz"})
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    field, _, problem = message.partition(": ")
+    detail = [{"loc": field.split("."), "msg": problem or message}]
+    return JSONResponse({"error": message, "detail": detail}, status_code=status)
+
+
+class ClientErrorLog(logging.Filter):
+    """BentoML logs a full traceback at ERROR for every request it could not validate; a
+    client's mistake is one WARNING line here (server errors keep their traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        code = getattr(getattr(exc, "error_code", None), "value", 500)
+        if isinstance(exc, ValidationError) or (exc is not None and 400 <= code < 500):
+            first = str(exc).splitlines()[0][:200]
+            record.msg, record.args = "client error %s: %s", (record.args[0], first)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_client_errors() -> None:
+    """Install :class:`ClientErrorLog` on BentoML's request logger (once)."""
+    target = logging.getLogger("bentoml._internal.server.http_app")
+    if not any(isinstance(f, ClientErrorLog) for f in target.filters):
+        target.addFilter(ClientErrorLog())
+
+
+class Guard:
+    """ASGI middleware: the optional API key, the body size limit, and ``/docs``."""
+
+    def __init__(self, app, api_key: str | None = None, max_body: int = 16 * 2**20) -> None:
+        self.app, self.api_key, self.max_body = app, api_key, max_body
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        if self.api_key and path not in OPEN_PATHS and not self._authorised(scope):
+            return await _error(401, "X-API-Key: missing or wrong API key")(scope, receive,
+                                                                             send)
+        if path in ("/docs", "/docs/"):
+            return await RedirectResponse("/")(scope, receive, send)
+        if path == "/info" and scope["method"] == "GET":  # BentoML's APIs are POST only
+            scope = {**scope, "method": "POST",
+                     "headers": [(b"content-type", b"application/json")]}
+            done = []
+
+            async def empty():
+                if done:
+                    return await receive()
+                done.append(True)
+                return {"type": "http.request", "body": b"{}", "more_body": False}
+
+            return await self.app(scope, empty, send)
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            return await self._too_large(scope, receive, send)
+        messages, size = [], 0
+        while True:  # read the body (checking its size) before BentoML does
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > self.max_body:
+                return await self._too_large(scope, receive, send)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return await self.app(scope, replay, _FieldErrors(send))
+
+    def _authorised(self, scope) -> bool:
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-api-key", b"").decode("latin-1")
+        bearer = headers.get(b"authorization", b"").decode("latin-1")
+        if not given and bearer.lower().startswith("bearer "):
+            given = bearer[7:].strip()
+        return bool(given) and hmac.compare_digest(given, self.api_key)
+
+    async def _too_large(self, scope, receive, send) -> None:
+        mb = self.max_body / 2**20
+        await _error(413, f"body: larger than {mb:g} MB")(scope, receive, send)
+
+
+class _FieldErrors:
+    """Rewrites BentoML's 400 for a body that does not validate into the service's form:
+    ``{"error": "contact.contact_id: Field required", "detail": [{"loc", "msg"}]}``."""
+
+    def __init__(self, send) -> None:
+        self.send, self.start, self.body = send, None, b""
+
+    async def __call__(self, message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 400:
+            self.start = message
+            return
+        if self.start is None:
+            return await self.send(message)
+        self.body += message.get("body", b"")
+        if message.get("more_body"):
+            return
+        body = self.body
+        try:
+            data = json.loads(body)
+            detail = data.get("detail") if isinstance(data, dict) else None
+            if isinstance(detail, list) and "validation error" in str(data.get("error")):
+                items = [{"loc": list(d.get("loc", [])), "msg": d.get("msg", "")}
+                         for d in detail if isinstance(d, dict)]
+                first = items[0] if items else {"loc": [], "msg": "invalid body"}
+                where = ".".join(str(x) for x in first["loc"]) or "body"
+                body = json.dumps({"error": f"{where}: {first['msg']}",
+                                   "detail": items}).encode()
+        except ValueError:
+            pass
+        headers = [(k, v) for k, v in self.start["headers"] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.send({**self.start, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+
+@bentoml.service(name="callback_timing", workers=1, traffic={"timeout": 60})
+class CallbackTiming:
+    """Ranked call windows for callback requests; the rules answer when the model cannot."""
+
+    def __init__(self) -> None:
+        quiet_client_errors()
+        self.ranker = OnlineRanker(ServeSettings.from_env())
+
+    def __is_ready__(self) -> bool:
+        return self.ranker is not None
+
+    @bentoml.api(route="/rank")
+    def rank(self, request: RankRequest, /) -> RankResponse:
+        """When to call one contact back: windows best first, with ``p_answer`` and reasons."""
+        try:
+            return RankResponse.model_validate(
+                self.ranker.rank([request.to_policy()], errors="raise")[0])
+        except RankRequestError as exc:
+            return _error(400, str(exc))
+        except ModelUnavailable as exc:
+            return _error(503, f"policy: {exc}")
+
+    @bentoml.api(route="/rank_batch")
+    def rank_batch(self, body: RankBatchRequest, /) -> RankBatchResponse:
+        """Several rankings at once, answered in order; a request that cannot be ranked as
+        given is answered by ``{"request_id", "error"}`` in its place."""
+        return RankBatchResponse.model_validate(
+            {"results": self.ranker.rank([r.to_policy() for r in body.requests])})
+
+    @bentoml.api(route="/outcomes")
+    def outcomes(self, body: OutcomesRequest, /) -> OutcomesResponse:
+        """Store call outcomes (idempotent by ``call_id``; durable before the answer); the
+        next ranking of the contact takes them into account."""
+        return OutcomesResponse.model_validate(
+            self.ranker.outcomes([o.model_dump(exclude_none=True) for o in body.outcomes]))
+
+    @bentoml.api(route="/check")
+    def check(self, body: CheckRequest, /) -> CheckResponse:
+        """May the contact be called now (or at ``at``)? The check made when dialing."""
+        try:
+            return CheckResponse.model_validate(self.ranker.check(
+                body.contact.model_dump(exclude_none=True), body.at, body.request_id))
+        except RankRequestError as exc:
+            message = str(exc).replace("now: ", "at: ", 1)
+            return _error(400, message)
+
+    @bentoml.api(route="/info")
+    def info(self) -> InfoResponse:
+        """The model version, who answers (model or rules) and whether the service is
+        degraded (serving the rules because the model is missing or broken)."""
+        return InfoResponse.model_validate(self.ranker.info())
+
+    @bentoml.api(route="/admin/reload")
+    def reload(self, body: ReloadRequest, /) -> ReloadResponse:
+        """Serve a new model bundle without downtime, if it loads and answers."""
+        return ReloadResponse.model_validate(self.ranker.reload(body.model_dir))
+
+    @bentoml.on_shutdown
+    def _close(self) -> None:
+        self.ranker.close()
+
+
+def _max_body() -> int:
+    raw = os.environ.get("CALLBACK_TIMING_MAX_BODY_MB", "16")
+    try:
+        return int(float(raw) * 2**20)
+    except ValueError:
+        logger.warning("CALLBACK_TIMING_MAX_BODY_MB=%s is not a number: 16 MB used",
+                       json.dumps(raw))
+        return 16 * 2**20
+
+
+CallbackTiming.add_asgi_middleware(Guard, api_key=os.environ.get(API_KEY_ENV) or None,
+                                   max_body=_max_body())

@@ -1,0 +1,304 @@
+"""The outcome store and the decision log: the only module that talks to the database.
+
+SQLAlchemy Core on SQLite in WAL mode by default (one file, ``synchronous=FULL``: a commit is
+on disk before the server answers) or on PostgreSQL when given a URL such as
+``postgresql://user@host/db`` (several server instances share it). The schema is versioned
+in the ``ct_meta`` table.
+
+- ``outcomes``: one row per call, unique by ``call_id`` (``contact_id@called_at`` when a
+  call has none), so sending an outcome twice stores it once. No phone number is stored:
+  only the country and time zone derived from it.
+- ``decisions``: one row per ``/rank`` answer (request, contact, arm, source, fallback reason,
+  model version, the chosen window), what the ROI dashboard measures.
+
+Examples
+--------
+>>> store = OutcomeStore("sqlite://")           # in memory
+>>> store.schema_version
+1
+>>> import pandas as pd
+>>> calls = pd.DataFrame({"call_id": ["x-1"], "contact_id": ["c-1"],
+...     "called_at": pd.to_datetime(["2026-06-01T12:03:00Z"]), "outcome": ["no_answer"]})
+>>> store.add_outcomes(calls)                  # (stored now, already stored)
+(['x-1'], [])
+>>> store.add_outcomes(calls)
+([], ['x-1'])
+>>> store.outcomes_after(0)[["call_id", "contact_id", "answered"]].to_dict("records")
+[{'call_id': 'x-1', 'contact_id': 'c-1', 'answered': 0}]
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from callback_timing.schema import CallbackTimingError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: Version of the tables below; a database written by a newer version is refused.
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+meta = sa.Table(
+    "ct_meta", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
+outcomes = sa.Table(
+    "outcomes", metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("call_id", sa.String(256), nullable=False, unique=True),
+    sa.Column("contact_id", sa.String(256), nullable=False, index=True),
+    sa.Column("request_id", sa.String(256), index=True),
+    sa.Column("attempt", sa.Integer),
+    sa.Column("called_at", sa.DateTime, nullable=False, index=True),  # UTC
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("answered", sa.SmallInteger, nullable=False),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("requested_at", sa.DateTime),  # UTC
+    sa.Column("timezone", sa.String(64)),
+    sa.Column("country", sa.String(2)),
+    sa.Column("subdivision", sa.String(16)),
+    sa.Column("industry", sa.String(64)),
+    sa.Column("received_at", sa.DateTime, nullable=False),  # UTC
+)
+
+decisions = sa.Table(
+    "decisions", metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("request_id", sa.String(256), nullable=False, index=True),
+    sa.Column("contact_id", sa.String(256), nullable=False, index=True),
+    sa.Column("arm", sa.String(16), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("fallback_reason", sa.String(256)),
+    sa.Column("model_version", sa.String(64)),
+    sa.Column("policy", sa.String(16)),
+    sa.Column("urgency", sa.String(16)),
+    sa.Column("now", sa.DateTime, nullable=False),  # UTC
+    sa.Column("requested_at", sa.DateTime),  # UTC
+    sa.Column("window_start", sa.DateTime),  # UTC; the chosen (first) window
+    sa.Column("window_end", sa.DateTime),
+    sa.Column("p_answer", sa.Float),
+    sa.Column("score", sa.Float),
+    sa.Column("windows", sa.Integer, nullable=False),
+    sa.Column("explored", sa.Boolean, nullable=False),
+    sa.Column("propensity", sa.Float),
+    sa.Column("decided_at", sa.DateTime, nullable=False),  # UTC
+)
+
+#: Columns of a clean call history (:mod:`callback_timing.data`) the store keeps.
+OUTCOME_COLUMNS = ("call_id", "contact_id", "request_id", "attempt", "called_at", "outcome",
+                   "answered", "duration_s", "requested_at", "timezone", "country",
+                   "subdivision", "industry")
+_TIMES = ("called_at", "requested_at")
+
+
+class StoreError(CallbackTimingError):
+    """The database cannot be opened or is of an unknown schema version."""
+
+
+def database_url(db: str | Path) -> str:
+    """The SQLAlchemy URL of ``--db``: a URL as given (``postgresql://`` uses psycopg 3),
+    anything else a SQLite file path (its folder is created)."""
+    text = str(db)
+    if "://" not in text:
+        path = Path(text).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path.resolve()}"
+    if text.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + text.split("://", 1)[1]
+    return text
+
+
+def _hide_password(url: str) -> str:
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url.split("@")[-1] if "@" in url else url
+
+
+def _naive_utc(values: pd.Series) -> list:
+    """UTC timestamps as naive ``datetime`` objects (``None`` for missing)."""
+    utc = pd.to_datetime(values, utc=True).dt.tz_localize(None)
+    return [None if pd.isna(v) else v.to_pydatetime() for v in utc]
+
+
+def _utc(values) -> pd.Series:
+    return pd.to_datetime(pd.Series(values, dtype="datetime64[us]"), utc=True)
+
+
+class OutcomeStore:
+    """Outcomes of calls and the decision log in one database (see the module docstring).
+
+    Parameters
+    ----------
+    db : a SQLite file path or a SQLAlchemy URL (``sqlite://`` alone: in memory).
+    """
+
+    def __init__(self, db: str | Path) -> None:
+        try:
+            self.url = database_url(db)
+        except OSError as exc:
+            raise StoreError(f"--db: cannot create the folder of {db!s}: "
+                             f"{exc.strerror or exc}") from None
+        memory = self.url in ("sqlite://", "sqlite:///:memory:")
+        options = ({"poolclass": sa.pool.StaticPool,  # one database for every thread
+                    "connect_args": {"check_same_thread": False}} if memory else
+                   {"pool_pre_ping": True})
+        try:
+            self.engine = sa.create_engine(self.url, **options)
+        except (sa.exc.ArgumentError, ModuleNotFoundError) as exc:
+            shown = _hide_password(self.url)
+            raise ConfigError(f"--db: cannot use {shown}: "
+                              f"{str(exc).replace(self.url, shown)}") from None
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            self._create()
+        except sa.exc.DBAPIError as exc:  # unreachable, not a database, no permission, ...
+            self.engine.dispose()
+            reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+            raise StoreError(f"--db: cannot open the outcome store {self.safe_url}: "
+                             f"{reason}") from None
+
+    @property
+    def safe_url(self) -> str:
+        """The database URL without its password (for logs and ``/info``)."""
+        return sa.make_url(self.url).render_as_string(hide_password=True)
+
+    def _create(self) -> None:
+        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version"))
+            found = row.scalar()
+            if found is None:
+                conn.execute(meta.insert().values(key="schema_version",
+                                                  value=str(SCHEMA_VERSION)))
+            elif int(found) > SCHEMA_VERSION:
+                raise StoreError(f"the outcome store {self.safe_url} has schema version "
+                                 f"{found}, newer than this callback-timing's "
+                                 f"{SCHEMA_VERSION}: upgrade callback-timing")
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version recorded in the database."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(meta.c.value)
+                                    .where(meta.c.key == "schema_version")).scalar())
+
+    def _insert(self, table: sa.Table):
+        return (sqlite.insert(table) if self.dialect == "sqlite"
+                else postgresql.insert(table) if self.dialect == "postgresql"
+                else sa.insert(table))
+
+    # --- outcomes --------------------------------------------------------------------------
+
+    def add_outcomes(self, calls: pd.DataFrame, received_at: pd.Timestamp | None = None
+                     ) -> tuple[list[str], list[str]]:
+        """Store clean calls; returns the ``call_id`` of those stored now and of those already
+        stored (or repeated in ``calls``). Committed (durable) when this returns.
+
+        ``calls`` has the clean history's columns (:data:`OUTCOME_COLUMNS`; the missing
+        ones are stored empty) and a ``call_id`` on every row.
+        """
+        if not len(calls):
+            return [], []
+        received = (received_at or pd.Timestamp.now(tz="UTC")).tz_convert("UTC")
+        frame = calls.reindex(columns=list(OUTCOME_COLUMNS))
+        frame["answered"] = (frame["outcome"] == "answered").astype(int)
+        repeated = frame["call_id"].duplicated().to_numpy()
+        frame = frame.loc[~repeated]
+        rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        for row, *times in zip(rows, *(_naive_utc(frame[c]) for c in _TIMES), strict=True):
+            row.update(zip(_TIMES, times, strict=True),
+                       received_at=received.tz_localize(None).to_pydatetime())
+            if row["attempt"] is not None:
+                row["attempt"] = int(row["attempt"])
+        stmt = (self._insert(outcomes).on_conflict_do_nothing(index_elements=["call_id"])
+                if self.dialect in ("sqlite", "postgresql") else outcomes.insert())
+        with self.engine.begin() as conn:
+            stored = {r[0] for r in conn.execute(stmt.returning(outcomes.c.call_id), rows)}
+        ids = frame["call_id"].tolist()
+        new = [c for c in ids if c in stored]
+        old = [c for c in ids if c not in stored] + calls["call_id"][repeated].tolist()
+        return new, old
+
+    def outcomes_after(self, seq: int = 0, limit: int | None = None,
+                       called_after: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Stored outcomes with a sequence number above ``seq`` (and, if given, called after
+        ``called_after``) in storing order, as clean call-history columns plus ``seq`` and
+        ``received_at``; times are UTC."""
+        query = sa.select(outcomes).where(outcomes.c.seq > seq).order_by(outcomes.c.seq)
+        if called_after is not None:
+            query = query.where(outcomes.c.called_at > _naive_utc(
+                pd.Series([called_after]))[0])
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        for column in (*_TIMES, "received_at"):
+            frame[column] = _utc(frame[column])
+        frame["answered"] = frame["answered"].astype(np.int8)
+        return frame
+
+    def last_seq(self) -> int:
+        """The highest outcome sequence number (0 when empty)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(outcomes.c.seq))).scalar() or 0)
+
+    def count_outcomes(self) -> int:
+        """Outcomes stored."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(outcomes)).scalar())
+
+    # --- decisions -------------------------------------------------------------------------
+
+    def log_decisions(self, rows: list[dict]) -> None:
+        """Append ``/rank`` decisions (keys: the ``decisions`` columns but ``seq``; times are
+        UTC ``pandas.Timestamp`` or ``None``)."""
+        if not rows:
+            return
+        clean = []
+        for row in rows:
+            item = dict(row)
+            for key in ("now", "requested_at", "window_start", "window_end", "decided_at"):
+                value = item.get(key)
+                item[key] = (None if value is None
+                             else pd.Timestamp(value).tz_convert("UTC").tz_localize(None)
+                             .to_pydatetime())
+            clean.append(item)
+        with self.engine.begin() as conn:
+            conn.execute(decisions.insert(), clean)
+
+    def decisions_frame(self) -> pd.DataFrame:
+        """The decision log, oldest first; times are UTC."""
+        with self.engine.connect() as conn:
+            result = conn.execute(sa.select(decisions).order_by(decisions.c.seq))
+            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        for column in ("now", "requested_at", "window_start", "window_end", "decided_at"):
+            frame[column] = _utc(frame[column])
+        return frame
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()

@@ -1,0 +1,313 @@
+"""The HTTP service (contract section 3): in process through BentoML's ASGI app, and as a
+real ``callback-timing serve`` subprocess (end to end, ``kill -9``, API key, schemathesis)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from tests.conftest import tiny_bundle
+
+CLI = str(Path(sys.executable).with_name("callback-timing"))
+NOW = "2026-05-04T07:00:00Z"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    _, folder, _ = tiny_bundle(tmp_path_factory.mktemp("svc") / "model", n_calls=2000,
+                               version="v1")
+    return folder
+
+
+# --- in process: BentoML's ASGI app (one lifespan per process) -----------------------------
+
+@pytest.fixture(scope="module")
+def client(bundle_dir, tmp_path_factory):
+    from starlette.testclient import TestClient
+
+    env = {"CALLBACK_TIMING_MODEL_DIR": str(bundle_dir),
+           "CALLBACK_TIMING_DB": str(tmp_path_factory.mktemp("db") / "o.db"),
+           "CALLBACK_TIMING_CONTROL_SHARE": "0", "CALLBACK_TIMING_WATCH_SECONDS": "0"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        from callback_timing.service import CallbackTiming
+
+        with TestClient(CallbackTiming.to_asgi()) as c:
+            yield c
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_rank_answers_the_contract(client):
+    r = client.post("/rank", json={"request_id": "r-1", "contact": {"contact_id": "c-0001"},
+                                   "now": NOW, "top_k": 2})
+    assert r.status_code == 200
+    body = r.json()
+    assert (body["request_id"], body["contact_id"], body["source"], body["arm"],
+            body["model_version"]) == ("r-1", "c-0001", "model", "model", "v1")
+    assert 1 <= len(body["windows"]) <= 2
+    w = body["windows"][0]
+    assert set(w) == {"start", "end", "local_start", "p_answer", "score", "reasons"}
+    assert pd.Timestamp(NOW) <= pd.Timestamp(w["start"]) < pd.Timestamp(w["end"])
+    assert [x["score"] for x in body["windows"]] == sorted(
+        (x["score"] for x in body["windows"]), reverse=True)
+
+
+def test_rank_batch_keeps_the_order_and_answers_bad_requests_in_place(client):
+    reqs = [{"request_id": f"b-{i}", "contact": {"contact_id": f"c-{i:04d}"}, "now": NOW}
+            for i in range(5)]
+    reqs.insert(2, {"request_id": "bad", "contact": {"contact_id": "c-9",
+                                                     "timezone": "Mars/Base"}})
+    r = client.post("/rank_batch", json={"requests": reqs})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [x["request_id"] for x in results] == [q["request_id"] for q in reqs]
+    assert results[2] == {"request_id": "bad",
+                          "error": "contact.timezone: unknown time zone 'Mars/Base'"}
+
+
+def test_outcomes_then_rank_then_check(client):
+    r = client.post("/outcomes", json={"outcomes": [
+        {"call_id": "h-1", "request_id": "r-h", "contact_id": "c-0007",  # New York
+         "called_at": "2026-05-04T14:00:00Z", "outcome": "no_answer", "attempt": 1},
+        {"call_id": "h-2", "contact_id": "c-0007", "called_at": "not a time",
+         "outcome": "no_answer"}]})
+    assert r.status_code == 200
+    body = r.json()
+    assert (body["accepted"], body["duplicates"]) == (1, 0)
+    assert [(x["index"], x["call_id"], x["field"]) for x in body["rejected"]] == [
+        (1, "h-2", "called_at")]
+    again = client.post("/outcomes", json={"outcomes": [
+        {"call_id": "h-1", "contact_id": "c-0007", "called_at": "2026-05-04T14:00:00Z",
+         "outcome": "no_answer"}]}).json()
+    assert (again["accepted"], again["duplicates"]) == (0, 1)
+    ranked = client.post("/rank", json={"contact": {"contact_id": "c-0007"},
+                                        "now": "2026-05-04T14:01:00Z"}).json()
+    assert pd.Timestamp(ranked["windows"][0]["start"]) >= pd.Timestamp("2026-05-04T16:00:00Z")
+    check = client.post("/check", json={"contact": {"contact_id": "c-0007"},
+                                        "at": "2026-05-04T14:30:00Z"}).json()
+    assert check["allowed"] is False and "after the last call" in check["reasons"][0]
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"contact": {}}, "contact.contact_id"),
+    ({"contact": {"contact_id": "c"}, "horizon_hours": 0}, "horizon_hours"),
+    ({"contact": {"contact_id": "c"}, "horizon_hours": 10_000}, "horizon_hours"),
+    ({"contact": {"contact_id": "c"}, "top_k": 0}, "top_k"),
+    ({"contact": {"contact_id": "c"}, "top_k": "three"}, "top_k"),
+    ({"contact": {"contact_id": "c"}, "policy": "magic"}, "policy"),
+    ({"contact": {"contact_id": "c"}, "urgency": "now!"}, "urgency"),
+    ({"contact": {"contact_id": "c"}, "now": "yesterday"}, "now"),
+    ({"contact": {"contact_id": "c", "timezone": "Mars/Base"}}, "contact.timezone"),
+    ({"contact": {"contact_id": "c", "country": "Poland"}}, "contact.country"),
+    ({"contact": {"contact_id": "c"}, "now": "2026-06-01T10:00:00Z",
+      "requested_at": "2026-06-02T10:00:00Z"}, "requested_at"),
+])
+def test_bad_rank_requests_get_a_400_naming_the_field(client, body, field, caplog):
+    with caplog.at_level(logging.INFO):
+        r = client.post("/rank", json=body)
+    assert r.status_code == 400
+    assert r.json()["error"].startswith(f"{field}: ")
+    assert not [rec for rec in caplog.records if rec.exc_info]  # no traceback logged
+
+
+def test_malformed_json_is_a_400(client):
+    r = client.post("/rank", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+    r = client.post("/outcomes", json={"outcomes": "all of them"})
+    assert r.status_code == 400 and r.json()["error"].startswith("outcomes: ")
+
+
+def test_info_docs_and_readiness(client):
+    assert client.get("/readyz").status_code == 200
+    info = client.get("/info").json()
+    assert (info["source"], info["degraded"], info["model_version"]) == ("model", False, "v1")
+    assert client.post("/info", json={}).json()["model_version"] == "v1"
+    spec = client.get("/docs.json").json()
+    assert {"/rank", "/rank_batch", "/outcomes", "/check", "/info"} <= set(spec["paths"])
+    docs = client.get("/docs", follow_redirects=False)
+    assert docs.status_code in (302, 307) and docs.headers["location"] == "/"
+
+
+def test_a_body_over_the_limit_is_refused(client):
+    from callback_timing.service import Guard
+
+    async def echo(scope, receive, send):  # an app that must not be reached
+        raise AssertionError("reached the app")
+
+    from starlette.testclient import TestClient
+
+    small = TestClient(Guard(echo, api_key="k", max_body=100))
+    assert small.post("/rank", content=b"x" * 500, headers={"x-api-key": "k"}
+                      ).status_code == 413
+    assert small.post("/rank", content=b"x", headers={"x-api-key": "wrong"}).status_code == 401
+    assert small.post("/rank", content=b"x").json()["error"].startswith("X-API-Key")
+
+
+# --- a real server --------------------------------------------------------------------------
+
+class Server:
+    """``callback-timing serve`` in its own process group."""
+
+    def __init__(self, tmp: Path, model: Path, db: Path, **env: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "CALLBACK_TIMING_HOME": str(tmp / "home"),
+                    "BENTOML_HOME": str(tmp / "bentoml"), **env}
+        self.args = [CLI, "serve", "--model", str(model), "--db", str(db), "--port",
+                     str(self.port), "--control-share", "0", "--watch", "0"]
+        self.log = tmp / f"server-{self.port}.log"
+
+    def __enter__(self) -> Server:
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=self.log.open("w"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"server not ready: {self.log.read_text()[-2000:]}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the server and its workers (BentoML starts each worker in its own session,
+        so the process group alone would miss the one that answered)."""
+        import psutil
+
+        try:
+            family = [psutil.Process(self.proc.pid),
+                      *psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        for p in (family if sig == signal.SIGKILL else family[:1]):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.send_signal(sig)
+        self.proc.wait(timeout=30)
+        for p in family[1:]:  # a worker left behind by SIGTERM
+            try:
+                p.wait(timeout=15)
+            except psutil.TimeoutExpired:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+    def __exit__(self, *exc) -> None:
+        self.kill(signal.SIGTERM)
+
+    def post(self, path: str, body: dict, **kw) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", json=body, timeout=30, **kw)
+
+
+@pytest.mark.slow
+def test_an_acknowledged_outcome_survives_kill_9(tmp_path, bundle_dir):
+    db = tmp_path / "o.db"
+    outcome = {"call_id": "k-1", "request_id": "r-k", "contact_id": "c-0011",
+               "called_at": "2026-05-04T08:00:00Z", "outcome": "no_answer"}
+    req = {"request_id": "r-k", "contact": {"contact_id": "c-0011"},
+           "now": "2026-05-04T08:01:00Z"}
+    with Server(tmp_path, bundle_dir, db) as server:
+        before = server.post("/rank", req).json()["windows"]
+        assert server.post("/outcomes", {"outcomes": [outcome]}).json()["accepted"] == 1
+        server.kill(signal.SIGKILL)  # at once, after the acknowledgement
+    with Server(tmp_path, bundle_dir, db) as server:
+        after = server.post("/rank", req).json()["windows"]
+        again = server.post("/outcomes", {"outcomes": [outcome]}).json()
+    assert (again["accepted"], again["duplicates"]) == (0, 1)
+    assert after != before
+    assert pd.Timestamp(after[0]["start"]) >= pd.Timestamp("2026-05-04T10:00:00Z")
+
+
+@pytest.mark.slow
+def test_without_a_model_the_rules_answer_and_the_api_key_is_required(tmp_path):
+    with Server(tmp_path, tmp_path / "no-model", tmp_path / "o.db",
+                CALLBACK_TIMING_API_KEY="s3cret") as server:
+        assert httpx.get(f"{server.url}/readyz").status_code == 200  # probes stay open
+        assert server.post("/rank", {"contact": {"contact_id": "c"}}).status_code == 401
+        key = {"headers": {"X-API-Key": "s3cret"}}
+        info = httpx.get(f"{server.url}/info", **key).json()
+        assert (info["source"], info["degraded"]) == ("rules", True)
+        ranked = server.post("/rank", {"contact": {"contact_id": "c"}}, **key).json()
+        assert (ranked["source"], ranked["fallback_reason"]) == ("rules", "no model loaded")
+        forced = server.post("/rank", {"contact": {"contact_id": "c"}, "policy": "model"},
+                             headers={"Authorization": "Bearer s3cret"})
+        assert forced.status_code == 503 and forced.json()["error"].startswith("policy: ")
+        log = server.log.read_text()
+    assert "s3cret" not in log
+
+
+def test_serve_reports_user_mistakes_in_one_line(tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    env = {**os.environ, "CALLBACK_TIMING_HOME": str(tmp_path / "home")}
+    try:
+        busy = subprocess.run([CLI, "serve", "--port", str(port), "--db", str(tmp_path / "d")],
+                              capture_output=True, text=True, env=env, timeout=60)
+    finally:
+        taken.close()
+    assert busy.returncode == 1
+    assert busy.stderr.strip().splitlines() == [
+        f"error: --port: cannot listen on 127.0.0.1:{port}: already in use"]
+    (tmp_path / "file").write_text("x")
+    bad_db = subprocess.run([CLI, "serve", "--db", str(tmp_path / "file" / "o.db")],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert bad_db.returncode == 1 and len(bad_db.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in bad_db.stderr
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error(tmp_path, bundle_dir):
+    """Generated requests (valid and invalid) against the OpenAPI spec: never a 5xx."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+
+    with Server(tmp_path, bundle_dir, tmp_path / "o.db") as server:
+        schema = schemathesis.openapi.from_url(f"{server.url}/docs.json")
+        failures, calls = [], []
+        for path in ("/rank", "/rank_batch", "/outcomes", "/check"):
+            op = schema[path]["POST"]
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+                @settings(max_examples=20, deadline=None, database=None,
+                          suppress_health_check=list(HealthCheck))
+                @given(case=op.as_strategy(generation_mode=mode))
+                def run(case):
+                    response = case.call(base_url=server.url, timeout=30)
+                    calls.append(response.status_code)
+                    if response.status_code >= 500:
+                        failures.append((case.path, response.status_code,
+                                         response.text[:300]))
+
+                run()
+        log = server.log.read_text()
+    assert failures == []
+    assert len(calls) >= 80 and any(400 <= c < 500 for c in calls) and 200 in calls
+    assert "Traceback" not in log  # clients' mistakes are one line each
