@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -123,9 +124,48 @@ def test_unwritable_output_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_the_main_job(tmp_path):
-    out = run("demo", "--contacts", "200", "--days", "30", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
+def test_demo_runs_the_main_job_and_ends_serving(tmp_path):
+    import socket
+    import time
+
+    import httpx
+    import psutil
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "callback_timing.cli"]
+    log = (tmp_path / "demo.log").open("w+")
+    proc = subprocess.Popen(
+        [*command, "demo", "--contacts", "200", "--days", "30", "--port", str(port)],
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True,
+        env={"PATH": "/usr/bin:/bin", "CALLBACK_TIMING_PSEUDONYM_KEY": "test-key",
+             "COLUMNS": "120", "HOME": str(tmp_path), "BENTOML_HOME": str(tmp_path / "bentoml")})
+    try:
+        deadline, ready = time.monotonic() + 280, False
+        while time.monotonic() < deadline and proc.poll() is None and not ready:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        log.seek(0)
+        printed = log.read()
+        assert ready, printed[-3000:]
+        info = httpx.get(f"http://127.0.0.1:{port}/info").json()
+        meta = json.loads((tmp_path / "models" / "current" / "metadata.json").read_text())
+        assert (info["source"], info["model_version"]) == ("model", meta["version"])
+        ranked = httpx.post(f"http://127.0.0.1:{port}/rank",
+                            json={"contact": {"contact_id": "c-1"}}).json()
+        assert ranked["windows"] and ranked["source"] in ("model", "rules")
+    finally:
+        family = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+        proc.kill()
+        for child in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        proc.wait(timeout=30)
+    out = subprocess.CompletedProcess(proc.args, 0, printed, "")
+    assert f"API docs: http://localhost:{port}/docs" in out.stdout
     assert (tmp_path / "data" / "history.csv").is_file()
     assert (tmp_path / "data" / "history.rejects.csv").is_file()
     png = (tmp_path / "data" / "history.heatmap.png").read_bytes()

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -165,13 +166,22 @@ def test_every_answer_is_in_the_decision_log(tmp_path, bundle_dir):
     ranker.close()
 
 
-def test_two_instances_share_outcomes_through_the_database(tmp_path, bundle_dir):
-    a = _ranker(tmp_path, bundle_dir, sync_seconds=0.0)
-    b = _ranker(tmp_path, bundle_dir, sync_seconds=0.0)
-    req = {**_req("c-0004"), "now": "2026-05-04T08:01:00Z"}
+PG_URL = os.environ.get("CALLBACK_TIMING_TEST_PG")
+
+
+@pytest.mark.parametrize("backend", [
+    "sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+        not PG_URL, reason="set CALLBACK_TIMING_TEST_PG to a PostgreSQL URL to run it"))])
+def test_two_instances_share_outcomes_through_the_database(tmp_path, bundle_dir, backend):
+    db = str(tmp_path / "o.db") if backend == "sqlite" else PG_URL
+    a, b = (OnlineRanker(ServeSettings(model_dir=bundle_dir, db=db, control_share=0,
+                                       watch_seconds=0, sync_seconds=0.0)) for _ in range(2))
+    cid = f"c-{uuid.uuid4().hex[:10]}"  # new in every run (a PostgreSQL database persists)
+    contact = {"contact_id": cid, "timezone": "Europe/Berlin", "country": "DE"}
+    req = {"request_id": "r", "contact": contact, "now": "2026-05-04T08:01:00Z"}
     before = b.rank([req])[0]["windows"]
-    a.outcomes([{"call_id": "s1", "contact_id": "c-0004", "called_at": "2026-05-04T08:00:00Z",
-                 "outcome": "no_answer"}])
+    a.outcomes([{"call_id": f"s-{cid}", "contact_id": cid, "called_at": "2026-05-04T08:00:00Z",
+                 "outcome": "no_answer", "timezone": "Europe/Berlin", "country": "DE"}])
     after = b.rank([req])[0]["windows"]
     assert after != before
     assert pd.Timestamp(after[0]["start"]) >= pd.Timestamp("2026-05-04T08:00:00Z") + \
@@ -263,3 +273,23 @@ def test_dial_check_names_the_rule(tmp_path, bundle_dir):
     assert ranker.rank([{**_req("c-new"), "contact": {**warsaw, "do_not_call": True}}]
                        )[0]["windows"] == []
     ranker.close()
+
+
+def test_workers_on_one_machine_see_outcomes_and_reloads_at_once(tmp_path, bundle_dir):
+    """Two workers (instances) on one SQLite file: no waiting for the periodic sync."""
+    a, b = (OnlineRanker(ServeSettings(model_dir=bundle_dir, db=str(tmp_path / "o.db"),
+                                       control_share=0, watch_seconds=0, sync_seconds=3600))
+            for _ in range(2))
+    req = {**_req("c-0004"), "now": "2026-05-04T08:01:00Z"}
+    before = b.rank([req])[0]["windows"]
+    a.outcomes([{"call_id": "w1", "contact_id": "c-0004", "called_at": "2026-05-04T08:00:00Z",
+                 "outcome": "no_answer"}])
+    after = b.rank([req])[0]["windows"]
+    assert after != before and pd.Timestamp(after[0]["start"]) >= pd.Timestamp(
+        "2026-05-04T10:00:00Z")
+    _, new, _ = tiny_bundle(tmp_path / "new", n_calls=1800, seed=4, version="v9")
+    assert a.reload(new)["reloaded"]
+    assert b.rank([req])[0]["model_version"] == "v9"  # b followed a's reload
+    assert b.info()["model_version"] == "v9"
+    a.close()
+    b.close()

@@ -80,4 +80,4 @@ def test_the_budget_grows_with_the_batch(tmp_path):
     config = load_policy_config(path)
     assert config.model_budget_s(1) == pytest.approx(0.102)
     assert config.model_budget_s(1000) == pytest.approx(2.1)
-    assert load_policy_config().model_budget_s(10_000) == pytest.approx(10.25)
+    assert load_policy_config().model_budget_s(10_000) == pytest.approx(10.05)

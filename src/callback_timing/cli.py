@@ -345,28 +345,41 @@ def demo_cmd(
     model: Annotated[Path, typer.Option(help="Folder for the model bundle.")] = (
         config.model_dir()
     ),
+    serve: Annotated[bool, typer.Option(help="End with the ranking server on localhost.")
+                     ] = True,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The server's port.")] = 3000,
 ) -> None:
     """The main job on embedded defaults: simulate a call history, validate it, train on it,
-    and replay a callback campaign with the traditional desk, the rules, the model and the
-    oracle."""
+    replay a callback campaign with the traditional desk, the rules, the model and the
+    oracle, and serve the model on localhost (Ctrl-C stops it)."""
     from callback_timing.cli_policy import evaluate_cmd
+    from callback_timing.cli_serve import check_port
     from callback_timing.workflow import train
 
-    console.rule("1/4 simulate a call history")
+    steps = 5 if serve else 4
+    if serve:  # before the work: a busy port would only show at the end
+        check_port("127.0.0.1", port)
+    console.rule(f"1/{steps} simulate a call history")
     path = _run_simulate(contacts, days, seed, workdir / "history.csv", "2026-03-02", 0.03)
-    console.rule("2/4 validate it")
+    console.rule(f"2/{steps} validate it")
     _run_validate(path, None, None, None, False, plot=_sidecar(path, "heatmap", ".png"))
-    console.rule("3/4 train the answer model")
+    console.rule(f"3/{steps} train the answer model")
     with _progress("training") as progress:
         report = train(path, model, progress=progress)
     _print_training(report)
-    console.rule("4/4 replay a callback campaign: desk vs rules vs model vs oracle")
+    console.rule(f"4/{steps} replay a callback campaign: desk vs rules vs model vs oracle")
     evaluate_cmd(history=path, model=model, requests=400, seed=seed,
                  plot=_sidecar(path, "campaign", ".png"))
     console.print(
         "\nnext: [bold].venv/bin/callback-timing --help[/] lists every command; "
         "[bold].venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db[/] shows the run"
     )
+    if serve:
+        from callback_timing.cli_serve import serve_cmd
+
+        console.rule(f"5/{steps} serve the model on localhost")
+        serve_cmd(model=model, port=port, host="127.0.0.1", db=config.db_path(),
+                  control_share=0.10, rules=None, rules_table=None, workers=1, watch=5.0)
 
 
 def _register_policy_commands() -> None:

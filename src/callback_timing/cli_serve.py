@@ -24,7 +24,8 @@ from callback_timing.schema import ConfigError
 SERVICE = "callback_timing.service:CallbackTiming"
 
 
-def _check_port(host: str, port: int) -> None:
+def check_port(host: str, port: int) -> None:
+    """Raise :class:`ConfigError` (one line) if nothing can listen on ``host:port``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -37,7 +38,7 @@ def _check_port(host: str, port: int) -> None:
 
 def serve_environment(model: Path | None, db: str, control_share: float,
                       rules: Path | None, rules_table: Path | None,
-                      watch: float) -> dict[str, str]:
+                      watch: float, workers: int = 1) -> dict[str, str]:
     """The environment ``bentoml serve`` runs the service with (the options as variables)."""
     env = dict(os.environ)
     env.update({
@@ -45,6 +46,7 @@ def serve_environment(model: Path | None, db: str, control_share: float,
         "CALLBACK_TIMING_DB": db if "://" in db else str(Path(db).resolve()),
         "CALLBACK_TIMING_CONTROL_SHARE": repr(control_share),
         "CALLBACK_TIMING_WATCH_SECONDS": repr(watch),
+        "CALLBACK_TIMING_WORKERS": str(workers),
         "BENTOML_DO_NOT_TRACK": "True",
     })
     for name, path in (("CALLBACK_TIMING_RULES", rules),
@@ -72,6 +74,9 @@ def serve_cmd(
                              ] = 0.10,
     rules: RulesOption = None,
     rules_table: RulesTableOption = None,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Worker processes; they share outcomes and reloads through the store "
+                    "at once. Clients with keep-alive connections may all land on one.")] = 1,
     watch: Annotated[float, typer.Option(
         min=0.0, help="Seconds between looks at the model folder for a new bundle (0: only "
                       "POST /admin/reload).")] = 5.0,
@@ -92,7 +97,7 @@ def serve_cmd(
     store = OutcomeStore(db)
     where = store.safe_url
     store.close()
-    _check_port(host, port)
+    check_port(host, port)
     _, note = load_bundle(model)
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
     base = f"http://{shown}:{port}"
@@ -100,7 +105,7 @@ def serve_cmd(
     console.print(f"API docs: {base}/docs\nstatus:   {base}/info\n(Ctrl-C stops the server)",
                   highlight=False)
     sys.stdout.flush()
-    env = serve_environment(model, db, control_share, rules, rules_table, watch)
+    env = serve_environment(model, db, control_share, rules, rules_table, watch, workers)
     args = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--port", str(port),
             "--host", host]
     os.execvpe(sys.executable, args, env)

@@ -33,6 +33,7 @@ Examples
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import queue
@@ -72,6 +73,9 @@ class ServeSettings:
     rules_path: Path | None = None
     rules_table_path: Path | None = None
     sync_seconds: float = 1.0
+    #: how far back each sync looks again (received time), for transactions that committed
+    #: late and for clock skew between instances
+    sync_overlap_seconds: float = 30.0
     watch_seconds: float = 5.0
 
     def __post_init__(self) -> None:
@@ -113,8 +117,74 @@ def in_control(key: str, share: float) -> bool:
     return int.from_bytes(digest, "big") / 2.0**64 < share
 
 
+class Beacon:
+    """A file whose modification time says "something changed" to the other server workers
+    on this machine (one ``stat`` per request: a few microseconds).
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> a, b = Beacon(folder / "x.changes"), Beacon(folder / "x.changes")
+    >>> b.changed(), a.ring(), b.changed(), b.changed()
+    (False, None, True, False)
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._seen = self._stamp()
+
+    def _stamp(self) -> int | None:
+        if self.path is None:
+            return None
+        try:
+            return os.stat(self.path).st_mtime_ns
+        except OSError:
+            return None
+
+    def ring(self, text: str = "") -> None:
+        """Tell the others (and remember it as seen here)."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(text, encoding="utf-8")
+        stamp = time.time_ns()
+        os.utime(self.path, ns=(stamp, stamp))
+        self._seen = self._stamp()
+
+    def changed(self) -> bool:
+        """Whether it rang since this instance last looked (or rang)."""
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return False
+        self._seen = stamp
+        return True
+
+    def read(self) -> str:
+        """What the last ring said."""
+        try:
+            return self.path.read_text(encoding="utf-8") if self.path else ""
+        except OSError:
+            return ""
+
+
+def _beacon_path(store: OutcomeStore, kind: str) -> Path | None:
+    """Where the workers sharing ``store`` on this machine signal ``kind`` changes."""
+    url = store.url
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url[len("sqlite:///"):])
+        return path.with_name(f"{path.name}.{kind}")
+    if url.startswith("sqlite"):
+        return None  # in memory: one process
+    key = hashlib.blake2b(url.encode(), digest_size=6).hexdigest()
+    return defaults.home_dir() / f"serve-{key}.{kind}"
+
+
 class OnlineRanker:
-    """The service's state and answers (see the module docstring); thread-safe."""
+    """The service's state and answers (see the module docstring); thread-safe.
+
+    Several workers (processes) on one machine share the outcome store: a worker that
+    stores outcomes or reloads a model rings a :class:`Beacon`, and the others catch up
+    before their next answer.
+    """
 
     def __init__(self, settings: ServeSettings | None = None) -> None:
         self.settings = settings or ServeSettings()
@@ -123,9 +193,13 @@ class OnlineRanker:
         self.rules = RuleModel.from_file(self.settings.rules_table_path)
         self._lock = threading.RLock()
         self.started_at = pd.Timestamp.now(tz="UTC")
+        self._outcome_beacon = Beacon(_beacon_path(self.store, "outcomes"))
+        self._model_beacon = Beacon(_beacon_path(self.store, "model"))
+        shared = self._shared_model()
+        if shared is not None:  # a worker of this server reloaded from another folder
+            self.settings.model_dir = shared
         bundle, self.model_note = load_bundle(self.settings.model_dir)
         self._install(bundle)
-        self._own: set[str] = set()  # call ids this instance added since the last sync
         self._log: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_decisions, daemon=True,
@@ -141,39 +215,61 @@ class OnlineRanker:
 
     # --- state -----------------------------------------------------------------------------
 
-    def _policies(self, bundle) -> tuple[Policy, Policy, int]:
+    def _policies(self, bundle) -> tuple[Policy, Policy, pd.DataFrame]:
         """The policy of ``bundle``, the control arm's desk, both with every stored outcome
-        after the bundle's history added, and the last outcome sequence number read."""
+        after the bundle's history added, and those outcomes."""
         policy = Policy(bundle, config=self.config, rules=self.rules)
         desk = Policy(None, config=desk_config(self.config), rules=self.rules,
                       history=policy.history)
         desk.priors = policy.priors
         desk.history = policy.history  # the desk's features smooth toward the same priors
-        seq = self.store.last_seq()
         known = policy.history["called_at"].max() if len(policy.history) else None
         calls = self.store.outcomes_after(0, called_after=known)
         if len(calls):
             for p in (policy, desk):
                 p.add_calls(calls[_CALL_COLUMNS])
-        return policy, desk, seq
+        return policy, desk, calls
 
     def _install(self, bundle) -> None:
-        policy, desk, seq = self._policies(bundle)
+        since = pd.Timestamp.now(tz="UTC")
+        policy, desk, calls = self._policies(bundle)
         with self._lock:
-            self.policy, self.desk, self._seq = policy, desk, seq
+            self.policy, self.desk = policy, desk
+            #: call ids added lately (received within the sync overlap) -> received time
+            self._seen: dict[str, pd.Timestamp] = {}
+            self._remember(calls)
             self._synced = time.monotonic()
+            self._sync_from = since - pd.Timedelta(seconds=self.settings.sync_overlap_seconds)
 
-    def _sync(self) -> None:
-        """Add the outcomes other instances stored since the last sync (every few seconds)."""
-        if time.monotonic() - self._synced < self.settings.sync_seconds:
+    def _remember(self, calls: pd.DataFrame) -> None:
+        """Note the call ids of ``calls`` as added (and forget those out of the overlap)."""
+        horizon = pd.Timestamp.now(tz="UTC") - pd.Timedelta(
+            seconds=2 * self.settings.sync_overlap_seconds)
+        if len(calls):
+            recent = calls[calls["received_at"] >= horizon]
+            self._seen.update(zip(recent["call_id"], recent["received_at"], strict=True))
+        if len(self._seen) > 10_000:
+            self._seen = {k: v for k, v in self._seen.items() if v >= horizon}
+
+    def _catch_up(self) -> None:
+        """Before an answer: another worker's new model, and the outcomes stored since."""
+        if self._model_beacon.changed():
+            folder = self._shared_model()
+            if folder is not None and folder != self.settings.model_dir:
+                self.reload(folder, ring=False)
+        self._sync(force=self._outcome_beacon.changed())
+
+    def _sync(self, force: bool = False) -> None:
+        """Add the outcomes other instances stored lately (every ``sync_seconds``, or now if
+        ``force``): those received since the last sync, minus the overlap, not added yet."""
+        if not force and time.monotonic() - self._synced < self.settings.sync_seconds:
             return
-        calls = self.store.outcomes_after(self._seq)
+        now = pd.Timestamp.now(tz="UTC")
+        calls = self.store.outcomes_after(0, received_since=self._sync_from)
         self._synced = time.monotonic()
-        if not len(calls):
-            return
-        self._seq = int(calls["seq"].max())
-        theirs = calls[~calls["call_id"].isin(self._own)]
-        self._own.clear()
+        self._sync_from = now - pd.Timedelta(seconds=self.settings.sync_overlap_seconds)
+        theirs = calls[~calls["call_id"].isin(self._seen.keys())] if len(calls) else calls
+        self._remember(calls)
         if len(theirs):
             for p in (self.policy, self.desk):
                 p.add_calls(theirs[_CALL_COLUMNS])
@@ -201,8 +297,8 @@ class OnlineRanker:
         share = self.settings.control_share
         control = [share > 0 and isinstance(r, dict) and (r.get("policy") or "auto") == "auto"
                    and in_control(_arm_key(r), share) for r in requests]
+        self._catch_up()
         with self._lock:
-            self._sync()
             now = pd.Timestamp.now(tz="UTC")
             main = self.policy.rank([r for r, c in zip(requests, control, strict=True)
                                      if not c], now=now, errors=errors)
@@ -220,8 +316,8 @@ class OnlineRanker:
 
     def check(self, contact: dict, at=None, request_id: str | None = None) -> dict:
         """The dial-time check (``/check``): :meth:`Policy.dial_check`."""
+        self._catch_up()
         with self._lock:
-            self._sync()
             return self.policy.dial_check(contact, at, request_id)
 
     # --- outcomes --------------------------------------------------------------------------
@@ -253,12 +349,15 @@ class OnlineRanker:
             calls.loc[missing, "call_id"] = [
                 f"{cid}@{at.isoformat()}" for cid, at in
                 zip(calls["contact_id"][missing], calls["called_at"][missing], strict=True)]
+        received = pd.Timestamp.now(tz="UTC")
         with self._lock:  # stored and added together: a sync in between would add them twice
-            new, old = self.store.add_outcomes(calls)
+            new, old = self.store.add_outcomes(calls, received_at=received)
             fresh = calls[calls["call_id"].isin(set(new))][_CALL_COLUMNS]
-            self._own.update(new)
+            self._remember(fresh.assign(received_at=received))
             for p in (self.policy, self.desk):
                 p.add_calls(fresh)
+        if new:
+            self._outcome_beacon.ring()
         logger.info("outcomes: %d accepted, %d duplicates, %d rejected", len(new),
                     len(old) + result.n_duplicates, len(rejected))
         return {"accepted": len(new), "duplicates": len(old) + result.n_duplicates,
@@ -286,14 +385,27 @@ class OnlineRanker:
 
     # --- decision log ----------------------------------------------------------------------
 
+    #: the decision writer commits at most this often (one transaction per batch)
+    decision_interval_s = 0.5
+
     def _write_decisions(self) -> None:
-        """Background writer of the decision log: batches what :meth:`rank` queued."""
+        """Background writer of the decision log: batches what :meth:`rank` queued, one
+        transaction at most every :attr:`decision_interval_s` (a commit costs an fsync)."""
         while not self._stop.is_set() or not self._log.empty():
             try:
                 items = [self._log.get(timeout=0.2)]
             except queue.Empty:
                 continue
-            while len(items) < 1000:
+            deadline = time.monotonic() + self.decision_interval_s
+            while len(items) < 5000 and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    items.append(self._log.get(timeout=left))
+                except queue.Empty:
+                    break
+            while len(items) < 5000:  # whatever else is queued
                 try:
                     items.append(self._log.get_nowait())
                 except queue.Empty:
@@ -315,7 +427,7 @@ class OnlineRanker:
 
     # --- reload ----------------------------------------------------------------------------
 
-    def reload(self, model_dir: str | Path | None = None) -> dict:
+    def reload(self, model_dir: str | Path | None = None, ring: bool = True) -> dict:
         """Load the bundle at ``model_dir`` (default: the served folder) and serve it if it
         loads and answers; a bad bundle never replaces a working model.
 
@@ -334,9 +446,22 @@ class OnlineRanker:
         self.model_note = note
         if model_dir is not None:
             self.settings.model_dir = folder
+        if ring:  # the other workers of this server serve it too
+            self._model_beacon.ring(json.dumps({"server": os.getppid(),
+                                                "model_dir": str(Path(folder).resolve())}))
         self._watched = self._bundle_stamp()
         logger.info("now ranking with %s", note)
         return {"reloaded": True, "model_version": bundle.version, "detail": note}
+
+    def _shared_model(self) -> Path | None:
+        """The folder another worker of this server reloaded from, if any."""
+        try:
+            said = json.loads(self._model_beacon.read() or "{}")
+        except ValueError:
+            return None
+        if said.get("server") != os.getppid() or not said.get("model_dir"):
+            return None  # none, or a beacon of an earlier server
+        return Path(said["model_dir"])
 
     def _bundle_stamp(self) -> float | None:
         folder = self.settings.model_dir

@@ -109,7 +109,7 @@ class PolicyConfig:
     max_horizon_hours: float = 336.0
     exploration_share: float = 0.05
     default_timezone: str = "UTC"
-    model_budget_ms: float = 250.0
+    model_budget_ms: float = 50.0
     model_budget_ms_per_request: float = 1.0
 
     def model_budget_s(self, requests: int) -> float | None:
@@ -255,7 +255,7 @@ def _build(data: dict) -> PolicyConfig:
         max_horizon_hours=max_h,
         exploration_share=share,
         default_timezone=zone,
-        model_budget_ms=_positive(budget.get("latency_budget_ms", 250),
+        model_budget_ms=_positive(budget.get("latency_budget_ms", 50),
                                   "model.latency_budget_ms"),
         model_budget_ms_per_request=_positive(budget.get("latency_budget_ms_per_request", 1.0),
                                               "model.latency_budget_ms_per_request"),

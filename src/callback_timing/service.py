@@ -174,7 +174,14 @@ class _FieldErrors:
         await self.send({"type": "http.response.body", "body": body})
 
 
-@bentoml.service(name="callback_timing", workers=1, traffic={"timeout": 60})
+def _workers() -> int:
+    try:
+        return max(1, int(os.environ.get("CALLBACK_TIMING_WORKERS", "1")))
+    except ValueError:
+        return 1
+
+
+@bentoml.service(name="callback_timing", workers=_workers(), traffic={"timeout": 60})
 class CallbackTiming:
     """Ranked call windows for callback requests; the rules answer when the model cannot."""
 

@@ -69,7 +69,7 @@ outcomes = sa.Table(
     sa.Column("country", sa.String(2)),
     sa.Column("subdivision", sa.String(16)),
     sa.Column("industry", sa.String(64)),
-    sa.Column("received_at", sa.DateTime, nullable=False),  # UTC
+    sa.Column("received_at", sa.DateTime, nullable=False, index=True),  # UTC
 )
 
 decisions = sa.Table(
@@ -235,14 +235,24 @@ class OutcomeStore:
         return new, old
 
     def outcomes_after(self, seq: int = 0, limit: int | None = None,
-                       called_after: pd.Timestamp | None = None) -> pd.DataFrame:
+                       called_after: pd.Timestamp | None = None,
+                       received_since: pd.Timestamp | None = None) -> pd.DataFrame:
         """Stored outcomes with a sequence number above ``seq`` (and, if given, called after
-        ``called_after``) in storing order, as clean call-history columns plus ``seq`` and
-        ``received_at``; times are UTC."""
+        ``called_after`` and received at or after ``received_since``) in storing order, as
+        clean call-history columns plus ``seq`` and ``received_at``; times are UTC.
+
+        On PostgreSQL a sequence number is taken when a row is inserted, not when it is
+        committed: a reader that has seen ``seq`` N can later find a smaller one. Readers
+        that follow the store (another server instance) read an overlapping window of
+        ``received_since`` instead and drop the ``call_id`` they have.
+        """
         query = sa.select(outcomes).where(outcomes.c.seq > seq).order_by(outcomes.c.seq)
         if called_after is not None:
             query = query.where(outcomes.c.called_at > _naive_utc(
                 pd.Series([called_after]))[0])
+        if received_since is not None:
+            query = query.where(outcomes.c.received_at >= _naive_utc(
+                pd.Series([received_since]))[0])
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
