@@ -523,13 +523,6 @@ def _text(row, key: str) -> str | None:
     return None if value is None else str(value)
 
 
-def _utc(value, default: pd.Timestamp) -> pd.Timestamp:
-    if value is None:
-        return default
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 def _decisions(answers: list[dict], requests: list[dict], now: pd.Timestamp) -> list[dict]:
     """Decision-log rows of ranked answers (errors are not decisions)."""
     rows = []
@@ -544,8 +537,8 @@ def _decisions(answers: list[dict], requests: list[dict], now: pd.Timestamp) -> 
             "model_version": answer["model_version"],
             "policy": request.get("policy") or "auto",
             "urgency": request.get("urgency") or "standard",
-            "now": _utc(request.get("now"), now),
-            "requested_at": _utc(request.get("requested_at"), _utc(request.get("now"), now)),
+            "now": request.get("now") or now,
+            "requested_at": request.get("requested_at") or request.get("now") or now,
             "window_start": first.get("start"), "window_end": first.get("end"),
             "p_answer": first.get("p_answer"), "score": first.get("score"),
             "windows": len(answer["windows"]), "explored": bool(answer.get("explored")),

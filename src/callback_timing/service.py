@@ -193,11 +193,10 @@ class CallbackTiming:
         return self.ranker is not None
 
     @bentoml.api(route="/rank")
-    def rank(self, request: RankRequest, /) -> RankResponse:
+    async def rank(self, request: RankRequest, /) -> RankResponse:
         """When to call one contact back: windows best first, with ``p_answer`` and reasons."""
         try:
-            return RankResponse.model_validate(
-                self.ranker.rank([request.to_policy()], errors="raise")[0])
+            return JSONResponse(self.ranker.rank([request.to_policy()], errors="raise")[0])
         except RankRequestError as exc:
             return _error(400, str(exc))
         except ModelUnavailable as exc:

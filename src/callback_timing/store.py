@@ -30,6 +30,7 @@ Examples
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,18 @@ def _hide_password(url: str) -> str:
         return sa.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
         return url.split("@")[-1] if "@" in url else url
+
+
+def _naive_utc_one(value) -> datetime | None:
+    """One instant as a naive UTC ``datetime`` (the stored form); fast, no pandas."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return pd.Timestamp(value).to_pydatetime() if isinstance(value, pd.Timestamp) else value
+    utc = value.astimezone(UTC).replace(tzinfo=None)
+    return utc.to_pydatetime() if isinstance(utc, pd.Timestamp) else utc
 
 
 def _naive_utc(values: pd.Series) -> list:
@@ -277,17 +290,15 @@ class OutcomeStore:
 
     def log_decisions(self, rows: list[dict]) -> None:
         """Append ``/rank`` decisions (keys: the ``decisions`` columns but ``seq``; times are
-        UTC ``pandas.Timestamp`` or ``None``)."""
+        ``datetime`` / ``pandas.Timestamp`` / ISO-8601 text with an offset (without one: UTC)
+        or ``None``)."""
         if not rows:
             return
         clean = []
         for row in rows:
             item = dict(row)
             for key in ("now", "requested_at", "window_start", "window_end", "decided_at"):
-                value = item.get(key)
-                item[key] = (None if value is None
-                             else pd.Timestamp(value).tz_convert("UTC").tz_localize(None)
-                             .to_pydatetime())
+                item[key] = _naive_utc_one(item.get(key))
             clean.append(item)
         with self.engine.begin() as conn:
             conn.execute(decisions.insert(), clean)
