@@ -289,7 +289,104 @@ def test_workers_on_one_machine_see_outcomes_and_reloads_at_once(tmp_path, bundl
         "2026-05-04T10:00:00Z")
     _, new, _ = tiny_bundle(tmp_path / "new", n_calls=1800, seed=4, version="v9")
     assert a.reload(new)["reloaded"]
+    b.rank([req])  # sees a's beacon: loads the new model in the background, answers meanwhile
+    for _ in range(200):
+        if b.info()["model_version"] == "v9":
+            break
+        b._stop.wait(0.05)
     assert b.rank([req])[0]["model_version"] == "v9"  # b followed a's reload
-    assert b.info()["model_version"] == "v9"
     a.close()
     b.close()
+
+
+def test_a_failing_model_is_logged_once_a_minute_without_personal_data(tmp_path, bundle_dir,
+                                                                        caplog):
+    ranker = _ranker(tmp_path, bundle_dir)
+
+    class Broken:
+        def p_answer(self, X):
+            raise RuntimeError("boom")
+
+    ranker.policy.bundle = dataclasses.replace(ranker.policy.bundle, model=Broken())
+    with caplog.at_level("WARNING", logger="callback_timing.online"):
+        answers = ranker.rank([_req(f"c-{i:04d}", rid=f"f-{i}",
+                                    contact={"contact_id": f"c-{i:04d}", "phone": "+48512345678"})
+                               for i in range(5)])
+    assert {a["fallback_reason"] for a in answers} == {"model failed (RuntimeError)"}
+    lines = [r.getMessage() for r in caplog.records if r.name == "callback_timing.online"]
+    assert lines == ["the rules answered 1 ranking(s): model failed (RuntimeError)"]
+    assert not any("c-0" in line or "512345678" in line for line in caplog.messages)
+    ranker.close()
+
+
+def test_folding_added_calls_in_keeps_what_the_contact_is_known_by(tmp_path):
+    """A compaction must not forget a contact's subdivision because its last call lacks it
+    (Florida's calling hours end at 20:00, the default's at 21:00)."""
+    history = make_clean_calls(n_calls=50, n_contacts=5, seed=1)
+    policy = Policy(history=history)
+    policy.compact_rows, policy.compact_share = 1, 0.0
+    florida = {"contact_id": "fl-1", "timezone": "America/New_York", "country": "US",
+               "subdivision": "FL", "industry": "retail"}
+    calls = pd.DataFrame([{**florida, "call_id": "f1", "outcome": "busy", "answered": 0,
+                           "called_at": pd.Timestamp("2026-05-04T14:00:00Z"),
+                           "request_id": None},
+                          {**florida, "subdivision": None, "industry": None, "call_id": "f2",
+                           "outcome": "busy", "answered": 0, "request_id": None,
+                           "called_at": pd.Timestamp("2026-05-04T18:00:00Z")}])
+    policy.add_calls(calls.iloc[:1])
+    policy.add_calls(calls.iloc[1:])  # folds everything into the history
+    assert not policy._recent
+    late = policy.dial_check({"contact_id": "fl-1"}, "2026-05-05T00:30:00Z")  # 20:30 in Miami
+    assert late == {"allowed": False,
+                    "reasons": ["outside calling hours 08:00-20:00 America/New_York"]}
+
+
+def test_outcomes_with_a_nul_character_or_odd_types_are_rejected_alone(tmp_path, bundle_dir):
+    ranker = _ranker(tmp_path, bundle_dir)
+    out = ranker.outcomes([
+        {"call_id": "n\x00l", "contact_id": "c-0001", "called_at": "2026-05-04T06:00:00Z",
+         "outcome": "busy"},
+        {"call_id": "num", "contact_id": 42, "called_at": "2026-05-04T06:00:00Z",
+         "outcome": "busy"},
+        {"call_id": "half", "contact_id": "c-0001", "called_at": "2026-05-04T06:05:00Z",
+         "outcome": "busy", "attempt": 1.5},
+    ])
+    assert out["accepted"] == 1
+    assert [(r["index"], r["field"]) for r in out["rejected"]] == [(0, "call_id"),
+                                                                   (2, "attempt")]
+    assert ranker.outcomes([{"contact_id": "x\x00"}])["rejected"][0]["reason"] == \
+        "contains a NUL character"
+    ranker.close()
+
+
+def test_ranking_goes_on_when_the_store_does_not_answer(tmp_path, bundle_dir, caplog,
+                                                       monkeypatch):
+    import sqlalchemy as sa
+
+    ranker = _ranker(tmp_path, bundle_dir, sync_seconds=0.0)
+
+    def down(*args, **kwargs):
+        raise sa.exc.OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(ranker.store, "outcomes_after", down)
+    with caplog.at_level("WARNING", logger="callback_timing.online"):
+        first = ranker.rank([_req("c-0001")])[0]
+        second = ranker.rank([_req("c-0002")])[0]
+    assert first["source"] == second["source"] == "model" and first["windows"]
+    assert [m for m in caplog.messages if "outcome store unreachable" in m] == [
+        "outcome store unreachable (OperationalError): ranking with the state already held"]
+    ranker.close()
+
+
+def test_outcomes_of_mixed_types_without_zones_are_checked_one_by_one(tmp_path, bundle_dir):
+    """Numbers and booleans where text is expected, and profile filling, never raise."""
+    ranker = _ranker(tmp_path, bundle_dir)
+    out = ranker.outcomes([
+        {"call_id": 7, "contact_id": "c-0001", "called_at": "2026-05-04T06:00:00Z",
+         "outcome": "busy", "industry": 3.5},
+        {"call_id": True, "contact_id": "c-0002", "called_at": 1780000000, "outcome": False,
+         "timezone": None},
+    ])
+    assert out["accepted"] == 1
+    assert {r["index"] for r in out["rejected"]} == {1}
+    ranker.close()

@@ -122,6 +122,7 @@ def test_outcomes_then_rank_then_check(client):
     ({"contact": {"contact_id": "c"}, "now": "yesterday"}, "now"),
     ({"contact": {"contact_id": "c", "timezone": "Mars/Base"}}, "contact.timezone"),
     ({"contact": {"contact_id": "c", "country": "Poland"}}, "contact.country"),
+    ({"request_id": "a\u0000b", "contact": {"contact_id": "c"}}, "request_id"),
     ({"contact": {"contact_id": "c"}, "now": "2026-06-01T10:00:00Z",
       "requested_at": "2026-06-02T10:00:00Z"}, "requested_at"),
 ])
@@ -164,6 +165,37 @@ def test_a_body_over_the_limit_is_refused(client):
                       ).status_code == 413
     assert small.post("/rank", content=b"x", headers={"x-api-key": "wrong"}).status_code == 401
     assert small.post("/rank", content=b"x").json()["error"].startswith("X-API-Key")
+    assert small.post("/rank", content=b"x", headers={"x-api-key": "\u00e9".encode("latin-1")}
+                      ).status_code == 401  # not a 500
+
+    from starlette.responses import JSONResponse
+
+    async def ok(scope, receive, send):
+        await JSONResponse({"ok": True})(scope, receive, send)
+
+    open_guard = Guard(ok, api_key=None)
+    remote = TestClient(open_guard, client=("10.1.2.3", 40000))
+    local = TestClient(open_guard, client=("127.0.0.1", 40000))
+    assert remote.post("/admin/reload", json={}).status_code == 403
+    assert local.post("/admin/reload", json={}).status_code == 200
+    assert remote.post("/rank", json={}).status_code == 200
+
+
+def test_the_client_error_filter_never_breaks_logging():
+    from bentoml.exceptions import BadInput
+
+    from callback_timing.service import ClientErrorLog
+
+    for exc in (BadInput(""), BadInput("bad body\nsecond line")):
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "Exception on %s [%s]",
+                                   ("/rank", "POST"), (type(exc), exc, None))
+        assert ClientErrorLog().filter(record)
+        assert record.levelno == logging.WARNING and record.exc_info is None
+        assert record.getMessage().startswith("client error /rank: ")
+    server_bug = logging.LogRecord("x", logging.ERROR, __file__, 1, "Exception on %s [%s]",
+                                   ("/rank", "POST"), (RuntimeError, RuntimeError("x"), None))
+    assert ClientErrorLog().filter(server_bug) and server_bug.levelno == logging.ERROR
+    assert server_bug.exc_info is not None
 
 
 # --- a real server --------------------------------------------------------------------------
@@ -324,3 +356,62 @@ def test_schemathesis_finds_no_server_error(tmp_path, bundle_dir):
     assert failures == []
     assert len(calls) >= 80 and any(400 <= c < 500 for c in calls) and 200 in calls
     assert "Traceback" not in log  # clients' mistakes are one line each
+
+
+@pytest.mark.slow
+def test_bentofile_builds_a_bento_of_the_service(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"),
+           "BENTOML_DO_NOT_TRACK": "True"}
+    built = subprocess.run([sys.executable, "-m", "bentoml", "build", "-f",
+                            "serving/bentofile.yaml", "."], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (bento,) = [p for p in (tmp_path / "bentoml" / "bentos" / "callback_timing").iterdir()
+                if p.name != "latest"]
+    src = bento / "src"
+    assert (src / "serving" / "service.py").is_file()
+    assert (src / "src" / "callback_timing" / "service.py").is_file()
+    assert (src / "src" / "callback_timing" / "policy.yaml").is_file()
+    assert not list(src.rglob("*.db")) and not (src / "mlruns").exists()
+    spec = (bento / "apis" / "openapi.yaml").read_text()
+    assert all(f"{path}:" in spec for path in ("/rank", "/rank_batch", "/outcomes", "/check"))
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text()
+    assert "bentoml==" in requirements and "xgboost-cpu==" in requirements
+    # in the Bento's image the package is its copied source: serving/service.py finds it
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    probe = subprocess.run(
+        [sys.executable, "-S", "-c", "import serving.service, callback_timing; "
+                                     "print(callback_timing.__file__)"],
+        cwd=src, env={**env, "PYTHONPATH": site}, capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert probe.stdout.strip() == str(src / "src" / "callback_timing" / "__init__.py")
+
+
+def test_outcomes_answer_503_when_the_store_is_down(tmp_path, bundle_dir, monkeypatch):
+    """The service class called directly (no HTTP): a store that does not answer loses
+    nothing silently: the dialer is told to send again."""
+    import sqlalchemy as sa
+
+    from callback_timing.http_models import OutcomesRequest, RankBatchRequest, RankRequest
+    from callback_timing.service import CallbackTiming
+
+    monkeypatch.setenv("CALLBACK_TIMING_MODEL_DIR", str(bundle_dir))
+    monkeypatch.setenv("CALLBACK_TIMING_DB", str(tmp_path / "o.db"))
+    monkeypatch.setenv("CALLBACK_TIMING_WATCH_SECONDS", "0")
+    service = CallbackTiming()
+    body = OutcomesRequest(outcomes=[{"call_id": "d1", "contact_id": "c-0001",
+                                      "called_at": "2026-05-04T06:00:00Z", "outcome": "busy"}])
+
+    def down(*args, **kwargs):
+        raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(service.ranker.store, "add_outcomes", down)
+    refused = service.outcomes(body)
+    assert refused.status_code == 503 and b"send them again" in refused.body
+    monkeypatch.undo()
+    assert service.outcomes(body).accepted == 1
+    ranked = service.rank_batch(RankBatchRequest(
+        requests=[RankRequest(contact={"contact_id": "c-0001"}, now=NOW)]))
+    assert ranked.results[0].source == "model"
+    service.ranker.close()

@@ -19,7 +19,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-_ID = {"min_length": 1, "max_length": 256}
+_ID = {"min_length": 1, "max_length": 256, "pattern": r"^[^\x00]*$"}  # no NUL: PostgreSQL
+#: An outcome's field as sent: checked per outcome by the history's validation, not here.
+Loose = str | int | float | bool | None
 
 
 class ContactIn(BaseModel):
@@ -46,7 +48,8 @@ class RankRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    request_id: str | None = Field(None, max_length=256, examples=["r-1"])
+    request_id: str | None = Field(None, max_length=256, pattern=r"^[^\x00]*$",
+                                   examples=["r-1"])
     contact: ContactIn
     now: datetime | None = Field(None, examples=["2026-06-01T10:00:00Z"],
                                  description="default: the server clock")
@@ -116,19 +119,19 @@ class OutcomeIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    call_id: str | None = Field(None, max_length=256, examples=["x-1"])
-    request_id: str | None = Field(None, max_length=256, examples=["r-1"])
-    contact_id: str | None = Field(None, max_length=256, examples=["c-42"])
-    called_at: str | None = Field(None, max_length=64, examples=["2026-06-01T12:03:00Z"])
-    outcome: str | None = Field(None, max_length=32, examples=["no_answer"])
-    attempt: int | str | None = Field(None, examples=[1])
-    duration_s: float | str | None = Field(None, examples=[0])
-    requested_at: str | None = Field(None, max_length=64)
-    phone: str | None = Field(None, max_length=64)
-    country: str | None = Field(None, max_length=8)
-    subdivision: str | None = Field(None, max_length=16)
-    timezone: str | None = Field(None, max_length=64)
-    industry: str | None = Field(None, max_length=128)
+    call_id: Loose = Field(None, examples=["x-1"])
+    request_id: Loose = Field(None, examples=["r-1"])
+    contact_id: Loose = Field(None, examples=["c-42"])
+    called_at: Loose = Field(None, examples=["2026-06-01T12:03:00Z"])
+    outcome: Loose = Field(None, examples=["no_answer"])
+    attempt: Loose = Field(None, examples=[1])
+    duration_s: Loose = Field(None, examples=[0])
+    requested_at: Loose = None
+    phone: Loose = None
+    country: Loose = None
+    subdivision: Loose = None
+    timezone: Loose = None
+    industry: Loose = None
 
 
 class OutcomesRequest(BaseModel):
@@ -161,7 +164,7 @@ class CheckRequest(BaseModel):
 
     contact: ContactIn
     at: datetime | None = Field(None, examples=["2026-06-01T12:00:00Z"])
-    request_id: str | None = Field(None, max_length=256,
+    request_id: str | None = Field(None, max_length=256, pattern=r"^[^\x00]*$",
                                    description="the callback request (its attempt cap)")
 
 

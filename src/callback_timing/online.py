@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import exc as sa_exc
 
 from callback_timing import config as defaults
 from callback_timing.data import clean_history
@@ -150,6 +151,10 @@ class Beacon:
         os.utime(self.path, ns=(stamp, stamp))
         self._seen = self._stamp()
 
+    def pending(self) -> bool:
+        """Whether it rang since this instance last looked (without looking)."""
+        return self._stamp() != self._seen
+
     def changed(self) -> bool:
         """Whether it rang since this instance last looked (or rang)."""
         stamp = self._stamp()
@@ -189,9 +194,12 @@ class OnlineRanker:
     def __init__(self, settings: ServeSettings | None = None) -> None:
         self.settings = settings or ServeSettings()
         self.store = OutcomeStore(self.settings.db)
+        self._schema_version = self.store.schema_version
         self.config = load_policy_config(self.settings.rules_path)
         self.rules = RuleModel.from_file(self.settings.rules_table_path)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the policies and what was added to them
+        self._reload_lock = threading.Lock()
+        self._noted: dict[str, float] = {}
         self.started_at = pd.Timestamp.now(tz="UTC")
         self._outcome_beacon = Beacon(_beacon_path(self.store, "outcomes"))
         self._model_beacon = Beacon(_beacon_path(self.store, "model"))
@@ -201,6 +209,7 @@ class OnlineRanker:
         bundle, self.model_note = load_bundle(self.settings.model_dir)
         self._install(bundle)
         self._log: queue.Queue = queue.Queue()
+        self._fallbacks: dict[str, tuple[int, float]] = {}
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_decisions, daemon=True,
                                         name="callback-timing-decisions")
@@ -240,6 +249,7 @@ class OnlineRanker:
             self._remember(calls)
             self._synced = time.monotonic()
             self._sync_from = since - pd.Timedelta(seconds=self.settings.sync_overlap_seconds)
+            self._sync(force=True)  # outcomes stored while the new policy was built
 
     def _remember(self, calls: pd.DataFrame) -> None:
         """Note the call ids of ``calls`` as added (and forget those out of the overlap)."""
@@ -251,21 +261,39 @@ class OnlineRanker:
         if len(self._seen) > 10_000:
             self._seen = {k: v for k, v in self._seen.items() if v >= horizon}
 
+    def _behind(self) -> bool:
+        """Whether an answer now must first catch up (:meth:`_catch_up`): another worker
+        stored outcomes or reloaded, or the periodic sync is due."""
+        return (self._outcome_beacon.pending() or self._model_beacon.pending()
+                or time.monotonic() - self._synced >= self.settings.sync_seconds)
+
     def _catch_up(self) -> None:
-        """Before an answer: another worker's new model, and the outcomes stored since."""
+        """Before an answer: the outcomes stored since (by other workers at once, by other
+        instances every ``sync_seconds``); another worker's new model is loaded in the
+        background (this answer is not held up by it)."""
         if self._model_beacon.changed():
             folder = self._shared_model()
             if folder is not None and folder != self.settings.model_dir:
-                self.reload(folder, ring=False)
-        self._sync(force=self._outcome_beacon.changed())
+                threading.Thread(target=self.reload, args=(folder,), kwargs={"ring": False},
+                                 daemon=True, name="callback-timing-reload").start()
+        force = self._outcome_beacon.changed()
+        with self._lock:
+            self._sync(force)
 
     def _sync(self, force: bool = False) -> None:
         """Add the outcomes other instances stored lately (every ``sync_seconds``, or now if
-        ``force``): those received since the last sync, minus the overlap, not added yet."""
+        ``force``): those received since the last sync, minus the overlap, not added yet.
+        Call with the lock held. A database that does not answer is logged (once a minute)
+        and the ranking goes on with what it has."""
         if not force and time.monotonic() - self._synced < self.settings.sync_seconds:
             return
         now = pd.Timestamp.now(tz="UTC")
-        calls = self.store.outcomes_after(0, received_since=self._sync_from)
+        try:
+            calls = self.store.outcomes_after(0, received_since=self._sync_from)
+        except sa_exc.SQLAlchemyError as exc:
+            self._synced = time.monotonic()
+            self._note("outcome store unreachable", type(exc).__name__)
+            return
         self._synced = time.monotonic()
         self._sync_from = now - pd.Timedelta(seconds=self.settings.sync_overlap_seconds)
         theirs = calls[~calls["call_id"].isin(self._seen.keys())] if len(calls) else calls
@@ -286,7 +314,7 @@ class OnlineRanker:
                 "degraded": source == "rules", "detail": self.model_note,
                 "control_share": self.settings.control_share,
                 "outcome_store": self.store.safe_url,
-                "schema_version": self.store.schema_version,
+                "schema_version": self._schema_version,
                 "started_at": self.started_at.isoformat()}
 
     # --- ranking ---------------------------------------------------------------------------
@@ -299,20 +327,63 @@ class OnlineRanker:
                    and in_control(_arm_key(r), share) for r in requests]
         self._catch_up()
         with self._lock:
-            now = pd.Timestamp.now(tz="UTC")
-            main = self.policy.rank([r for r, c in zip(requests, control, strict=True)
-                                     if not c], now=now, errors=errors)
-            desk = self.desk.rank([{**r, "policy": "rules", "urgency": "urgent"}
-                                   for r, c in zip(requests, control, strict=True) if c],
-                                  now=now, errors=errors)
+            return self._rank(requests, control, errors)
+
+    def try_rank(self, requests: list[dict], errors: str = "return") -> list[dict] | None:
+        """:meth:`rank` if it can answer at once (nothing to catch up on, no other call
+        holding the state), else ``None``: for callers that must not block (an event loop).
+        """
+        share = self.settings.control_share
+        if self._behind() or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            control = [share > 0 and isinstance(r, dict)
+                       and (r.get("policy") or "auto") == "auto"
+                       and in_control(_arm_key(r), share) for r in requests]
+            return self._rank(requests, control, errors)
+        finally:
+            self._lock.release()
+
+    def _rank(self, requests: list[dict], control: list[bool], errors: str) -> list[dict]:
+        now = pd.Timestamp.now(tz="UTC")
+        main = self.policy.rank([r for r, c in zip(requests, control, strict=True) if not c],
+                                now=now, errors=errors)
+        desk = self.desk.rank([{**r, "policy": "rules", "urgency": "urgent"}
+                               for r, c in zip(requests, control, strict=True) if c],
+                              now=now, errors=errors)
         for answer in desk:
             if "error" not in answer:
                 answer.update(arm="control", source="rules", fallback_reason=CONTROL_REASON,
                               model_version=None)
+        self._note_fallbacks(main)
         main_it, desk_it = iter(main), iter(desk)
         out = [next(desk_it) if c else next(main_it) for c in control]
         self._log.put((out, requests, now))
         return out
+
+    #: a model failure is logged at most this often per reason (with the count since)
+    fallback_log_seconds = 60.0
+
+    def _note(self, what: str, detail: str) -> None:
+        """Log a recurring problem at most once a minute."""
+        if time.monotonic() - self._noted.get(what, -1e9) >= self.fallback_log_seconds:
+            self._noted[what] = time.monotonic()
+            logger.warning("%s (%s): ranking with the state already held", what, detail)
+
+    def _note_fallbacks(self, answers: list[dict]) -> None:
+        """Log why the rules answered instead of a loaded model (failure, NaN, budget):
+        one WARNING per reason and minute, with how often it happened; no personal data."""
+        for answer in answers:
+            reason = answer.get("fallback_reason") or ""
+            if answer.get("source") != "rules" or not reason.startswith("model "):
+                continue
+            count, since = self._fallbacks.get(reason, (0, 0.0))
+            count += 1
+            if time.monotonic() - since >= self.fallback_log_seconds:
+                logger.warning("the rules answered %d ranking(s): %s", count, reason)
+                self._fallbacks[reason] = (0, time.monotonic())
+            else:
+                self._fallbacks[reason] = (count, since)
 
     def check(self, contact: dict, at=None, request_id: str | None = None) -> dict:
         """The dial-time check (``/check``): :meth:`Policy.dial_check`."""
@@ -331,11 +402,20 @@ class OnlineRanker:
         """
         if not rows:
             return {"accepted": 0, "duplicates": 0, "rejected": []}
-        raw = pd.DataFrame([r if isinstance(r, dict) else {} for r in rows])
+        # as sent: text, numbers, booleans (each checked per outcome by clean_history)
+        raw = pd.DataFrame([r if isinstance(r, dict) else {} for r in rows], dtype=object)
+        nul = [(i, k) for i, r in enumerate(rows) if isinstance(r, dict)
+               for k, v in r.items() if isinstance(v, str) and "\x00" in v]
+        if nul:  # no database stores a NUL character in text: reject those outcomes
+            raw = raw.drop(index=sorted({i for i, _ in nul}))
         for column in ("contact_id", "called_at", "outcome"):
             if column not in raw:
                 raw[column] = None
-        raw.index = pd.RangeIndex(len(raw), name="row")
+        raw.index = raw.index.rename("row")
+        if raw.empty:
+            return {"accepted": 0, "duplicates": 0,
+                    "rejected": [{"index": i, "call_id": None, "field": k,
+                                  "reason": "contains a NUL character"} for i, k in nul]}
         with self._lock:
             raw = self._with_profiles(raw)
         result = clean_history(raw.astype(object).where(raw.notna(), None),
@@ -343,6 +423,9 @@ class OnlineRanker:
         rejected = [{"index": int(r.row), "call_id": _text(rows[int(r.row)], "call_id"),
                      "field": r.column, "reason": r.reason}
                     for r in result.rejects.itertuples(index=False)]
+        rejected += [{"index": i, "call_id": None, "field": k,
+                      "reason": "contains a NUL character"} for i, k in nul]
+        rejected.sort(key=lambda r: r["index"])
         calls = result.calls
         missing = calls["call_id"].isna().to_numpy()
         if missing.any():  # the contract's key without a call_id: (contact_id, called_at)
@@ -428,6 +511,11 @@ class OnlineRanker:
     # --- reload ----------------------------------------------------------------------------
 
     def reload(self, model_dir: str | Path | None = None, ring: bool = True) -> dict:
+        """See :meth:`_reload`; one reload at a time."""
+        with self._reload_lock:
+            return self._reload(model_dir, ring)
+
+    def _reload(self, model_dir: str | Path | None = None, ring: bool = True) -> dict:
         """Load the bundle at ``model_dir`` (default: the served folder) and serve it if it
         loads and answers; a bad bundle never replaces a working model.
 

@@ -230,7 +230,10 @@ class Policy:
         self._reader = RequestReader(self.config, self._profiles)  # contacts may have changed
         self._recent_rows += len(calls)
         if self._recent_rows > max(self.compact_rows, self.compact_share * len(self._history)):
+            profiles = self._profiles  # merged field by field: the last call may lack some
             self.history = self.history
+            self._profiles = profiles
+            self._reader = RequestReader(self.config, profiles)
 
     def _sources(self, contacts: set[str]) -> tuple[SlotFeatures, fp.HistoryIndex]:
         """The features and history index to rank ``contacts`` with: the history's, or, when

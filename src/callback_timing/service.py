@@ -17,12 +17,15 @@ callback_timing.service:CallbackTiming``; ``serving/bentofile.yaml`` builds it i
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
 import os
 
+import anyio
 import bentoml
+from sqlalchemy import exc as sa_exc
 from starlette.responses import JSONResponse, RedirectResponse
 
 from callback_timing.http_models import (
@@ -47,6 +50,8 @@ logger = logging.getLogger(__name__)
 API_KEY_ENV = "CALLBACK_TIMING_API_KEY"
 #: BentoML's health probes: open without the API key (load balancers do not send one).
 OPEN_PATHS = frozenset({"/readyz", "/livez", "/healthz"})
+#: Without an API key, ``/admin/`` answers these client addresses only.
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -60,15 +65,22 @@ class ClientErrorLog(logging.Filter):
     client's mistake is one WARNING line here (server errors keep their traceback)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from pydantic import ValidationError
+        try:
+            from pydantic import ValidationError
 
-        exc = record.exc_info[1] if record.exc_info else None
-        code = getattr(getattr(exc, "error_code", None), "value", 500)
-        if isinstance(exc, ValidationError) or (exc is not None and 400 <= code < 500):
-            first = str(exc).splitlines()[0][:200]
-            record.msg, record.args = "client error %s: %s", (record.args[0], first)
-            record.exc_info = record.exc_text = None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            exc = record.exc_info[1] if record.exc_info else None
+            code = getattr(getattr(exc, "error_code", None), "value", 500)
+            # a request body that does not validate (not a response model: that is our bug)
+            invalid = isinstance(exc, ValidationError) and (
+                exc.title.endswith("IODescriptor") or exc.title == "Input")
+            if invalid or (exc is not None and 400 <= code < 500):
+                lines = str(exc).splitlines() or [type(exc).__name__]
+                where = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+                record.msg, record.args = "client error %s: %s", (where, lines[0][:200])
+                record.exc_info = record.exc_text = None
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        except Exception:  # noqa: BLE001 - a log filter must never break the request
+            pass
         return True
 
 
@@ -92,6 +104,10 @@ class Guard:
         if self.api_key and path not in OPEN_PATHS and not self._authorised(scope):
             return await _error(401, "X-API-Key: missing or wrong API key")(scope, receive,
                                                                              send)
+        if (not self.api_key and path.startswith("/admin/")
+                and (scope.get("client") or ("",))[0] not in LOOPBACK):
+            return await _error(403, "X-API-Key: /admin/ needs CALLBACK_TIMING_API_KEY set, "
+                                     "or a call from this machine")(scope, receive, send)
         if path in ("/docs", "/docs/"):
             return await RedirectResponse("/")(scope, receive, send)
         if path == "/info" and scope["method"] == "GET":  # BentoML's APIs are POST only
@@ -132,7 +148,8 @@ class Guard:
         bearer = headers.get(b"authorization", b"").decode("latin-1")
         if not given and bearer.lower().startswith("bearer "):
             given = bearer[7:].strip()
-        return bool(given) and hmac.compare_digest(given, self.api_key)
+        return bool(given) and hmac.compare_digest(given.encode("latin-1"),
+                                                   self.api_key.encode("utf-8"))
 
     async def _too_large(self, scope, receive, send) -> None:
         mb = self.max_body / 2**20
@@ -195,8 +212,15 @@ class CallbackTiming:
     @bentoml.api(route="/rank")
     async def rank(self, request: RankRequest, /) -> RankResponse:
         """When to call one contact back: windows best first, with ``p_answer`` and reasons."""
+        body = [request.to_policy()]
         try:
-            return JSONResponse(self.ranker.rank([request.to_policy()], errors="raise")[0])
+            # at once when nothing is to wait for (no thread hop); else in a thread, so the
+            # event loop (health probes, other connections) never waits on a lock or the store
+            answers = self.ranker.try_rank(body, errors="raise")
+            if answers is None:
+                answers = await anyio.to_thread.run_sync(
+                    functools.partial(self.ranker.rank, body, errors="raise"))
+            return JSONResponse(answers[0])
         except RankRequestError as exc:
             return _error(400, str(exc))
         except ModelUnavailable as exc:
@@ -213,8 +237,13 @@ class CallbackTiming:
     def outcomes(self, body: OutcomesRequest, /) -> OutcomesResponse:
         """Store call outcomes (idempotent by ``call_id``; durable before the answer); the
         next ranking of the contact takes them into account."""
-        return OutcomesResponse.model_validate(
-            self.ranker.outcomes([o.model_dump(exclude_none=True) for o in body.outcomes]))
+        try:
+            return OutcomesResponse.model_validate(
+                self.ranker.outcomes([o.model_dump(exclude_none=True) for o in body.outcomes]))
+        except sa_exc.OperationalError:  # one transaction: nothing of this call was stored
+            logger.warning("outcomes: the outcome store did not answer; asked to resend")
+            return _error(503, "outcomes: the outcome store is unavailable; nothing was "
+                               "stored, send them again")
 
     @bentoml.api(route="/check")
     def check(self, body: CheckRequest, /) -> CheckResponse:

@@ -57,9 +57,9 @@ outcomes = sa.Table(
     "outcomes", metadata,
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
               autoincrement=True),
-    sa.Column("call_id", sa.String(256), nullable=False, unique=True),
-    sa.Column("contact_id", sa.String(256), nullable=False, index=True),
-    sa.Column("request_id", sa.String(256), index=True),
+    sa.Column("call_id", sa.Text, nullable=False, unique=True),
+    sa.Column("contact_id", sa.Text, nullable=False, index=True),
+    sa.Column("request_id", sa.Text, index=True),
     sa.Column("attempt", sa.Integer),
     sa.Column("called_at", sa.DateTime, nullable=False, index=True),  # UTC
     sa.Column("outcome", sa.String(32), nullable=False),
@@ -77,8 +77,8 @@ decisions = sa.Table(
     "decisions", metadata,
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
               autoincrement=True),
-    sa.Column("request_id", sa.String(256), nullable=False, index=True),
-    sa.Column("contact_id", sa.String(256), nullable=False, index=True),
+    sa.Column("request_id", sa.Text, nullable=False, index=True),
+    sa.Column("contact_id", sa.Text, nullable=False, index=True),
     sa.Column("arm", sa.String(16), nullable=False),
     sa.Column("source", sa.String(16), nullable=False),
     sa.Column("fallback_reason", sa.String(256)),
@@ -168,6 +168,7 @@ class OutcomeStore:
         options = ({"poolclass": sa.pool.StaticPool,  # one database for every thread
                     "connect_args": {"check_same_thread": False}} if memory else
                    {"pool_pre_ping": True})
+        options["hide_parameters"] = True  # errors must not carry contact ids into logs
         try:
             self.engine = sa.create_engine(self.url, **options)
         except (sa.exc.ArgumentError, ModuleNotFoundError) as exc:
@@ -300,8 +301,16 @@ class OutcomeStore:
             for key in ("now", "requested_at", "window_start", "window_end", "decided_at"):
                 item[key] = _naive_utc_one(item.get(key))
             clean.append(item)
-        with self.engine.begin() as conn:
-            conn.execute(decisions.insert(), clean)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(decisions.insert(), clean)
+        except sa.exc.DataError:  # one row the database refuses must not lose the others
+            for item in clean:
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(decisions.insert(), [item])
+                except sa.exc.DataError:
+                    logger.warning("decision log: a decision the database refuses was dropped")
 
     def decisions_frame(self) -> pd.DataFrame:
         """The decision log, oldest first; times are UTC."""
