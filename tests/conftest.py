@@ -72,3 +72,15 @@ def tiny_bundle(folder, n_calls: int = 1500, seed: int = 3, version: str = "test
     model = AnswerModel(n_estimators=30).fit(X[train], y[train], X[~train], y[~train])
     saved = ModelBundle(model, priors, calls, {"version": version}).save(folder)
     return model, saved, X[~train]
+
+
+@pytest.fixture(autouse=True)
+def _no_model_budget(request, monkeypatch):
+    """Outside the latency-budget tests the model is awaited however long it takes: on a
+    busy CI machine a 50 ms budget can hand an answer to the rules, and tests comparing the
+    model's answers would then compare a model answer with a rules answer."""
+    if request.module.__name__.endswith("test_policy_budget"):
+        return
+    from callback_timing.policy_config import PolicyConfig
+
+    monkeypatch.setattr(PolicyConfig, "model_budget_s", lambda self, requests: None)

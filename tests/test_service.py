@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -208,8 +209,11 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "CALLBACK_TIMING_HOME": str(tmp / "home"),
                     "BENTOML_HOME": str(tmp / "bentoml"), **env}
+        rules = tmp / "no-budget.yaml"  # the model is awaited (see conftest._no_model_budget)
+        rules.write_text("model: {latency_budget_ms: 0}\n")
         self.args = [CLI, "serve", "--model", str(model), "--db", str(db), "--port",
-                     str(self.port), "--control-share", "0", "--watch", "0"]
+                     str(self.port), "--control-share", "0", "--watch", "0",
+                     "--rules", str(rules)]
         self.log = tmp / f"server-{self.port}.log"
 
     def __enter__(self) -> Server:
@@ -415,3 +419,23 @@ def test_outcomes_answer_503_when_the_store_is_down(tmp_path, bundle_dir, monkey
         requests=[RankRequest(contact={"contact_id": "c-0001"}, now=NOW)]))
     assert ranked.results[0].source == "model"
     service.ranker.close()
+
+
+@pytest.mark.slow
+def test_a_new_champion_is_served_without_downtime_and_a_bad_one_is_refused(tmp_path,
+                                                                            bundle_dir):
+    _, v2, _ = tiny_bundle(tmp_path / "v2", n_calls=1800, seed=4, version="v2")
+    broken = tmp_path / "broken"
+    shutil.copytree(v2, broken)
+    (broken / "model" / "booster.json").write_text("{ not a model")
+    req = {"contact": {"contact_id": "c-0001"}, "now": NOW}
+    with Server(tmp_path, bundle_dir, tmp_path / "o.db") as server:
+        assert server.post("/rank", req).json()["model_version"] == "v1"
+        done = server.post("/admin/reload", {"model_dir": str(v2)}).json()
+        assert (done["reloaded"], done["model_version"]) == (True, "v2")
+        assert server.post("/rank", req).json()["model_version"] == "v2"
+        refused = server.post("/admin/reload", {"model_dir": str(broken)}).json()
+        assert (refused["reloaded"], refused["model_version"]) == (False, "v2")
+        assert "could not be loaded" in refused["detail"]
+        assert httpx.get(f"{server.url}/info").json()["model_version"] == "v2"
+        assert server.post("/rank", req).json()["source"] == "model"
