@@ -81,3 +81,30 @@ def test_the_budget_grows_with_the_batch(tmp_path):
     assert config.model_budget_s(1) == pytest.approx(0.102)
     assert config.model_budget_s(1000) == pytest.approx(2.1)
     assert load_policy_config().model_budget_s(10_000) == pytest.approx(10.05)
+
+
+def test_the_projects_model_predicts_a_few_rows_in_the_ranking_thread(bundle, tmp_path):
+    """No hand-off for one request of an XGBoost AnswerModel (it costs more than the
+    prediction); a batch beyond the inline limit goes to the budget's thread."""
+    from callback_timing import policy as policy_module
+
+    policy = Policy(bundle, _config(tmp_path, 50))
+    out = policy.rank([REQUEST])[0]
+    assert out["source"] == "model" and policy._executor is None  # no thread was needed
+    many = [{**REQUEST, "request_id": f"r-{i}", "contact": {"contact_id": f"c-{i:04d}"}}
+            for i in range(policy_module.INLINE_PREDICT_ROWS // 50)]
+    assert {a["source"] for a in policy.rank(many)} == {"model"}
+    assert policy._executor is not None
+
+
+def test_a_model_slower_than_its_budget_in_the_ranking_thread_is_moved_out(bundle, tmp_path,
+                                                                          caplog):
+    policy = Policy(bundle, _config(tmp_path, 0.0001))  # 0.1 microseconds: always exceeded
+    with caplog.at_level("WARNING", logger="callback_timing.policy"):
+        first = policy.rank([REQUEST])[0]
+    assert first["source"] == "model"  # it had answered already, late
+    assert policy._inline is False
+    assert any("from now on it predicts in the budget's thread" in m for m in caplog.messages)
+    later = policy.rank([{**REQUEST, "request_id": "r-2"}])[0]
+    assert later["source"] == "rules"
+    assert later["fallback_reason"].startswith("model exceeded its latency budget")
