@@ -73,6 +73,8 @@ class ServeSettings:
     control_share: float = 0.10
     rules_path: Path | None = None
     rules_table_path: Path | None = None
+    #: how often to look for outcomes stored by other instances (a server database; a SQLite
+    #: file's other workers ring a beacon instead, unless this is 0: look before every answer)
     sync_seconds: float = 1.0
     #: how far back each sync looks again (received time), for transactions that committed
     #: late and for clock skew between instances
@@ -195,6 +197,10 @@ class OnlineRanker:
         self.settings = settings or ServeSettings()
         self.store = OutcomeStore(self.settings.db)
         self._schema_version = self.store.schema_version
+        # a SQLite file has writers on this machine only, and they ring the beacon: no need
+        # to look at the store on a timer (a server database is shared by other machines)
+        self._sync_every = (float("inf") if self.store.dialect == "sqlite"
+                            and self.settings.sync_seconds > 0 else self.settings.sync_seconds)
         self.config = load_policy_config(self.settings.rules_path)
         self.rules = RuleModel.from_file(self.settings.rules_table_path)
         self._lock = threading.RLock()  # the policies and what was added to them
@@ -265,7 +271,7 @@ class OnlineRanker:
         """Whether an answer now must first catch up (:meth:`_catch_up`): another worker
         stored outcomes or reloaded, or the periodic sync is due."""
         return (self._outcome_beacon.pending() or self._model_beacon.pending()
-                or time.monotonic() - self._synced >= self.settings.sync_seconds)
+                or time.monotonic() - self._synced >= self._sync_every)
 
     def _catch_up(self) -> None:
         """Before an answer: the outcomes stored since (by other workers at once, by other
@@ -285,7 +291,7 @@ class OnlineRanker:
         ``force``): those received since the last sync, minus the overlap, not added yet.
         Call with the lock held. A database that does not answer is logged (once a minute)
         and the ranking goes on with what it has."""
-        if not force and time.monotonic() - self._synced < self.settings.sync_seconds:
+        if not force and time.monotonic() - self._synced < self._sync_every:
             return
         now = pd.Timestamp.now(tz="UTC")
         try:
