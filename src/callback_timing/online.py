@@ -481,24 +481,17 @@ class OnlineRanker:
         """Background writer of the decision log: batches what :meth:`rank` queued, one
         transaction at most every :attr:`decision_interval_s` (a commit costs an fsync)."""
         while not self._stop.is_set() or not self._log.empty():
-            try:
-                items = [self._log.get(timeout=0.2)]
-            except queue.Empty:
-                continue
-            deadline = time.monotonic() + self.decision_interval_s
-            while len(items) < 5000 and not self._stop.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    items.append(self._log.get(timeout=left))
-                except queue.Empty:
-                    break
-            while len(items) < 5000:  # whatever else is queued
+            # sleep, then take what is queued: waiting on the queue itself would wake this
+            # thread (and take the GIL) once per answer
+            self._stop.wait(self.decision_interval_s)
+            items = []
+            while len(items) < 5000:  # whatever is queued
                 try:
                     items.append(self._log.get_nowait())
                 except queue.Empty:
                     break
+            if not items:
+                continue
             rows = [row for answers, requests, now in items
                     for row in _decisions(answers, requests, now)]
             try:
