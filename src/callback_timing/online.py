@@ -205,7 +205,7 @@ class OnlineRanker:
         self.rules = RuleModel.from_file(self.settings.rules_table_path)
         self._lock = threading.RLock()  # the policies and what was added to them
         self._reload_lock = threading.Lock()
-        self._noted: dict[str, float] = {}
+        self._noted: dict[str, tuple[int, float]] = {}  # what -> (count, last logged)
         self.started_at = pd.Timestamp.now(tz="UTC")
         self._outcome_beacon = Beacon(_beacon_path(self.store, "outcomes"))
         self._model_beacon = Beacon(_beacon_path(self.store, "model"))
@@ -215,7 +215,6 @@ class OnlineRanker:
         bundle, self.model_note = load_bundle(self.settings.model_dir)
         self._install(bundle)
         self._log: queue.Queue = queue.Queue()
-        self._fallbacks: dict[str, tuple[int, float]] = {}
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_decisions, daemon=True,
                                         name="callback-timing-decisions")
@@ -235,9 +234,7 @@ class OnlineRanker:
         after the bundle's history added, and those outcomes."""
         policy = Policy(bundle, config=self.config, rules=self.rules)
         desk = Policy(None, config=desk_config(self.config), rules=self.rules,
-                      history=policy.history)
-        desk.priors = policy.priors
-        desk.history = policy.history  # the desk's features smooth toward the same priors
+                      history=policy.history, priors=policy.priors)
         known = policy.history["called_at"].max() if len(policy.history) else None
         calls = self.store.outcomes_after(0, called_after=known)
         if len(calls):
@@ -294,13 +291,13 @@ class OnlineRanker:
         if not force and time.monotonic() - self._synced < self._sync_every:
             return
         now = pd.Timestamp.now(tz="UTC")
+        self._synced = time.monotonic()
         try:
             calls = self.store.outcomes_after(0, received_since=self._sync_from)
         except sa_exc.SQLAlchemyError as exc:
-            self._synced = time.monotonic()
-            self._note("outcome store unreachable", type(exc).__name__)
+            self._note("store", f"outcome store unreachable ({type(exc).__name__}): ranking "
+                                "with the state already held")
             return
-        self._synced = time.monotonic()
         self._sync_from = now - pd.Timedelta(seconds=self.settings.sync_overlap_seconds)
         theirs = calls[~calls["call_id"].isin(self._seen.keys())] if len(calls) else calls
         self._remember(calls)
@@ -328,29 +325,26 @@ class OnlineRanker:
     def rank(self, requests: list[dict], errors: str = "return") -> list[dict]:
         """``/rank`` answers for ``requests`` in order (see :meth:`Policy.rank` for
         ``errors``); a share of ``policy: auto`` requests goes to the control arm."""
-        share = self.settings.control_share
-        control = [share > 0 and isinstance(r, dict) and (r.get("policy") or "auto") == "auto"
-                   and in_control(_arm_key(r), share) for r in requests]
         self._catch_up()
         with self._lock:
-            return self._rank(requests, control, errors)
+            return self._rank(requests, errors)
 
     def try_rank(self, requests: list[dict], errors: str = "return") -> list[dict] | None:
         """:meth:`rank` if it can answer at once (nothing to catch up on, no other call
         holding the state), else ``None``: for callers that must not block (an event loop).
         """
-        share = self.settings.control_share
         if self._behind() or not self._lock.acquire(blocking=False):
             return None
         try:
-            control = [share > 0 and isinstance(r, dict)
-                       and (r.get("policy") or "auto") == "auto"
-                       and in_control(_arm_key(r), share) for r in requests]
-            return self._rank(requests, control, errors)
+            return self._rank(requests, errors)
         finally:
             self._lock.release()
 
-    def _rank(self, requests: list[dict], control: list[bool], errors: str) -> list[dict]:
+    def _rank(self, requests: list[dict], errors: str) -> list[dict]:
+        """Both arms' answers, in order, logged (call with the lock held)."""
+        share = self.settings.control_share
+        control = [share > 0 and isinstance(r, dict) and (r.get("policy") or "auto") == "auto"
+                   and in_control(_arm_key(r), share) for r in requests]
         now = pd.Timestamp.now(tz="UTC")
         main = self.policy.rank([r for r, c in zip(requests, control, strict=True) if not c],
                                 now=now, errors=errors)
@@ -367,29 +361,28 @@ class OnlineRanker:
         self._log.put((out, requests, now))
         return out
 
-    #: a model failure is logged at most this often per reason (with the count since)
-    fallback_log_seconds = 60.0
+    #: a recurring problem (a model failure, per reason; the store) is logged at most this
+    #: often, with how often it happened since
+    log_every_s = 60.0
 
-    def _note(self, what: str, detail: str) -> None:
-        """Log a recurring problem at most once a minute."""
-        if time.monotonic() - self._noted.get(what, -1e9) >= self.fallback_log_seconds:
-            self._noted[what] = time.monotonic()
-            logger.warning("%s (%s): ranking with the state already held", what, detail)
+    def _note(self, what: str, message: str) -> None:
+        """Count ``what`` and log ``message`` (``{count}``: the times since the last line) at
+        most every :attr:`log_every_s`."""
+        count, since = self._noted.get(what, (0, -1e9))
+        count += 1
+        if time.monotonic() - since >= self.log_every_s:
+            logger.warning("%s", message.replace("{count}", str(count)))
+            self._noted[what] = (0, time.monotonic())
+        else:
+            self._noted[what] = (count, since)
 
     def _note_fallbacks(self, answers: list[dict]) -> None:
-        """Log why the rules answered instead of a loaded model (failure, NaN, budget):
-        one WARNING per reason and minute, with how often it happened; no personal data."""
+        """Note why the rules answered instead of a loaded model (failure, NaN, budget);
+        the reasons hold no personal data."""
         for answer in answers:
             reason = answer.get("fallback_reason") or ""
-            if answer.get("source") != "rules" or not reason.startswith("model "):
-                continue
-            count, since = self._fallbacks.get(reason, (0, 0.0))
-            count += 1
-            if time.monotonic() - since >= self.fallback_log_seconds:
-                logger.warning("the rules answered %d ranking(s): %s", count, reason)
-                self._fallbacks[reason] = (0, time.monotonic())
-            else:
-                self._fallbacks[reason] = (count, since)
+            if answer.get("source") == "rules" and reason.startswith("model "):
+                self._note(reason, "the rules answered {count} ranking(s): " + reason)
 
     def check(self, contact: dict, at=None, request_id: str | None = None) -> dict:
         """The dial-time check (``/check``): :meth:`Policy.dial_check`."""
@@ -410,27 +403,25 @@ class OnlineRanker:
             return {"accepted": 0, "duplicates": 0, "rejected": []}
         # as sent: text, numbers, booleans (each checked per outcome by clean_history)
         raw = pd.DataFrame([r if isinstance(r, dict) else {} for r in rows], dtype=object)
-        nul = [(i, k) for i, r in enumerate(rows) if isinstance(r, dict)
-               for k, v in r.items() if isinstance(v, str) and "\x00" in v]
-        if nul:  # no database stores a NUL character in text: reject those outcomes
-            raw = raw.drop(index=sorted({i for i, _ in nul}))
+        # no database stores a NUL character in text: those outcomes are rejected here
+        rejected = [{"index": i, "call_id": None, "field": k,
+                     "reason": "contains a NUL character"} for i, r in enumerate(rows)
+                    if isinstance(r, dict) for k, v in r.items()
+                    if isinstance(v, str) and "\x00" in v]
+        raw = raw.drop(index=sorted({r["index"] for r in rejected}))
         for column in ("contact_id", "called_at", "outcome"):
             if column not in raw:
                 raw[column] = None
         raw.index = raw.index.rename("row")
         if raw.empty:
-            return {"accepted": 0, "duplicates": 0,
-                    "rejected": [{"index": i, "call_id": None, "field": k,
-                                  "reason": "contains a NUL character"} for i, k in nul]}
+            return {"accepted": 0, "duplicates": 0, "rejected": rejected}
         with self._lock:
             raw = self._with_profiles(raw)
         result = clean_history(raw.astype(object).where(raw.notna(), None),
                                default_tz=self.config.default_timezone)
-        rejected = [{"index": int(r.row), "call_id": _text(rows[int(r.row)], "call_id"),
-                     "field": r.column, "reason": r.reason}
-                    for r in result.rejects.itertuples(index=False)]
-        rejected += [{"index": i, "call_id": None, "field": k,
-                      "reason": "contains a NUL character"} for i, k in nul]
+        rejected += [{"index": int(r.row), "call_id": _text(rows[int(r.row)], "call_id"),
+                      "field": r.column, "reason": r.reason}
+                     for r in result.rejects.itertuples(index=False)]
         rejected.sort(key=lambda r: r["index"])
         calls = result.calls
         missing = calls["call_id"].isna().to_numpy()
@@ -455,7 +446,7 @@ class OnlineRanker:
     def _with_profiles(self, raw: pd.DataFrame) -> pd.DataFrame:
         """Fill a known contact's zone, country, subdivision and industry into outcomes that
         give neither a zone, a country nor a phone number."""
-        profiles = self.policy._profiles
+        profile = self.policy.profile
         given = [raw[c].notna() if c in raw else pd.Series(False, index=raw.index)
                  for c in ("timezone", "country", "phone")]
         bare = ~(given[0] | given[1] | given[2])
@@ -466,8 +457,7 @@ class OnlineRanker:
             if column not in raw:
                 raw[column] = None
             known = raw.loc[bare, "contact_id"].map(
-                lambda cid, c=column: (profiles.get(cid) or {}).get(c)
-                if isinstance(cid, str) else None)
+                lambda cid, c=column: profile(cid).get(c) if isinstance(cid, str) else None)
             raw.loc[bare, column] = raw.loc[bare, column].where(raw.loc[bare, column].notna(),
                                                                 known)
         return raw

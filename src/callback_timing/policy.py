@@ -70,6 +70,7 @@ class Policy:
     config : calling rules (default: :func:`~callback_timing.policy_config.load_policy_config`).
     rules : the fallback (default: the packaged ``rules.yaml``).
     history : clean call history the history features read (default: the bundle's).
+    priors : priors the history features smooth toward (default: the bundle's).
     """
 
     #: Build slot features with :func:`~callback_timing.features.build_features` on pandas
@@ -77,7 +78,8 @@ class Policy:
     _slow_features = False
 
     def __init__(self, bundle=None, config: PolicyConfig | None = None,
-                 rules: RuleModel | None = None, history: pd.DataFrame | None = None) -> None:
+                 rules: RuleModel | None = None, history: pd.DataFrame | None = None,
+                 priors: Priors | None = None) -> None:
         self.bundle = bundle
         self.config = config or load_policy_config()
         self.rules = rules or RuleModel.from_file()
@@ -88,7 +90,9 @@ class Policy:
         self._executor: ThreadPoolExecutor | None = None
         self._late: Future | None = None  # the last prediction past its budget
         self._inline = True  # small predictions of an AnswerModel run in the calling thread
-        self.priors = bundle.priors if bundle is not None else _empty_priors()
+        if priors is None:
+            priors = bundle.priors if bundle is not None else _empty_priors()
+        self.priors = priors
         self.history = history
 
     @property
@@ -244,6 +248,11 @@ class Policy:
             self.history = self.history
             self._profiles = profiles
             self._reader = RequestReader(self.config, profiles)
+
+    def profile(self, contact_id: str) -> dict:
+        """The last known ``timezone``, ``country``, ``subdivision`` and ``industry`` of a
+        contact in the history and the added calls (empty for an unknown contact)."""
+        return self._profiles.get(contact_id) or {}
 
     def _sources(self, contacts: set[str]) -> tuple[SlotFeatures, fp.HistoryIndex]:
         """The features and history index to rank ``contacts`` with: the history's, or, when

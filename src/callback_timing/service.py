@@ -206,9 +206,6 @@ class CallbackTiming:
         quiet_client_errors()
         self.ranker = OnlineRanker(ServeSettings.from_env())
 
-    def __is_ready__(self) -> bool:
-        return self.ranker is not None
-
     @bentoml.api(route="/rank")
     async def rank(self, request: RankRequest, /) -> RankResponse:
         """When to call one contact back: windows best first, with ``p_answer`` and reasons."""
@@ -276,8 +273,7 @@ def _max_body() -> int:
     try:
         return int(float(raw) * 2**20)
     except ValueError:
-        logger.warning("CALLBACK_TIMING_MAX_BODY_MB=%s is not a number: 16 MB used",
-                       json.dumps(raw))
+        logger.warning("CALLBACK_TIMING_MAX_BODY_MB=%r is not a number: 16 MB used", raw)
         return 16 * 2**20
 
 

@@ -47,6 +47,13 @@ SCHEMA_VERSION = 1
 
 metadata = sa.MetaData()
 
+
+def _seq() -> sa.Column:
+    """A table's sequence number (SQLite's rowid alias, a bigint elsewhere)."""
+    return sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+                     primary_key=True, autoincrement=True)
+
+
 meta = sa.Table(
     "ct_meta", metadata,
     sa.Column("key", sa.String(64), primary_key=True),
@@ -55,8 +62,7 @@ meta = sa.Table(
 
 outcomes = sa.Table(
     "outcomes", metadata,
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
+    _seq(),
     sa.Column("call_id", sa.Text, nullable=False, unique=True),
     sa.Column("contact_id", sa.Text, nullable=False, index=True),
     sa.Column("request_id", sa.Text, index=True),
@@ -75,8 +81,7 @@ outcomes = sa.Table(
 
 decisions = sa.Table(
     "decisions", metadata,
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
+    _seq(),
     sa.Column("request_id", sa.Text, nullable=False, index=True),
     sa.Column("contact_id", sa.Text, nullable=False, index=True),
     sa.Column("arm", sa.String(16), nullable=False),
@@ -228,15 +233,14 @@ class OutcomeStore:
         """
         if not len(calls):
             return [], []
-        received = (received_at or pd.Timestamp.now(tz="UTC")).tz_convert("UTC")
+        received = _naive_utc_one(received_at or pd.Timestamp.now(tz="UTC"))
         frame = calls.reindex(columns=list(OUTCOME_COLUMNS))
         frame["answered"] = (frame["outcome"] == "answered").astype(int)
         repeated = frame["call_id"].duplicated().to_numpy()
         frame = frame.loc[~repeated]
         rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
         for row, *times in zip(rows, *(_naive_utc(frame[c]) for c in _TIMES), strict=True):
-            row.update(zip(_TIMES, times, strict=True),
-                       received_at=received.tz_localize(None).to_pydatetime())
+            row.update(zip(_TIMES, times, strict=True), received_at=received)
             if row["attempt"] is not None:
                 row["attempt"] = int(row["attempt"])
         stmt = (self._insert(outcomes).on_conflict_do_nothing(index_elements=["call_id"])
@@ -262,11 +266,9 @@ class OutcomeStore:
         """
         query = sa.select(outcomes).where(outcomes.c.seq > seq).order_by(outcomes.c.seq)
         if called_after is not None:
-            query = query.where(outcomes.c.called_at > _naive_utc(
-                pd.Series([called_after]))[0])
+            query = query.where(outcomes.c.called_at > _naive_utc_one(called_after))
         if received_since is not None:
-            query = query.where(outcomes.c.received_at >= _naive_utc(
-                pd.Series([received_since]))[0])
+            query = query.where(outcomes.c.received_at >= _naive_utc_one(received_since))
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
