@@ -5,6 +5,8 @@ a :class:`~callback_timing.policy.Policy` on it. Then it measures
 
 - ``single``: ranking ONE known contact per call over 48 h (different contacts, after a
   warm-up): median and p99 latency in milliseconds;
+- ``after_outcome``: the same, for contacts that each have a fresh outcome added since the
+  model's history (``Policy.add_calls``, as ``/outcomes`` does), the live desk's usual case;
 - ``batch``: one ``rank`` call of ``--batch`` requests (contacts repeated as needed, distinct
   request ids);
 - peak RSS of the process.
@@ -99,6 +101,26 @@ def main(argv: list[str] | None = None) -> int:
               "target_ms": SINGLE_TARGET_MS}
     print(json.dumps({"benchmark": "rank", "figure": "single", **single}))
 
+    # the live desk's case: each contact has a no-answer added since the history
+    fresh = requests_for(policy.history, args.single, "f", seed=3)
+    ids = list(dict.fromkeys(r["contact"]["contact_id"] for r in fresh))
+    profile = policy.history.drop_duplicates("contact_id", keep="last").set_index("contact_id")
+    added = profile.loc[ids, ["timezone", "country", "subdivision", "industry"]].reset_index()
+    added = added.assign(call_id=[f"added-{i}" for i in range(len(ids))], outcome="no_answer",
+                         answered=0, request_id=None,
+                         called_at=NOW - pd.Timedelta(minutes=30))
+    policy.add_calls(added)
+    lat_fresh = []
+    for req in fresh:
+        t0 = time.perf_counter()
+        policy.rank([req])
+        lat_fresh.append((time.perf_counter() - t0) * 1e3)
+    after = {"calls": len(lat_fresh), "contacts": len(ids),
+             "median_ms": round(float(np.median(lat_fresh)), 3),
+             "p99_ms": round(float(np.percentile(lat_fresh, 99)), 3),
+             "target_ms": SINGLE_TARGET_MS}
+    print(json.dumps({"benchmark": "rank", "figure": "after_outcome", **after}))
+
     batch = requests_for(policy.history, args.batch, "b", seed=2)
     t0 = time.perf_counter()
     out = policy.rank(batch)
@@ -111,9 +133,12 @@ def main(argv: list[str] | None = None) -> int:
 
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     print(json.dumps({"benchmark": "rank", "figure": "memory", "peak_rss_gb": round(peak_gb, 2)}))
-    ok = single["median_ms"] <= SINGLE_TARGET_MS and batch_s <= BATCH_TARGET_S
+    worst_ms = max(single["median_ms"], after["median_ms"])
+    ok = worst_ms <= SINGLE_TARGET_MS and batch_s <= BATCH_TARGET_S
     print(json.dumps({"benchmark": "rank", "single_median_ms": single["median_ms"],
-                      "single_p99_ms": single["p99_ms"], "batch_s": batch_fig["seconds"],
+                      "single_p99_ms": single["p99_ms"],
+                      "after_outcome_median_ms": after["median_ms"],
+                      "batch_s": batch_fig["seconds"],
                       "peak_rss_gb": round(peak_gb, 2), "ok": ok}))
     return 0 if ok else 1
 

@@ -390,3 +390,42 @@ def test_outcomes_of_mixed_types_without_zones_are_checked_one_by_one(tmp_path, 
     assert out["accepted"] == 1
     assert {r["index"] for r in out["rejected"]} == {1}
     ranker.close()
+
+
+def test_added_calls_give_the_slot_table_of_a_history_that_had_them(bundle_dir):
+    """Contacts with added calls (some of them late, some at the same second as a history
+    call, some for the request being ranked) are scored, allowed and forbidden exactly as
+    with a history that held those calls; contacts without added calls in the same batch
+    are untouched."""
+    from callback_timing.bundle import ModelBundle
+
+    bundle = ModelBundle.load(bundle_dir)
+    base = bundle.history
+    last = base["called_at"].max()
+    fresh_ids = sorted(base["contact_id"].unique())[:6]
+    known = base.drop_duplicates("contact_id", keep="last").set_index("contact_id")
+    rows = []
+    for i, cid in enumerate(fresh_ids):
+        mine = base[base["contact_id"] == cid]
+        for k, at in enumerate([mine["called_at"].iloc[-1],  # the same second as a history call
+                                mine["called_at"].iloc[0] + pd.Timedelta(minutes=7),  # late
+                                last + pd.Timedelta(hours=1 + i)]):
+            rows.append({**known.loc[cid, ["timezone", "country", "subdivision", "industry"]]
+                         .to_dict(), "contact_id": cid, "call_id": f"add-{i}-{k}",
+                         "called_at": at, "outcome": ["answered", "busy", "no_answer"][k],
+                         "answered": int(k == 0), "request_id": f"req-{cid}"})
+    added = pd.DataFrame(rows)
+    online = Policy(bundle)
+    online.add_calls(added.iloc[:7])
+    online.add_calls(added.iloc[7:])  # a contact's calls in two batches
+    assert online._recent  # not folded in: the per-contact path is under test
+    whole = Policy(bundle, history=pd.concat([base, added], ignore_index=True))
+    others = sorted(base["contact_id"].unique())[-4:]
+    now = (last + pd.Timedelta(hours=7)).isoformat()
+    requests = [{"request_id": f"req-{c}", "contact": {"contact_id": c}, "now": now,
+                 "policy": "model", "horizon_hours": 24} for c in [*fresh_ids, *others]]
+    got = online.slot_table(requests, allowed_only=False)
+    want = whole.slot_table(requests, allowed_only=False)
+    pd.testing.assert_frame_equal(got, want)
+    assert got["why_not"].str.contains("attempt", na=False).any()  # 3 attempts: capped
+    assert got["allowed"].any()

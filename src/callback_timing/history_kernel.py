@@ -87,6 +87,22 @@ class CallArrays:
                    np.asarray(clock["weekday"], dtype=np.int64),
                    np.asarray(clock["hour"], dtype=np.int64))
 
+    def take(self, rows: np.ndarray, contact: int | None = None) -> CallArrays:
+        """The calls at positions ``rows`` (with contact code ``contact`` if given)."""
+        code = (self.contact[rows] if contact is None
+                else np.full(len(rows), contact, dtype=np.int64))
+        return CallArrays(code, self.sec[rows], self.answered[rows], self.outcome[rows],
+                          self.weekday[rows], self.hour[rows])
+
+    @classmethod
+    def concat(cls, parts: list[CallArrays]) -> CallArrays:
+        """The calls of ``parts`` one after the other."""
+        if not parts:
+            empty = np.zeros(0, dtype=np.int64)
+            return cls(empty, empty, empty, empty.astype(np.int8), empty, empty)
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                     ("contact", "sec", "answered", "outcome", "weekday", "hour")))
+
 
 def _group_keys(code: np.ndarray, weekday: np.ndarray, hour: np.ndarray) -> list[np.ndarray]:
     """Group ids of each grouping (see ``_GROUPS_PER_CONTACT``), unique across contacts."""
@@ -117,6 +133,12 @@ class PreparedCalls:
             self._stacked = _Sorted(
                 np.concatenate([g + o for g, o in zip(keys, self.offsets, strict=True)]),
                 np.tile(calls.sec, len(keys)), np.tile(calls.answered, len(keys)))
+
+    def rows_of(self, code: int) -> np.ndarray:
+        """Positions in ``calls`` of contact ``code``'s calls, by time (ties in call order)."""
+        key = self.by_contact.key
+        lo, hi = key.searchsorted([code * _SHIFT, (code + 1) * _SHIFT], side="left")
+        return self.by_contact.order[lo:hi]
 
     def group_counts(self, t_code: np.ndarray, t_wd: np.ndarray, t_hour: np.ndarray,
                      cut: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -34,6 +34,7 @@ from callback_timing import tzclock
 from callback_timing.fastpath import SlotBatch
 from callback_timing.feature_block import FeatureBlock
 from callback_timing.features import build_features
+from callback_timing.history_kernel import CallArrays
 from callback_timing.model import AnswerModel
 from callback_timing.policy_config import PolicyConfig, load_policy_config
 from callback_timing.priors import Priors
@@ -230,10 +231,16 @@ class Policy:
         if len(self._history):  # one time unit: pandas concatenates two units as objects
             calls = calls.assign(called_at=calls["called_at"].astype(
                 self._history["called_at"].dtype))
-        for cid, part in calls.groupby("contact_id", sort=False):
+        arrays = CallArrays.of(calls, np.zeros(len(calls), dtype=np.int64))
+        for cid, rows in calls.groupby("contact_id", sort=False).indices.items():
+            part = calls.iloc[rows].reset_index(drop=True)
             old = self._recent.get(cid)
-            self._recent[cid] = (part.reset_index(drop=True) if old is None
-                                 else pd.concat([old, part], ignore_index=True))
+            self._recent[cid] = part if old is None else pd.concat([old, part],
+                                                                   ignore_index=True)
+            mine = arrays.take(rows)
+            old_arrays = self._recent_arrays.get(cid)
+            self._recent_arrays[cid] = (mine if old_arrays is None
+                                        else CallArrays.concat([old_arrays, mine]))
         fields = ("timezone", "country", "subdivision", "industry")
         last = calls.drop_duplicates("contact_id", keep="last")
         for row in last.reindex(columns=["contact_id", *fields]).itertuples(index=False):
@@ -254,16 +261,30 @@ class Policy:
         contact in the history and the added calls (empty for an unknown contact)."""
         return self._profiles.get(contact_id) or {}
 
-    def _sources(self, contacts: set[str]) -> tuple[SlotFeatures, fp.HistoryIndex]:
-        """The features and history index to rank ``contacts`` with: the history's, or, when
-        some of them have calls added since, ones built from the calls of ``contacts``."""
-        fresh = [c for c in contacts if c in self._recent]
-        if not fresh:
-            return self._features, self._index
-        calls = pd.concat([self._index.calls_of(contacts), *(self._recent[c] for c in fresh)],
-                          ignore_index=True)
-        return SlotFeatures(calls, self.priors, calendar_of=self._features), \
-            fp.HistoryIndex(calls)
+    def _sources(self, contacts: set[str]) -> SlotFeatures:
+        """The features to rank ``contacts`` with: the history's, or, when some of them have
+        calls added since, ones prepared from the calls of ``contacts`` alone."""
+        if not any(c in self._recent for c in contacts):
+            return self._features
+        return self._features.with_calls(sorted(contacts), self._recent_arrays)
+
+    def _calls_of(self, contacts: set[str]) -> pd.DataFrame:
+        """The history rows of ``contacts`` and the calls added since (the slow path's)."""
+        fresh = [self._recent[c] for c in contacts if c in self._recent]
+        calls = self._index.calls_of(contacts)
+        return pd.concat([calls, *fresh], ignore_index=True) if fresh else calls
+
+    def _attempts(self, request_ids: list, contacts: set[str]) -> dict[str, int]:
+        """Calls made so far per request id among ``request_ids`` (history and added)."""
+        made = self._index.attempts(request_ids, contacts)
+        wanted = set(request_ids)
+        for c in contacts:
+            part = self._recent.get(c)
+            if part is not None and "request_id" in part:
+                for rid in part["request_id"].to_numpy(object):
+                    if rid in wanted:
+                        made[rid] = made.get(rid, 0) + 1
+        return made
 
     def _scored(self, reqs: list[dict], every_slot: bool, exact: bool = False) -> SlotBatch:
         """Slots, features, ``p_answer`` and calling rules of normalised requests.
@@ -294,9 +315,9 @@ class Policy:
         row_of = grid_off[grids.group][b.req_of] + b.slot_no
         b.at, b.feat = grids.at[row_of], feat_of[row_of]
         contacts = {c.contact_id for c, n in zip(grids.contacts, grids.count, strict=True) if n}
-        features, index = self._sources(contacts)
+        features = self._sources(contacts)
         if len(rows) and self._slow_features:
-            b.frame = build_features(index.calls_of(contacts), grids.targets(rows),
+            b.frame = build_features(self._calls_of(contacts), grids.targets(rows),
                                      self.priors)
             b.X = FeatureBlock.from_frame(b.frame)
         elif len(rows):
@@ -307,7 +328,7 @@ class Policy:
         # wait for the model at once: Python work here meanwhile would fight it for the GIL
         self._score(b, use_model, started)
         b.forbid(outside[row_of], fp.OUTSIDE)
-        self._allowed(b, now_ns, contacts, index, exact)
+        self._allowed(b, now_ns, contacts, exact)
         return b
 
     def _week(self, country: str | None, subdivision: str | None) -> np.ndarray:
@@ -450,7 +471,7 @@ class Policy:
         return self._booster_copy[1]
 
     def _allowed(self, b: SlotBatch, now_ns: np.ndarray, contacts: set[str],
-                 index: fp.HistoryIndex, exact: bool) -> None:
+                 exact: bool) -> None:
         """Whether each slot may be called, and why not (the first rule that forbids it)."""
         cfg = self.config
         phoned = [i for i, r in enumerate(b.reqs) if r["contact"].phone_zone is not None]
@@ -482,7 +503,7 @@ class Policy:
             codes[has] = first[b.feat[has]]
             open_ = (b.why < 0) & (codes >= 0)
             b.why[open_] = codes[open_]
-        made = index.attempts([r["request_id"] for r in b.reqs], contacts)
+        made = self._attempts([r["request_id"] for r in b.reqs], contacts)
         if made:
             for i, r in enumerate(b.reqs):
                 done = made.get(r["request_id"], 0)
@@ -507,6 +528,7 @@ class Policy:
     def history(self, frame: pd.DataFrame) -> None:
         self._history = frame
         self._recent: dict[str, pd.DataFrame] = {}  # calls added since, per contact
+        self._recent_arrays: dict[str, CallArrays] = {}  # the same as kernel arrays
         self._recent_rows = 0
         self._index = fp.HistoryIndex(frame)
         last = frame.sort_values("called_at", kind="stable").drop_duplicates(

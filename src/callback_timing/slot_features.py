@@ -68,6 +68,29 @@ class SlotFeatures:
             self._calls = PreparedCalls(CallArrays.of(h, codes), len(uniques) + 1)
         return self._calls, self._code_of
 
+    def with_calls(self, contacts: list, added: dict[str, CallArrays]) -> SlotFeatures:
+        """Features for ``contacts`` only, from their calls in this history and the calls
+        ``added`` since (per contact id, :meth:`CallArrays.of` with any contact code).
+
+        The same features as an instance built on a history that holds the added calls, but
+        only these contacts' calls are prepared (a few arrays, no pandas): the cost of
+        ranking a contact with a fresh outcome. Calendar tables and codes are shared.
+        """
+        calls, code_of = self._history()
+        parts, codes = [], {}
+        for i, cid in enumerate(contacts):
+            codes[cid] = i
+            code = code_of.get(cid)
+            if code is not None:
+                parts.append(calls.calls.take(calls.rows_of(code), contact=i))
+            extra = added.get(cid)
+            if extra is not None:
+                parts.append(extra.take(np.arange(len(extra.sec)), contact=i))
+        out = SlotFeatures(self.history, self.priors, calendar_of=self)
+        out._calls = PreparedCalls(CallArrays.concat(parts), len(contacts) + 1)
+        out._code_of = codes
+        return out
+
     def _year(self, place: tuple, year: int) -> dict[str, np.ndarray]:
         """:func:`calendar.day_arrays` of every day of ``year`` in a (country, subdivision)."""
         key = (*place, year)
