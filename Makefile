@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean help
+.PHONY: demo test lint bench clean help browser
 
 help:
 	@echo "make demo   - set up .venv and run the main job (simulate -> validate -> ...)"
@@ -25,7 +25,15 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks training serving
 
-test: $(STAMP) lint
+# the dashboard test drives Debian's chromium (Playwright's own browser download is blocked)
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the dashboard's browser test"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) \
+	    apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: $(STAMP)

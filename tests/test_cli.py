@@ -137,7 +137,8 @@ def test_demo_runs_the_main_job_and_ends_serving(tmp_path):
     command = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "callback_timing.cli"]
     log = (tmp_path / "demo.log").open("w+")
     proc = subprocess.Popen(
-        [*command, "demo", "--contacts", "200", "--days", "30", "--port", str(port)],
+        [*command, "demo", "--contacts", "200", "--days", "30", "--port", str(port),
+         "--traffic-days", "3", "--traffic-per-day", "20"],
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True,
         env={"PATH": "/usr/bin:/bin", "CALLBACK_TIMING_PSEUDONYM_KEY": "test-key",
              "COLUMNS": "120", "HOME": str(tmp_path), "BENTOML_HOME": str(tmp_path / "bentoml")})
@@ -157,6 +158,15 @@ def test_demo_runs_the_main_job_and_ends_serving(tmp_path):
         ranked = httpx.post(f"http://127.0.0.1:{port}/rank",
                             json={"contact": {"contact_id": "c-1"}}).json()
         assert ranked["windows"] and ranked["source"] in ("model", "rules")
+        # then it sends simulated dialer traffic through the API, for the dashboard
+        while time.monotonic() < deadline and "callback requests" not in printed:
+            time.sleep(0.5)
+            log.seek(0)
+            printed = log.read()
+        kpis = httpx.get(f"http://127.0.0.1:{port}/kpis").json()
+        assert kpis["requests"] == 3 * 20 + 1 and not kpis["empty"]  # and the /rank above
+        assert {r["arm"] for r in kpis["totals"]} <= {"model", "rules", "control"}
+        assert all(r["illegal_calls"] == 0 for r in kpis["totals"])
     finally:
         family = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
         proc.kill()
@@ -165,7 +175,9 @@ def test_demo_runs_the_main_job_and_ends_serving(tmp_path):
                 child.kill()
         proc.wait(timeout=30)
     out = subprocess.CompletedProcess(proc.args, 0, printed, "")
-    assert f"API docs: http://localhost:{port}/docs" in out.stdout
+    assert f"API docs:  http://localhost:{port}/docs" in out.stdout
+    assert f"dashboard: http://localhost:{port}/dashboard" in out.stdout
+    assert "sent 60 callback requests" in out.stdout
     assert (tmp_path / "data" / "history.csv").is_file()
     assert (tmp_path / "data" / "history.rejects.csv").is_file()
     png = (tmp_path / "data" / "history.heatmap.png").read_bytes()

@@ -439,3 +439,29 @@ def test_a_new_champion_is_served_without_downtime_and_a_bad_one_is_refused(tmp_
         assert "could not be loaded" in refused["detail"]
         assert httpx.get(f"{server.url}/info").json()["model_version"] == "v2"
         assert server.post("/rank", req).json()["source"] == "model"
+
+
+def test_kpis_follow_rankings_and_outcomes_and_the_dashboard_is_served(client):
+    rid = "kpi-r1"
+    ranked = client.post("/rank", json={"request_id": rid, "contact": {"contact_id": "c-0012"},
+                                        "now": "2026-05-05T06:00:00Z"}).json()
+    start = ranked["windows"][0]["start"]
+    assert client.post("/outcomes", json={"outcomes": [
+        {"call_id": "kpi-1", "request_id": rid, "contact_id": "c-0012", "called_at": start,
+         "outcome": "answered", "attempt": 1}]}).json()["accepted"] == 1
+    deadline, mine = time.monotonic() + 10, None
+    while mine is None and time.monotonic() < deadline:  # the decision log lags <= 0.5 s
+        kpis = client.get("/kpis", params={"start": "2026-05-05", "end": "2026-05-06"})
+        assert kpis.status_code == 200
+        mine = next((r for r in kpis.json()["totals"] if r["arm"] == ranked["arm"]), None)
+        time.sleep(0.2)
+    assert mine is not None
+    assert (mine["requests"], mine["first_attempt_rate"], mine["attempts"]) == (1, 1.0, 1.0)
+    assert client.get("/kpis", params={"period": "month"}).json() == {
+        "error": "period: 'day' or 'week', not 'month'"}
+    moved = client.get("/dashboard", follow_redirects=False)
+    assert moved.status_code == 307 and moved.headers["location"] == "/dashboard/"
+    page = client.get("/dashboard/")
+    assert page.status_code == 200 and '<script src="plotly.min.js">' in page.text
+    script = client.get("/dashboard/plotly.min.js")
+    assert script.status_code == 200 and "plotly" in script.text[:2000].lower()

@@ -348,10 +348,16 @@ def demo_cmd(
     serve: Annotated[bool, typer.Option(help="End with the ranking server on localhost.")
                      ] = True,
     port: Annotated[int, typer.Option(min=1, max=65535, help="The server's port.")] = 3000,
+    traffic_days: Annotated[int, typer.Option(
+        min=0, help="Days of simulated dialer traffic sent through the server's API for the "
+                    "dashboard (only into an empty outcome store; 0: none).")] = 30,
+    traffic_per_day: Annotated[int, typer.Option(
+        min=1, help="Callback requests per day of that traffic.")] = 80,
 ) -> None:
     """The main job on embedded defaults: simulate a call history, validate it, train on it,
     replay a callback campaign with the traditional desk, the rules, the model and the
-    oracle, and serve the model on localhost (Ctrl-C stops it)."""
+    oracle, serve the model on localhost, and send it a month of simulated dialer traffic
+    so the ROI dashboard has figures (Ctrl-C stops the server)."""
     from callback_timing.cli_policy import evaluate_cmd
     from callback_timing.cli_serve import check_port
     from callback_timing.workflow import train
@@ -375,19 +381,86 @@ def demo_cmd(
         "[bold].venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db[/] shows the run"
     )
     if serve:
-        from callback_timing.cli_serve import serve_cmd
-
         console.rule(f"5/{steps} serve the model on localhost")
-        serve_cmd(model=model, port=port, host="127.0.0.1", db=config.db_path(),
-                  control_share=0.10, rules=None, rules_table=None, workers=1, watch=5.0)
+        _serve_with_traffic(path, model, port, traffic_days, traffic_per_day, seed)
+
+
+def _serve_with_traffic(history: Path, model: Path, port: int, days: int, per_day: int,
+                        seed: int) -> None:
+    """Start the server, send it ``days`` of simulated dialer traffic if its store is empty,
+    and serve until Ctrl-C."""
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    import pandas as pd
+
+    from callback_timing.cli_serve import base_url, prepare_serve
+    from callback_timing.simulation import load_ground_truth
+    from callback_timing.store import OutcomeStore
+    from callback_timing.traffic import http_poster, seed_traffic
+
+    db = config.db_path()
+    store = OutcomeStore(db)
+    empty = store.decision_count() == 0
+    store.close()
+    args, env = prepare_serve(model, port, "127.0.0.1", db, 0.10, None, None, 1, 5.0)
+    server = subprocess.Popen(args, env=env)
+    try:
+        base = base_url("127.0.0.1", port)
+        if days and empty:
+            deadline = time.monotonic() + 120
+            while server.poll() is None and time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:  # noqa: S310
+                        if r.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.5)
+            _, world = load_ground_truth(history)
+            called = pd.read_csv(history, usecols=["called_at"])["called_at"]
+            start = pd.to_datetime(called, utc=True, errors="coerce", format="mixed").max()
+            if world is not None and server.poll() is None:
+                contacts = sorted(world.contacts["contact_id"].astype(str))
+                with _progress("dialer traffic (days)") as progress:
+                    done = [0]
+
+                    def step(n: int) -> None:
+                        done[0] += n
+                        progress(done[0], days)
+
+                    counts = seed_traffic(http_poster(base), world, contacts,
+                                          start.normalize() + pd.Timedelta(days=1), days,
+                                          per_day, seed, progress=step)
+                console.print(f"sent {counts['requests']} callback requests "
+                              f"({counts['rankings']} rankings, {counts['calls']} calls) "
+                              f"through the API: the dashboard has figures at "
+                              f"{base}/dashboard", highlight=False, soft_wrap=True)
+        elif days:
+            console.print("the outcome store already holds rankings: no simulated traffic "
+                          f"sent; the dashboard shows them at {base}/dashboard",
+                          highlight=False, soft_wrap=True)
+        server.wait()
+    except KeyboardInterrupt:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        raise
+    finally:
+        if server.poll() is None:
+            server.terminate()
 
 
 def _register_policy_commands() -> None:
     from callback_timing.cli_policy import evaluate_cmd, rank_cmd, schedule_cmd
-    from callback_timing.cli_serve import serve_cmd
+    from callback_timing.cli_serve import roi_cmd, serve_cmd
 
     app.command("rank")(rank_cmd)
     app.command("serve")(serve_cmd)
+    app.command("roi")(roi_cmd)
     app.command("schedule")(schedule_cmd)
     app.command("evaluate")(evaluate_cmd)
 

@@ -81,11 +81,22 @@ def serve_cmd(
         min=0.0, help="Seconds between looks at the model folder for a new bundle (0: only "
                       "POST /admin/reload).")] = 5.0,
 ) -> None:
-    """Start the HTTP server for dialers: /rank, /rank_batch, /outcomes, /check, /info.
+    """Start the HTTP server for dialers (/rank, /rank_batch, /outcomes, /check, /info) and
+    supervisors (the ROI dashboard at /dashboard, its figures at /kpis).
 
     Set CALLBACK_TIMING_API_KEY to require an API key (X-API-Key header) on every endpoint
     but the health probes. Stop with Ctrl-C.
     """
+    args, env = prepare_serve(model, port, host, db, control_share, rules, rules_table,
+                              workers, watch)
+    os.execvpe(sys.executable, args, env)
+
+
+def prepare_serve(model: Path | None, port: int, host: str, db: str, control_share: float,
+                  rules: Path | None, rules_table: Path | None, workers: int,
+                  watch: float) -> tuple[list[str], dict[str, str]]:
+    """Check what ``serve`` is given (one line on a mistake), print where it will listen,
+    and return the ``bentoml serve`` command and its environment."""
     from callback_timing.cli import console
     from callback_timing.policy import load_bundle
     from callback_timing.policy_config import load_policy_config
@@ -99,13 +110,61 @@ def serve_cmd(
     store.close()
     check_port(host, port)
     _, note = load_bundle(model)
-    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
-    base = f"http://{shown}:{port}"
+    base = base_url(host, port)
     console.print(f"ranking with {note}\noutcome store: {where}", highlight=False)
-    console.print(f"API docs: {base}/docs\nstatus:   {base}/info\n(Ctrl-C stops the server)",
-                  highlight=False)
+    console.print(f"API docs:  {base}/docs\ndashboard: {base}/dashboard\n"
+                  f"status:    {base}/info\n(Ctrl-C stops the server)", highlight=False)
     sys.stdout.flush()
     env = serve_environment(model, db, control_share, rules, rules_table, watch, workers)
     args = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--port", str(port),
             "--host", host]
-    os.execvpe(sys.executable, args, env)
+    return args, env
+
+
+def base_url(host: str, port: int) -> str:
+    """The server's URL as a user on this machine opens it."""
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
+    return f"http://{shown}:{port}"
+
+
+def roi_cmd(
+    out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("roi.html"),
+    db: Annotated[str, typer.Option(help="Outcome store: a SQLite file or a SQLAlchemy URL.")
+                  ] = config.db_path(),
+    start: Annotated[str | None, typer.Option(help="First day of requests (YYYY-MM-DD).")
+                     ] = None,
+    end: Annotated[str | None, typer.Option(help="Day after the last (YYYY-MM-DD).")] = None,
+    industry: Annotated[str | None, typer.Option(help="Only this industry.")] = None,
+    country: Annotated[str | None, typer.Option(help="Only this country (e.g. PL).")] = None,
+    period: Annotated[str, typer.Option(help="Trend per 'day' or 'week'.")] = "week",
+) -> None:
+    """Write the supervisor's ROI dashboard as one self-contained HTML file: KPIs per arm
+    (model, rules, control), ROI against the control arm with a confidence interval, trend,
+    answer-rate heatmap and funnel, from the outcome store and decision log of ``serve``."""
+    from pathlib import Path as _Path
+
+    from callback_timing.cli import console
+    from callback_timing.dashboard import KpiSource, parse_query, write_report
+    from callback_timing.store import OutcomeStore
+
+    if "://" not in db and not _Path(db).is_file():
+        raise ConfigError(f"--db: no outcome store at {db}")
+    try:
+        filters, period = parse_query({"start": start, "end": end, "industry": industry,
+                                       "country": country, "period": period})
+    except ValueError as exc:
+        raise ConfigError(f"--{exc}") from None
+    store = OutcomeStore(db)
+    try:
+        payload = KpiSource(store).payload(filters, period)
+    finally:
+        store.close()
+    path = write_report(payload, out)
+    if payload["empty"]:
+        console.print(payload["next_step"], highlight=False, soft_wrap=True)
+    roi = payload["roi"]
+    shown = ("n/a (too few requests in an arm)" if roi["roi_pct"] is None else
+             f"{roi['roi_pct']:.1f}% (95% interval {roi['low_pct']:.1f}% to "
+             f"{roi['high_pct']:.1f}%{'' if roi['conclusive'] else ', not conclusive'})")
+    console.print(f"{payload['requests']} callback requests; ROI at the default inputs: "
+                  f"{shown}\nreport: {path}", highlight=False, soft_wrap=True)

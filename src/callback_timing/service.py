@@ -6,12 +6,14 @@ Started by ``callback-timing serve`` (which sets the ``CALLBACK_TIMING_*`` varia
 callback_timing.service:CallbackTiming``; ``serving/bentofile.yaml`` builds it into a Bento.
 
 - ``POST /rank``, ``/rank_batch``, ``/outcomes``, ``/check``; ``GET /info``;
-  ``POST /admin/reload``; BentoML's ``/readyz``, ``/livez`` and ``/metrics``; the OpenAPI
-  spec at ``/docs.json`` and its page at ``/docs``.
+  ``POST /admin/reload``; the supervisor's dashboard at ``/dashboard`` and its figures at
+  ``GET /kpis`` (:mod:`callback_timing.dashboard`); BentoML's ``/readyz``, ``/livez`` and
+  ``/metrics``; the OpenAPI spec at ``/docs.json`` and its page at ``/docs``.
 - Requests the service cannot use get a 4xx whose JSON names the field and the problem,
   and one log line without a traceback (:class:`ClientErrorLog`).
 - ``CALLBACK_TIMING_API_KEY``: when set, every endpoint but the health probes needs it
-  (``X-API-Key: KEY`` or ``Authorization: Bearer KEY``). Bodies over
+  (``X-API-Key: KEY`` or ``Authorization: Bearer KEY``; a browser opens
+  ``/dashboard/?api_key=KEY`` once and gets the key as an HTTP-only cookie). Bodies over
   ``CALLBACK_TIMING_MAX_BODY_MB`` (default 16) are refused with 413.
 """
 
@@ -28,6 +30,7 @@ import bentoml
 from sqlalchemy import exc as sa_exc
 from starlette.responses import JSONResponse, RedirectResponse
 
+from callback_timing.dashboard import KpiSource, dashboard_app, kpis_app
 from callback_timing.http_models import (
     CheckRequest,
     CheckResponse,
@@ -44,11 +47,13 @@ from callback_timing.http_models import (
 from callback_timing.online import OnlineRanker, ServeSettings
 from callback_timing.policy import ModelUnavailable
 from callback_timing.rank_requests import RankRequestError
+from callback_timing.store import OutcomeStore
 
 logger = logging.getLogger(__name__)
 
 API_KEY_ENV = "CALLBACK_TIMING_API_KEY"
 #: BentoML's health probes: open without the API key (load balancers do not send one).
+COOKIE = "ct_api_key"
 OPEN_PATHS = frozenset({"/readyz", "/livez", "/healthz"})
 #: Without an API key, ``/admin/`` answers these client addresses only.
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -101,6 +106,10 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"]
+        if self.api_key and path.startswith("/dashboard") and scope["query_string"]:
+            login = await self._login(scope)
+            if login is not None:
+                return await login(scope, receive, send)
         if self.api_key and path not in OPEN_PATHS and not self._authorised(scope):
             return await _error(401, "X-API-Key: missing or wrong API key")(scope, receive,
                                                                              send)
@@ -110,6 +119,10 @@ class Guard:
                                      "or a call from this machine")(scope, receive, send)
         if path in ("/docs", "/docs/"):
             return await RedirectResponse("/")(scope, receive, send)
+        if path == "/dashboard":  # the page's relative links need the slash
+            return await RedirectResponse("/dashboard/")(scope, receive, send)
+        if path == "/kpis":
+            scope = {**scope, "path": "/kpis/", "raw_path": b"/kpis/"}
         if path == "/info" and scope["method"] == "GET":  # BentoML's APIs are POST only
             scope = {**scope, "method": "POST",
                      "headers": [(b"content-type", b"application/json")]}
@@ -148,8 +161,23 @@ class Guard:
         bearer = headers.get(b"authorization", b"").decode("latin-1")
         if not given and bearer.lower().startswith("bearer "):
             given = bearer[7:].strip()
+        if not given:  # a browser on the dashboard: the cookie set by /dashboard/?api_key=
+            given = _cookie(headers.get(b"cookie", b"").decode("latin-1"), COOKIE)
         return bool(given) and hmac.compare_digest(given.encode("latin-1"),
                                                    self.api_key.encode("utf-8"))
+
+    async def _login(self, scope):
+        """``/dashboard/?api_key=KEY`` with the right key: a redirect to the page that sets
+        the key as an HTTP-only cookie (the browser sends it on every later request)."""
+        from urllib.parse import parse_qs
+
+        given = parse_qs(scope["query_string"].decode("latin-1")).get("api_key", [""])[0]
+        if not given or not hmac.compare_digest(given.encode("latin-1"),
+                                                self.api_key.encode("utf-8")):
+            return None
+        response = RedirectResponse("/dashboard/", status_code=303)
+        response.set_cookie(COOKIE, given, httponly=True, samesite="strict", path="/")
+        return response
 
     async def _too_large(self, scope, receive, send) -> None:
         mb = self.max_body / 2**20
@@ -198,6 +226,21 @@ def _workers() -> int:
         return 1
 
 
+def _cookie(header: str, name: str) -> str:
+    """The value of cookie ``name`` in a ``Cookie`` header ('' when absent)."""
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return ""
+
+
+def _open_store():
+    return OutcomeStore(ServeSettings.from_env().db)
+
+
+@bentoml.asgi_app(dashboard_app(), path="/dashboard")
+@bentoml.asgi_app(kpis_app(KpiSource(_open_store)), path="/kpis")
 @bentoml.service(name="callback_timing", workers=_workers(), traffic={"timeout": 60})
 class CallbackTiming:
     """Ranked call windows for callback requests; the rules answer when the model cannot."""

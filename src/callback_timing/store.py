@@ -314,6 +314,19 @@ class OutcomeStore:
                 except sa.exc.DataError:
                     logger.warning("decision log: a decision the database refuses was dropped")
 
+    def version(self) -> tuple[int, int]:
+        """The last sequence numbers of the decision log and the outcomes (0 when empty):
+        a reader that has seen them has seen everything."""
+        with self.engine.connect() as conn:
+            return tuple(int(conn.execute(sa.select(sa.func.max(t.c.seq))).scalar() or 0)
+                         for t in (decisions, outcomes))
+
+    def decision_count(self) -> int:
+        """How many rankings the decision log holds."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(decisions))
+                       .scalar_one())
+
     def decisions_frame(self) -> pd.DataFrame:
         """The decision log, oldest first; times are UTC."""
         with self.engine.connect() as conn:

@@ -1,0 +1,137 @@
+"""The supervisor's ROI dashboard: one HTML page drawn with Plotly from ``/kpis``.
+
+- :func:`dashboard_app`: a Starlette app the BentoML service mounts at ``/dashboard`` (the
+  page and Plotly's script, from the ``plotly`` package: no CDN), and :func:`kpis_app` at
+  ``/kpis`` (the JSON of :func:`callback_timing.kpis.kpi_payload`; query parameters
+  ``start``, ``end`` (dates, end exclusive), ``industry``, ``country``, ``period``).
+- :func:`report_html`: the same page as one self-contained file (``callback-timing roi``),
+  with the figures embedded; its filters are fixed to what it was written with.
+
+The page computes the ROI itself as the supervisor edits its inputs, with the same formula
+as :func:`callback_timing.kpis.roi`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from callback_timing.kpis import Filters, kpi_payload
+
+
+def plotly_js() -> str:
+    """Plotly's minified script from the installed ``plotly`` package."""
+    return resources.files("plotly").joinpath("package_data/plotly.min.js").read_text("utf-8")
+
+
+class KpiSource:
+    """The decision log and outcomes of a store, read again only when they changed, and the
+    KPIs drawn from them."""
+
+    def __init__(self, store) -> None:
+        """``store``: an :class:`~callback_timing.store.OutcomeStore`, or a function that
+        opens one (called on first use)."""
+        self._store = store
+        self._lock = threading.Lock()
+        self._seen: tuple[int, int] | None = None
+        self._frames: tuple[pd.DataFrame, pd.DataFrame] | None = None
+
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(decisions, outcomes) as the store holds them now."""
+        with self._lock:
+            if callable(self._store):
+                self._store = self._store()
+            version = self._store.version()
+            if self._frames is None or version != self._seen:
+                self._frames = (self._store.decisions_frame(), self._store.outcomes_after(0))
+                self._seen = version
+            return self._frames
+
+    def payload(self, filters: Filters | None = None, period: str = "week") -> dict:
+        """:func:`kpi_payload` of the store."""
+        decisions, outcomes = self.frames()
+        return kpi_payload(decisions, outcomes, filters, period)
+
+
+def parse_query(query) -> tuple[Filters, str]:
+    """Filters and period from query parameters (a mapping); raises ``ValueError`` with the
+    parameter's name on a bad value."""
+    def day(name: str) -> pd.Timestamp | None:
+        raw = (query.get(name) or "").strip()
+        if not raw:
+            return None
+        try:
+            return pd.Timestamp(raw).tz_localize("UTC") if pd.Timestamp(raw).tz is None \
+                else pd.Timestamp(raw).tz_convert("UTC")
+        except ValueError:
+            raise ValueError(f"{name}: not a date (YYYY-MM-DD): {raw[:40]!r}") from None
+
+    period = (query.get("period") or "week").strip()
+    if period not in ("day", "week"):
+        raise ValueError(f"period: 'day' or 'week', not {period[:20]!r}")
+    return Filters(start=day("start"), end=day("end"),
+                   industry=(query.get("industry") or None),
+                   country=(query.get("country") or None)), period
+
+
+def kpis_app(source: KpiSource):
+    """A Starlette app answering ``GET /`` with the KPIs as JSON."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def kpis(request):
+        try:
+            filters, period = parse_query(request.query_params)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        import anyio
+
+        payload = await anyio.to_thread.run_sync(source.payload, filters, period)
+        return JSONResponse(payload)
+
+    return Starlette(routes=[Route("/", kpis, methods=["GET"])])
+
+
+def dashboard_app():
+    """A Starlette app serving the page (``/``) and Plotly's script (``/plotly.min.js``)."""
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse, Response
+    from starlette.routing import Route
+
+    script = plotly_js()
+
+    async def page(request):
+        return HTMLResponse(page_html(None))
+
+    async def plotly(request):
+        return Response(script, media_type="application/javascript",
+                        headers={"Cache-Control": "max-age=86400"})
+
+    return Starlette(routes=[Route("/", page), Route("/plotly.min.js", plotly)])
+
+
+def report_html(payload: dict) -> str:
+    """The dashboard as one self-contained HTML file with ``payload`` embedded."""
+    return page_html(payload, inline_js=plotly_js())
+
+
+def write_report(payload: dict, out: Path) -> Path:
+    """Write :func:`report_html` to ``out`` (folders made); returns the path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report_html(payload), encoding="utf-8")
+    return out
+
+
+def page_html(payload: dict | None, inline_js: str | None = None) -> str:
+    """The page; with ``payload`` it draws that and does not fetch (a report file)."""
+    data = "null" if payload is None else json.dumps(payload).replace("</", "<\\/")
+    plotly = (f"<script>{inline_js}</script>" if inline_js is not None
+              else '<script src="plotly.min.js"></script>')
+    page = resources.files("callback_timing").joinpath("dashboard.html").read_text("utf-8")
+    return page.replace("{{PLOTLY}}", plotly).replace("{{DATA}}", data)

@@ -1,0 +1,280 @@
+"""The supervisor's KPIs and ROI (kpis.py), the simulated dialer traffic (traffic.py), the
+``roi`` report, and the dashboard in a real browser against a real ``serve`` process."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+import callback_timing as ct
+from callback_timing.kpis import (
+    Filters,
+    apply_filters,
+    arm_stats,
+    kpi_payload,
+    kpi_table,
+    request_fates,
+    roi,
+)
+from callback_timing.online import OnlineRanker, ServeSettings
+from callback_timing.store import OutcomeStore
+from callback_timing.traffic import ranker_poster, seed_traffic
+
+CLI = str(Path(sys.executable).with_name("callback-timing"))
+T0 = pd.Timestamp("2026-06-01T08:00:00Z")  # a Monday, 10:00 in Warsaw
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def _decision(seq, rid, arm, now=T0, source=None, policy="auto", reason=None):
+    return {"seq": seq, "request_id": rid, "contact_id": f"c-{rid}", "arm": arm,
+            "source": source or ("rules" if arm == "control" else arm),
+            "fallback_reason": reason, "model_version": "v1", "policy": policy,
+            "urgency": "standard", "now": now, "requested_at": now, "window_start": None,
+            "window_end": None, "p_answer": 0.3, "score": 0.3, "windows": 3,
+            "explored": False, "propensity": None, "decided_at": now}
+
+
+def _call(rid, hours, answered, zone="Europe/Warsaw", country="PL", industry="it"):
+    return {"call_id": f"{rid}@{hours}", "request_id": rid, "contact_id": f"c-{rid}",
+            "called_at": T0 + pd.Timedelta(hours=hours), "answered": int(answered),
+            "outcome": "answered" if answered else "no_answer", "timezone": zone,
+            "country": country, "subdivision": None, "industry": industry}
+
+
+def _frames():
+    decisions = pd.DataFrame([
+        _decision(1, "r1", "model"),
+        _decision(2, "r2", "control"),
+        _decision(3, "r3", "model"),
+        _decision(4, "r4", "rules", reason="model failed (ValueError)"),
+        _decision(5, "r5", "model"),
+        _decision(6, "r1", "model", now=T0 + pd.Timedelta(hours=2)),  # a second ranking
+        _decision(7, "r6", "rules", policy="rules", reason="policy=rules"),
+    ])
+    outcomes = pd.DataFrame([
+        _call("r1", 1, False), _call("r1", 3, True),  # reached at attempt 2, in 3 h
+        _call("r2", 5, True, industry="retail"),  # control: first attempt, in 5 h
+        _call("r3", 50, True),  # answered after the 48 h deadline: not a success
+        _call("r5", 13.5, False),  # 23:30 in Warsaw: outside calling hours
+        _call("zz", 1, True),  # a call of a request the service never ranked
+    ])
+    return decisions, outcomes
+
+
+def test_request_fates_follow_each_request():
+    fates = request_fates(*_frames()).set_index("request_id")
+    assert list(fates.index) == ["r1", "r2", "r3", "r4", "r5", "r6"]
+    assert fates.loc["r1", ["arm", "attempts", "first_answered", "reached"]].tolist() == [
+        "model", 2, False, True]
+    assert fates.loc["r1", "hours_to_contact"] == pytest.approx(3.0)
+    assert fates.loc["r1", "reached_4h"] and not fates.loc["r2", "reached_4h"]
+    assert fates.loc["r2", ["arm", "first_answered", "industry"]].tolist() == [
+        "control", True, "retail"]
+    assert not fates.loc["r3", "reached"] and fates.loc["r3", "attempts"] == 1
+    assert fates.loc["r4", ["attempts", "fallback", "fallback_reason", "industry"]].tolist() \
+        == [0, True, "model failed (ValueError)", "unknown"]
+    assert fates.loc["r5", "illegal_calls"] == 1 and fates["illegal_calls"].sum() == 1
+    # an explicit policy=rules request is neither a fallback nor in the experiment
+    assert not fates.loc["r6", "fallback"] and not fates.loc["r6", "experiment"]
+
+
+def test_kpi_table_and_filters():
+    fates = request_fates(*_frames())
+    total = kpi_table(fates, None).set_index("arm")
+    assert list(total.index) == ["model", "rules", "control"]
+    model = total.loc["model"]
+    assert model["requests"] == 3
+    assert model["success_rate"] == pytest.approx(1 / 3)
+    assert model["attempts"] == pytest.approx(4 / 3)
+    assert model["illegal_calls"] == 1 and model["fallback_share"] == 0.0
+    assert total.loc["rules", "fallback_share"] == pytest.approx(0.5)  # r4 of r4, r6
+    assert math.isnan(total.loc["control", "fallback_share"]) \
+        or total.loc["control", "fallback_share"] is None
+    assert len(apply_filters(fates, Filters(industry="retail"))) == 1
+    assert len(apply_filters(fates, Filters(start=T0 + pd.Timedelta(hours=1)))) == 0
+    days = kpi_table(fates, "day")
+    assert set(days["period"]) == {"2026-06-01"}
+    assert kpi_table(fates, "week")["period"].iloc[0] == "2026-06-01"  # the week's Monday
+
+
+def test_roi_matches_a_per_request_computation():
+    rng = np.random.default_rng(3)
+    n_ai, n_ctl = 500, 120
+    fates = pd.DataFrame({
+        "arm": ["model"] * n_ai + ["control"] * n_ctl, "experiment": True,
+        "reached": np.r_[rng.random(n_ai) < 0.6, rng.random(n_ctl) < 0.4],
+        "attempts": np.r_[rng.integers(1, 4, n_ai), rng.integers(1, 4, n_ctl)]})
+    cost, value, invest = 3.0, 40.0, 2500.0
+    out = roi(arm_stats(fates), cost, value, invest)
+    # the same from each request's gain, value x reached - cost x attempts
+    u = value * fates["reached"].to_numpy(float) - cost * fates["attempts"].to_numpy(float)
+    ai, ctl = u[:n_ai], u[n_ai:]
+    gain = n_ai * (ai.mean() - ctl.mean())
+    se = n_ai * math.sqrt(ai.var(ddof=1) / n_ai + ctl.var(ddof=1) / n_ctl)
+    assert out["roi_pct"] == pytest.approx((gain - invest) / invest * 100)
+    assert out["low_pct"] == pytest.approx((gain - 1.959964 * se - invest) / invest * 100)
+    assert out["high_pct"] == pytest.approx((gain + 1.959964 * se - invest) / invest * 100)
+    assert out["saved_costs"] + out["additional_revenue"] == pytest.approx(gain)
+    assert out["conclusive"] == (out["low_pct"] > 0 or out["high_pct"] < 0)
+    # one request in the control arm: nothing can be concluded
+    few = roi(arm_stats(fates.iloc[: n_ai + 1]), cost, value, invest)
+    assert few["roi_pct"] is None and not few["conclusive"]
+
+
+def test_an_empty_store_says_what_to_do_next(tmp_path):
+    store = OutcomeStore(tmp_path / "empty.db")
+    payload = kpi_payload(store.decisions_frame(), store.outcomes_after(0))
+    store.close()
+    assert payload["empty"] and "/rank" in payload["next_step"]
+    assert payload["totals"] == [] and payload["roi"]["roi_pct"] is None
+    json.dumps(payload, allow_nan=False)
+
+
+@pytest.fixture(scope="module")
+def seeded_db(tmp_path_factory):
+    """A store filled by two weeks of simulated dialer traffic through the service's
+    ranking state (rules only, control share 20 %)."""
+    folder = tmp_path_factory.mktemp("seeded")
+    world = ct.simulate(contacts=120, days=5, seed=4).world
+    db = folder / "o.db"
+    ranker = OnlineRanker(ServeSettings(model_dir=None, db=str(db), control_share=0.2,
+                                        watch_seconds=0))
+    counts = seed_traffic(ranker_poster(ranker), world, None,
+                          pd.Timestamp("2026-04-06", tz="UTC"), days=14, per_day=30, seed=2)
+    ranker.close()
+    return db, counts
+
+
+def test_seeded_traffic_gives_consistent_kpis(seeded_db):
+    db, counts = seeded_db
+    store = OutcomeStore(db)
+    decisions, outcomes = store.decisions_frame(), store.outcomes_after(0)
+    store.close()
+    assert counts["requests"] == 14 * 30 and len(decisions) == counts["rankings"]
+    assert len(outcomes) == counts["calls"] and outcomes["answered"].sum() == counts["answered"]
+    payload = kpi_payload(decisions, outcomes)
+    json.dumps(payload, allow_nan=False)
+    totals = {r["arm"]: r for r in payload["totals"]}
+    assert set(totals) == {"rules", "control"}
+    assert sum(r["requests"] for r in totals.values()) == counts["requests"]
+    assert 0.1 < totals["control"]["requests"] / counts["requests"] < 0.3
+    # the service never schedules a call outside calling hours, in either arm
+    assert all(r["illegal_calls"] == 0 for r in totals.values())
+    assert all(r["attempts"] <= 3 for r in totals.values())
+    # no model: every AI-arm ranking fell back, for that reason
+    assert totals["rules"]["fallback_share"] == 1.0
+    assert set(payload["fallback_reasons"]) == {"no model loaded"}
+    assert sum(c["calls"] for c in payload["heatmap"]) == counts["calls"]
+    funnel = {f["arm"]: f for f in payload["funnel"]}
+    assert funnel["rules"]["reached_by_3"] == round(
+        totals["rules"]["success_rate"] * totals["rules"]["requests"])
+    weeks = [r for r in payload["periods"] if r["arm"] == "rules"]
+    assert [w["period"] for w in weeks] == ["2026-04-06", "2026-04-13"]
+
+
+def test_roi_command_writes_one_self_contained_page(seeded_db, tmp_path):
+    db, counts = seeded_db
+    out = tmp_path / "report" / "roi.html"
+    run = subprocess.run([CLI, "roi", "--db", str(db), "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"{counts['requests']} callback requests" in run.stdout
+    html = out.read_text()
+    assert "plotly.min.js" not in html and "Plotly.react" in html and len(html) > 3_000_000
+    filtered = subprocess.run([CLI, "roi", "--db", str(db), "--out", str(tmp_path / "w.html"),
+                               "--start", "2026-04-13"], capture_output=True, text=True,
+                              timeout=120)
+    assert "210 callback requests" in filtered.stdout
+    bad = subprocess.run([CLI, "roi", "--db", str(db), "--start", "2026-13-01"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
+        "error: --start: not a date (YYYY-MM-DD): '2026-13-01'"]
+    missing = subprocess.run([CLI, "roi", "--db", str(tmp_path / "none.db")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "no outcome store" in missing.stderr
+
+
+# --- in a real browser, against a real server --------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync"]
+
+
+@pytest.mark.slow
+def test_dashboard_in_a_real_browser(seeded_db, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_service import Server
+
+    assert os.path.exists(CHROMIUM), "Debian's chromium is needed: `make test` installs it"
+    db = tmp_path / "o.db"
+    shutil.copy(seeded_db[0], db)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with Server(tmp_path, tmp_path / "no-model", db, CALLBACK_TIMING_API_KEY="k3y") as server, \
+            sync_playwright() as pw:
+        key = {"X-API-Key": "k3y"}
+        assert httpx.get(f"{server.url}/dashboard/").status_code == 401
+        assert httpx.get(f"{server.url}/kpis").status_code == 401
+        kpis = httpx.get(f"{server.url}/kpis", headers=key).json()
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800},
+                                accept_downloads=True)
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        # the key once in the address: it becomes a cookie and leaves the address
+        page.goto(f"{server.url}/dashboard/?api_key=k3y")
+        assert page.url == f"{server.url}/dashboard/"
+        page.wait_for_selector("#chart-heatmap .main-svg")
+        page.wait_for_selector("#chart-trend .main-svg")
+
+        for row in kpis["totals"]:
+            shown = page.locator(f'#kpi-table tr[data-arm="{row["arm"]}"]')
+            assert shown.locator('[data-k="requests"]').text_content() == str(row["requests"])
+            assert shown.locator('[data-k="success_rate"]').text_content() == \
+                f"{100 * row['success_rate']:.1f}%"
+            assert shown.locator('[data-k="attempts"]').text_content() == \
+                f"{row['attempts']:.2f}"
+        d = kpis["roi_defaults"]
+        expected = roi(kpis["experiment"], d["cost_per_attempt"],
+                       d["conversion_rate"] * d["deal_value"], d["investment"])
+        assert page.text_content("#roi-value") == f"{expected['roi_pct']:.1f}%"
+        page.fill("#in-invest", "250")
+        changed = roi(kpis["experiment"], d["cost_per_attempt"],
+                      d["conversion_rate"] * d["deal_value"], 250.0)
+        assert page.text_content("#roi-value") == f"{changed['roi_pct']:.1f}%"
+        assert changed["roi_pct"] != expected["roi_pct"]
+
+        industry = kpis["choices"]["industries"][0]
+        page.select_option("#f-industry", industry)
+        with page.expect_response(lambda r: "/kpis/" in r.url):
+            page.click("#apply")
+        page.wait_for_function(
+            "n => document.querySelectorAll('#kpi-table tbody tr').length > 0 && "
+            "[...document.querySelectorAll('#kpi-table [data-k=requests]')]"
+            ".reduce((s, e) => s + Number(e.textContent), 0) === n",
+            arg=httpx.get(f"{server.url}/kpis", params={"industry": industry},
+                          headers=key).json()["requests"])
+        with page.expect_download() as download:
+            page.click("#csv")
+        csv = Path(download.value.path()).read_text().splitlines()
+        assert csv[0].startswith("period,arm,requests")
+        assert len(csv) > 1 and all(industry not in line for line in csv)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        browser.close()
+        assert errors == []
+        log = server.log.read_text()
+    assert "k3y" not in log
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 50_000
