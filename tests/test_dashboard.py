@@ -257,6 +257,14 @@ def test_dashboard_in_a_real_browser(seeded_db, tmp_path):
         assert page.text_content("#roi-value") == f"{changed['roi_pct']:.1f}%"
         assert changed["roi_pct"] != expected["roi_pct"]
 
+        # the trend draws the KPI asked for, per arm, as /kpis has it
+        page.select_option("#trend-kpi", "attempts")
+        drawn = page.evaluate("() => document.getElementById('chart-trend').data"
+                              ".map(t => [t.name, t.x, t.y])")
+        for name, x, y in drawn:
+            rows = [r for r in kpis["periods"] if r["arm"] == name]
+            assert (x, y) == ([r["period"] for r in rows], [r["attempts"] for r in rows])
+
         industry = kpis["choices"]["industries"][0]
         page.select_option("#f-industry", industry)
         with page.expect_response(lambda r: "/kpis/" in r.url):
@@ -278,3 +286,24 @@ def test_dashboard_in_a_real_browser(seeded_db, tmp_path):
         log = server.log.read_text()
     assert "k3y" not in log
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 50_000
+
+
+def test_kpi_source_follows_the_store_with_only_the_new_rows(seeded_db, tmp_path):
+    from callback_timing.dashboard import KpiSource
+
+    db = tmp_path / "o.db"
+    shutil.copy(seeded_db[0], db)
+    store = OutcomeStore(db)
+    source = KpiSource(store)
+    before = source.payload()
+    world = ct.simulate(contacts=120, days=5, seed=4).world
+    ranker = OnlineRanker(ServeSettings(model_dir=None, db=str(db), control_share=0.2,
+                                        watch_seconds=0))
+    more = seed_traffic(ranker_poster(ranker), world, None,
+                        pd.Timestamp("2026-04-20", tz="UTC"), days=2, per_day=30, seed=5)
+    ranker.close()
+    after = source.payload()
+    assert after["requests"] == before["requests"] + more["requests"]
+    fresh = KpiSource(OutcomeStore(db)).payload()
+    assert json.dumps(after, sort_keys=True) == json.dumps(fresh, sort_keys=True)
+    store.close()

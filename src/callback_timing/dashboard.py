@@ -18,9 +18,16 @@ import threading
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from callback_timing.kpis import Filters, kpi_payload
+from callback_timing.kpis import (
+    DECISION_COLUMNS,
+    OUTCOME_COLUMNS,
+    Filters,
+    KpiData,
+    payload_of,
+)
 
 
 def plotly_js() -> str:
@@ -29,32 +36,60 @@ def plotly_js() -> str:
 
 
 class KpiSource:
-    """The decision log and outcomes of a store, read again only when they changed, and the
-    KPIs drawn from them."""
+    """The KPIs of a store's decision log and outcomes, kept as :class:`KpiData` in memory
+    and brought up to date with only the rows stored since the last look (the store is asked
+    for its last sequence numbers on every page load); a page with the same filters on an
+    unchanged store is answered from a cache."""
+
+    #: rows read again behind the last sequence number seen: on PostgreSQL a row's number is
+    #: taken at insert, so a transaction committed late can add rows behind it
+    overlap = 5_000
 
     def __init__(self, store) -> None:
         """``store``: an :class:`~callback_timing.store.OutcomeStore`, or a function that
         opens one (called on first use)."""
         self._store = store
         self._lock = threading.Lock()
-        self._seen: tuple[int, int] | None = None
-        self._frames: tuple[pd.DataFrame, pd.DataFrame] | None = None
+        self._data: KpiData | None = None
+        self._seqs = {"decisions": np.zeros(0, np.int64), "outcomes": np.zeros(0, np.int64)}
+        self._version: tuple[int, int] | None = None
+        self._fates: pd.DataFrame | None = None
+        self._pages: dict = {}
 
-    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(decisions, outcomes) as the store holds them now."""
+    def refresh(self) -> None:
+        """Read the rows stored since the last look (all of them the first time)."""
         with self._lock:
-            if callable(self._store):
-                self._store = self._store()
-            version = self._store.version()
-            if self._frames is None or version != self._seen:
-                self._frames = (self._store.decisions_frame(), self._store.outcomes_after(0))
-                self._seen = version
-            return self._frames
+            self._refresh()
+
+    def _refresh(self) -> None:
+        if callable(self._store):
+            self._store = self._store()
+        version = self._store.version()
+        if self._data is not None and version == self._version:
+            return
+        if self._data is None:
+            self._data = KpiData()
+        new = {}
+        for table, columns in (("decisions", DECISION_COLUMNS), ("outcomes", OUTCOME_COLUMNS)):
+            seen = self._seqs[table]
+            floor = max(int(seen[-1]) - self.overlap, 0) if len(seen) else 0
+            rows = self._store.rows_after(table, columns, floor)
+            if len(seen):
+                rows = rows[~np.isin(rows["seq"].to_numpy(), seen[seen > floor])]
+            self._seqs[table] = np.sort(np.concatenate([seen, rows["seq"].to_numpy(np.int64)]))
+            new[table] = rows
+        self._data.add(new["decisions"], new["outcomes"])
+        self._version = version
+        self._fates, self._pages = self._data.fates(), {}
 
     def payload(self, filters: Filters | None = None, period: str = "week") -> dict:
-        """:func:`kpi_payload` of the store."""
-        decisions, outcomes = self.frames()
-        return kpi_payload(decisions, outcomes, filters, period)
+        """:func:`~callback_timing.kpis.kpi_payload` of the store."""
+        with self._lock:
+            self._refresh()
+            key = (repr(filters), period)
+            if key not in self._pages:
+                self._pages[key] = payload_of(self._data, self._fates, filters, period)
+            return self._pages[key]
 
 
 def parse_query(query) -> tuple[Filters, str]:
@@ -90,8 +125,14 @@ def kpis_app(source: KpiSource):
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         import anyio
+        from sqlalchemy.exc import SQLAlchemyError
 
-        payload = await anyio.to_thread.run_sync(source.payload, filters, period)
+        try:
+            payload = await anyio.to_thread.run_sync(source.payload, filters, period)
+        except SQLAlchemyError as exc:
+            return JSONResponse({"error": f"the outcome store is unavailable "
+                                          f"({type(exc).__name__}); try again"},
+                                status_code=503)
         return JSONResponse(payload)
 
     return Starlette(routes=[Route("/", kpis, methods=["GET"])])

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from callback_timing import calendar
 from callback_timing import fastpath as fp
 from callback_timing.policy_config import PolicyConfig, load_policy_config
 
@@ -71,74 +70,184 @@ class Filters:
     country: str | None = None
 
 
+#: the decision-log and outcome columns :class:`KpiData` reads
+DECISION_COLUMNS = ("seq", "request_id", "arm", "source", "fallback_reason", "policy", "now",
+                    "requested_at")
+OUTCOME_COLUMNS = ("seq", "request_id", "called_at", "answered", "timezone", "country",
+                   "subdivision", "industry")
+_ARM_CODE = {a: i for i, a in enumerate(ARMS)}
+
+
+def _ns(values) -> np.ndarray:
+    """Nanoseconds since the epoch of UTC timestamps (``NaT``: the int64 minimum)."""
+    stamps = pd.to_datetime(pd.Series(values), utc=True)
+    return stamps.dt.tz_localize(None).to_numpy("datetime64[ns]").view(np.int64)
+
+
+class _Codes:
+    """Stable integer codes of values (request ids, industries, ...) as they arrive."""
+
+    def __init__(self) -> None:
+        self.values = pd.Index([], dtype=object)
+
+    def __call__(self, values) -> np.ndarray:
+        values = pd.Index(pd.Series(values, dtype=object).fillna("\x00none"), dtype=object)
+        codes = self.values.get_indexer(values)
+        fresh = codes < 0
+        if fresh.any():
+            new = pd.unique(values[fresh])
+            self.values = self.values.append(pd.Index(new, dtype=object))
+            codes[fresh] = len(self.values) - len(new) + pd.Index(new).get_indexer(
+                values[fresh])
+        return codes.astype(np.int64)
+
+
+class KpiData:
+    """The decision log and the outcomes as per-row arrays, grown with :meth:`add` as rows
+    arrive, from which :meth:`fates` derives one row per callback request in a few numpy
+    passes (what keeps a dashboard page load on a million outcomes fast)."""
+
+    def __init__(self, config: PolicyConfig | None = None,
+                 deadline_hours: float = DEADLINE_HOURS) -> None:
+        self.config = config or load_policy_config()
+        self.deadline_ns = int(deadline_hours * 3600 * 10**9)
+        self.requests, self.places, self.reasons = _Codes(), _Codes(), _Codes()
+        empty_i, empty_b = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+        self.d = {"code": empty_i, "arm": empty_i, "auto": empty_b, "fallback": empty_b,
+                  "reason": empty_i, "start": empty_i}
+        self.o = {"code": empty_i, "ns": empty_i, "answered": empty_b, "cell": empty_i,
+                  "illegal": empty_b, "industry": empty_i, "country": empty_i}
+
+    def add(self, decisions: pd.DataFrame, outcomes: pd.DataFrame) -> None:
+        """Append decision-log and outcome rows (in storing order)."""
+        if len(decisions):
+            d = decisions
+            arm = d["arm"].map(_ARM_CODE).fillna(len(ARMS)).to_numpy(np.int64)
+            policy = d["policy"].fillna("auto").to_numpy(object)
+            fallback = ((arm != _ARM_CODE["control"]) & (d["source"].to_numpy(object) == "rules")
+                        & (policy != "rules"))
+            start = _ns(d["requested_at"])
+            now = _ns(d["now"])
+            start = np.where(start == np.iinfo(np.int64).min, now, start)
+            self._grow(self.d, code=self.requests(d["request_id"]), arm=arm,
+                       auto=policy == "auto", fallback=fallback,
+                       reason=self.reasons(d["fallback_reason"]), start=start)
+        if len(outcomes):
+            o = outcomes[outcomes["request_id"].notna()]
+            ns = _ns(o["called_at"])
+            zones = o["timezone"].fillna("UTC").to_numpy(object)
+            minute, weekday = fp.local_parts(ns, zones)
+            places = pd.MultiIndex.from_arrays([o["country"].fillna(""),
+                                                o["subdivision"].fillna("")])
+            codes, uniques = pd.factorize(places)
+            weeks = np.stack([fp.week_table(self.config.hours_for(c or None, s or None))
+                              for c, s in uniques]) if len(uniques) else np.zeros((0, 7, 2))
+            illegal = (fp.outside_hours(minute, weekday, weeks, codes, 1) if len(o)
+                       else np.zeros(0, dtype=bool))
+            self._grow(self.o, code=self.requests(o["request_id"]), ns=ns,
+                       answered=o["answered"].to_numpy(np.int64) == 1,
+                       cell=(weekday * 24 + minute // 60).astype(np.int64), illegal=illegal,
+                       industry=self.places(o["industry"]), country=self.places(o["country"]))
+
+    @staticmethod
+    def _grow(arrays: dict, **new: np.ndarray) -> None:
+        for key, values in new.items():
+            arrays[key] = np.concatenate([arrays[key], np.asarray(values)])
+
+    def fates(self) -> pd.DataFrame:
+        """One row per ranked callback request (see the module docstring), with ``code``,
+        its request code (for :meth:`heatmap`)."""
+        d, o = self.d, self.o
+        n = len(self.requests.values)
+        first = np.full(n, -1, dtype=np.int64)
+        rows = np.arange(len(d["code"]))
+        first[d["code"][::-1]] = rows[::-1]  # the first ranking of each request
+        decided = np.flatnonzero(first >= 0)
+        head = first[decided]
+        start = d["start"][head]
+        fell = np.full(n, -1, dtype=np.int64)
+        fb = np.flatnonzero(d["fallback"])
+        fell[d["code"][fb][::-1]] = fb[::-1]
+        # the calls of ranked requests, by request and time
+        keep = first[o["code"]] >= 0
+        code, ns = o["code"][keep], o["ns"][keep]
+        order = np.lexsort((ns, code))
+        code, ns = code[order], ns[order]
+        answered, illegal = o["answered"][keep][order], o["illegal"][keep][order]
+        attempts = np.bincount(code, minlength=n)
+        is_first = np.r_[True, code[1:] != code[:-1]] if len(code) else np.zeros(0, bool)
+        first_answered = np.zeros(n, dtype=bool)
+        first_answered[code[is_first]] = answered[is_first]
+        last = np.full(n, -1, dtype=np.int64)
+        last[code] = np.arange(len(code))  # the last call of each request
+        start_of = np.zeros(n, dtype=np.int64)
+        start_of[decided] = start
+        hit = np.flatnonzero(answered & (ns <= start_of[code] + self.deadline_ns))
+        reached_ns = np.full(n, np.iinfo(np.int64).min)
+        reached_ns[code[hit][::-1]] = ns[hit][::-1]  # the first answered call in time
+        reached = reached_ns[decided] != np.iinfo(np.int64).min
+        hours = np.where(reached, (reached_ns[decided] - start) / 3.6e12, np.nan)
+        bad = np.bincount(code, weights=illegal, minlength=n).astype(np.int64)
+        at_last = last[decided]
+        has_call = at_last >= 0
+        where = o["industry"][keep][order], o["country"][keep][order]
+        names = np.asarray(self.places.values, dtype=object)
+
+        def place(values: np.ndarray) -> np.ndarray:
+            out = np.full(len(decided), "unknown", dtype=object)
+            out[has_call] = names[values[at_last[has_call]]]
+            out[out == "\x00none"] = "unknown"
+            return out
+
+        reason_names = np.asarray(self.reasons.values, dtype=object)
+        fell_row = fell[decided]
+        reason = np.full(len(decided), None, dtype=object)
+        reason[fell_row >= 0] = reason_names[d["reason"][fell_row[fell_row >= 0]]]
+        reason[reason == "\x00none"] = None
+        arm_names = np.array([*ARMS, "other"], dtype=object)
+        return pd.DataFrame({
+            "request_id": np.asarray(self.requests.values, dtype=object)[decided],
+            "code": decided,
+            "arm": arm_names[d["arm"][head]],
+            "experiment": d["auto"][head],
+            "requested_at": pd.DatetimeIndex(start.view("datetime64[ns]")).tz_localize("UTC"),
+            "industry": pd.Categorical(place(where[0])),
+            "country": pd.Categorical(place(where[1])),
+            "attempts": attempts[decided],
+            "first_answered": first_answered[decided],
+            "reached": reached,
+            "hours_to_contact": hours,
+            "reached_4h": reached & (hours <= FAST_HOURS),
+            "illegal_calls": bad[decided],
+            "fallback": fell_row >= 0,
+            "fallback_reason": reason,
+        })
+
+    def heatmap(self, codes: np.ndarray | None = None) -> list[dict]:
+        """Calls and answers per contact-local weekday (Mon=0) and hour, of the requests
+        with ``codes`` (a :meth:`fates` column; default: every ranked request's calls)."""
+        o = self.o
+        wanted = np.zeros(len(self.requests.values), dtype=bool)
+        if codes is None:
+            wanted[self.d["code"]] = True
+        else:
+            wanted[np.asarray(codes, dtype=np.int64)] = True
+        keep = wanted[o["code"]]
+        cells = o["cell"][keep]
+        calls = np.bincount(cells, minlength=7 * 24)
+        answers = np.bincount(cells, weights=o["answered"][keep], minlength=7 * 24)
+        return [{"weekday": int(c // 24), "hour": int(c % 24), "calls": int(calls[c]),
+                 "answered": int(answers[c])} for c in np.flatnonzero(calls)]
+
+
 def request_fates(decisions: pd.DataFrame, outcomes: pd.DataFrame,
                   config: PolicyConfig | None = None,
                   deadline_hours: float = DEADLINE_HOURS) -> pd.DataFrame:
     """One row per ranked callback request: arm, when, where, and what became of it."""
-    config = config or load_policy_config()
-    columns = ["request_id", "contact_id", "arm", "experiment", "requested_at", "industry",
-               "country", "attempts", "first_answered", "reached", "hours_to_contact",
-               "reached_4h", "illegal_calls", "fallback", "fallback_reason"]
-    if not len(decisions):
-        return pd.DataFrame(columns=columns)
-    d = decisions.sort_values("seq", kind="stable")
-    first = d.drop_duplicates("request_id", keep="first").set_index("request_id")
-    out = pd.DataFrame({"request_id": first.index,
-                        "contact_id": first["contact_id"].to_numpy(object),
-                        "arm": first["arm"].to_numpy(object)})
-    out["experiment"] = (first["policy"].fillna("auto").to_numpy(object) == "auto")
-    start = first["requested_at"].fillna(first["now"])
-    out["requested_at"] = start.to_numpy()
-    fell = d[(d["arm"] != "control") & (d["source"] == "rules")
-             & (d["policy"].fillna("auto") != "rules")]
-    reason = fell.drop_duplicates("request_id").set_index("request_id")["fallback_reason"]
-    out["fallback"] = out["request_id"].isin(reason.index).to_numpy()
-    out["fallback_reason"] = out["request_id"].map(reason).to_numpy(object)
-
-    calls = outcomes[outcomes["request_id"].isin(first.index)] if len(outcomes) else outcomes
-    calls = calls.sort_values("called_at", kind="stable") if len(calls) else calls
-    if len(calls):
-        by = calls.groupby("request_id", sort=False)
-        attempts = by.size()
-        first_call = calls.drop_duplicates("request_id").set_index("request_id")["answered"]
-        start_of = pd.to_datetime(start.reindex(calls["request_id"]), utc=True)
-        late = (pd.to_datetime(calls["called_at"], utc=True).to_numpy()
-                > (start_of + pd.Timedelta(hours=deadline_hours)).to_numpy())
-        hits = calls[(calls["answered"].to_numpy() == 1) & ~late]
-        reached_at = hits.drop_duplicates("request_id").set_index("request_id")["called_at"]
-        illegal = pd.Series(illegal_calls(calls, config), index=calls.index)
-        bad = illegal.groupby(calls["request_id"]).sum()
-        place = calls.drop_duplicates("request_id", keep="last").set_index("request_id")
-    else:
-        attempts = first_call = reached_at = bad = pd.Series(dtype=float)
-        place = pd.DataFrame(columns=["industry", "country"])
-    rid = out["request_id"]
-    out["industry"] = rid.map(place["industry"]).fillna("unknown").to_numpy(object)
-    out["country"] = rid.map(place["country"]).fillna("unknown").to_numpy(object)
-    out["attempts"] = rid.map(attempts).fillna(0).astype(int).to_numpy()
-    out["first_answered"] = rid.map(first_call).fillna(0).astype(bool).to_numpy()
-    contact_at = pd.to_datetime(rid.map(reached_at), utc=True)
-    out["reached"] = contact_at.notna().to_numpy()
-    hours = (contact_at - pd.to_datetime(out["requested_at"], utc=True)).dt.total_seconds()
-    out["hours_to_contact"] = (hours / 3600.0).to_numpy()
-    out["reached_4h"] = out["reached"] & (out["hours_to_contact"] <= FAST_HOURS)
-    out["illegal_calls"] = rid.map(bad).fillna(0).astype(int).to_numpy()
-    return out[columns]
-
-
-def illegal_calls(calls: pd.DataFrame, config: PolicyConfig) -> np.ndarray:
-    """Calls that started outside the calling hours of the contact's zone and region."""
-    if not len(calls):
-        return np.zeros(0, dtype=bool)
-    ns = calendar.utc_ns_of(pd.to_datetime(calls["called_at"], utc=True))
-    zones = calls["timezone"].fillna("UTC").to_numpy(object)
-    minute, weekday = fp.local_parts(ns, zones)
-    places = pd.MultiIndex.from_arrays([calls["country"].fillna(""),
-                                        calls["subdivision"].fillna("")])
-    codes, uniques = pd.factorize(places)
-    weeks = np.stack([fp.week_table(config.hours_for(c or None, s or None))
-                      for c, s in uniques])
-    return fp.outside_hours(minute, weekday, weeks, codes, 1)
+    data = KpiData(config, deadline_hours)
+    data.add(decisions.sort_values("seq", kind="stable") if "seq" in decisions else decisions,
+             outcomes.sort_values("seq", kind="stable") if "seq" in outcomes else outcomes)
+    return data.fates().drop(columns="code")
 
 
 def apply_filters(fates: pd.DataFrame, filters: Filters | None) -> pd.DataFrame:
@@ -159,37 +268,44 @@ def apply_filters(fates: pd.DataFrame, filters: Filters | None) -> pd.DataFrame:
 
 
 def kpi_table(fates: pd.DataFrame, period: str | None = "week") -> pd.DataFrame:
-    """KPIs per (period, arm) (``period``: ``day``, ``week`` or ``None`` for all time).
+    """KPIs per (period, arm) (``period``: ``day``, ``week`` (from Monday) or ``None`` for
+    all time).
 
     ``time_to_contact_h`` and ``median_time_to_contact_h`` are over reached requests;
     ``fallback_share`` is over the requests the model was meant to answer (not control).
     """
-    frame = fates.assign(period="all")
-    if period and len(frame):
-        at = pd.to_datetime(frame["requested_at"], utc=True).dt.tz_localize(None)
-        frame["period"] = (at.dt.strftime("%Y-%m-%d") if period == "day" else
-                           at.dt.to_period("W-SUN").dt.start_time.dt.strftime("%Y-%m-%d"))
-    rows = []
-    for (when, arm), g in frame.groupby(["period", "arm"], sort=True):
-        hit = g.loc[g["reached"], "hours_to_contact"]
-        rows.append({
-            "period": when, "arm": arm, "requests": len(g),
-            "first_attempt_rate": float(g["first_answered"].mean()),
-            "success_rate": float(g["reached"].mean()),
-            "attempts": float(g["attempts"].mean()),
-            "time_to_contact_h": float(hit.mean()) if len(hit) else None,
-            "median_time_to_contact_h": float(hit.median()) if len(hit) else None,
-            "reached_4h_rate": float(g["reached_4h"].mean()),
-            "illegal_calls": int(g["illegal_calls"].sum()),
-            "fallback_share": (float(g["fallback"].mean()) if arm != "control" else None),
-        })
-    table = pd.DataFrame(rows, columns=[
-        "period", "arm", "requests", "first_attempt_rate", "success_rate", "attempts",
-        "time_to_contact_h", "median_time_to_contact_h", "reached_4h_rate", "illegal_calls",
-        "fallback_share"])
-    order = {a: i for i, a in enumerate(ARMS)}
-    return table.sort_values(["period", "arm"], key=lambda s: s.map(order) if s.name == "arm"
-                             else s, kind="stable").reset_index(drop=True)
+    columns = ["period", "arm", "requests", "first_attempt_rate", "success_rate", "attempts",
+               "time_to_contact_h", "median_time_to_contact_h", "reached_4h_rate",
+               "illegal_calls", "fallback_share"]
+    if not len(fates):
+        return pd.DataFrame(columns=columns)
+    day = (pd.to_datetime(fates["requested_at"], utc=True).dt.tz_localize(None)
+           .to_numpy("datetime64[ns]").view(np.int64) // (86_400 * 10**9))
+    if period == "week":
+        day = day - (day + 3) % 7  # 1970-01-01 was a Thursday: back to the Monday
+    frame = pd.DataFrame({
+        "day": day if period else np.zeros(len(fates), dtype=np.int64),
+        "arm": fates["arm"].to_numpy(object),
+        "first": fates["first_answered"].to_numpy(float),
+        "reached": fates["reached"].to_numpy(float),
+        "attempts": fates["attempts"].to_numpy(float),
+        "hours": np.where(fates["reached"], fates["hours_to_contact"], np.nan),
+        "fast": fates["reached_4h"].to_numpy(float),
+        "illegal": fates["illegal_calls"].to_numpy(np.int64),
+        "fallback": fates["fallback"].to_numpy(float)})
+    g = frame.groupby(["day", "arm"], sort=True)
+    table = g.agg(requests=("first", "size"), first_attempt_rate=("first", "mean"),
+                  success_rate=("reached", "mean"), attempts=("attempts", "mean"),
+                  time_to_contact_h=("hours", "mean"),
+                  median_time_to_contact_h=("hours", "median"),
+                  reached_4h_rate=("fast", "mean"), illegal_calls=("illegal", "sum"),
+                  fallback_share=("fallback", "mean")).reset_index()
+    table.loc[table["arm"] == "control", "fallback_share"] = np.nan
+    table["period"] = (np.datetime_as_string(table["day"].to_numpy().astype("datetime64[D]"))
+                       if period else "all")
+    order = table["arm"].map({a: i for i, a in enumerate(ARMS)}).fillna(len(ARMS))
+    table = table.assign(_order=order).sort_values(["day", "_order"], kind="stable")
+    return table[columns].reset_index(drop=True)
 
 
 def arm_stats(fates: pd.DataFrame) -> dict[str, dict]:
@@ -248,22 +364,6 @@ def roi(stats: dict[str, dict], cost_per_attempt: float, value_per_reached: floa
             "conclusive": bool(low > 0 or high < 0)}
 
 
-def heatmap(outcomes: pd.DataFrame, request_ids: pd.Series | None = None) -> list[dict]:
-    """Answer rate per contact-local weekday (Mon=0) and hour of the calls (of the requests
-    ``request_ids`` when given)."""
-    calls = outcomes if request_ids is None else outcomes[
-        outcomes["request_id"].isin(request_ids)]
-    if not len(calls):
-        return []
-    ns = calendar.utc_ns_of(pd.to_datetime(calls["called_at"], utc=True))
-    minute, weekday = fp.local_parts(ns, calls["timezone"].fillna("UTC").to_numpy(object))
-    cell = pd.DataFrame({"weekday": weekday, "hour": minute // 60,
-                         "answered": calls["answered"].to_numpy(int)})
-    agg = cell.groupby(["weekday", "hour"])["answered"].agg(["size", "sum"]).reset_index()
-    return [{"weekday": int(w), "hour": int(h), "calls": int(n), "answered": int(a)}
-            for w, h, n, a in agg.itertuples(index=False)]
-
-
 def funnel(fates: pd.DataFrame, max_attempts: int = 3) -> list[dict]:
     """Per arm: requests, requests called at least once, and reached by attempt 1..N."""
     rows = []
@@ -281,10 +381,19 @@ def funnel(fates: pd.DataFrame, max_attempts: int = 3) -> list[dict]:
 def kpi_payload(decisions: pd.DataFrame, outcomes: pd.DataFrame,
                 filters: Filters | None = None, period: str = "week",
                 config: PolicyConfig | None = None) -> dict:
-    """What ``/kpis`` answers and the dashboard draws (JSON-ready)."""
-    fates = request_fates(decisions, outcomes, config)
-    every = fates
-    fates = apply_filters(fates, filters)
+    """What ``/kpis`` answers and the dashboard draws (JSON-ready), from the decision log
+    and the outcomes (columns :data:`DECISION_COLUMNS`, :data:`OUTCOME_COLUMNS`)."""
+    data = KpiData(config)
+    data.add(decisions.sort_values("seq", kind="stable") if "seq" in decisions else decisions,
+             outcomes.sort_values("seq", kind="stable") if "seq" in outcomes else outcomes)
+    return payload_of(data, data.fates(), filters, period)
+
+
+def payload_of(data: KpiData, every: pd.DataFrame, filters: Filters | None = None,
+               period: str = "week") -> dict:
+    """:func:`kpi_payload` of ``data`` whose :meth:`KpiData.fates` are ``every``."""
+    fates = apply_filters(every, filters)
+    at = every["requested_at"]
     payload: dict = {
         "requests": len(fates),
         "empty": not len(every),
@@ -297,17 +406,15 @@ def kpi_payload(decisions: pd.DataFrame, outcomes: pd.DataFrame,
                     "end": _day(filters.end if filters else None),
                     "industry": filters.industry if filters else None,
                     "country": filters.country if filters else None},
-        "choices": {"industries": sorted(map(str, every["industry"].unique())),
-                    "countries": sorted(map(str, every["country"].unique())),
-                    "first_day": _day(pd.to_datetime(every["requested_at"], utc=True).min()
-                                      if len(every) else None),
-                    "last_day": _day(pd.to_datetime(every["requested_at"], utc=True).max()
-                                     if len(every) else None)},
+        "choices": {"industries": sorted(map(str, pd.unique(every["industry"]))),
+                    "countries": sorted(map(str, pd.unique(every["country"]))),
+                    "first_day": _day(at.min() if len(every) else None),
+                    "last_day": _day(at.max() if len(every) else None)},
         "totals": _records(kpi_table(fates, None)),
         "periods": _records(kpi_table(fates, period)),
         "experiment": arm_stats(fates),
         "funnel": funnel(fates),
-        "heatmap": heatmap(outcomes, fates["request_id"]) if len(fates) else [],
+        "heatmap": data.heatmap(fates["code"].to_numpy()) if len(fates) else [],
         "fallback_reasons": {str(k): int(v) for k, v in
                              fates["fallback_reason"].dropna().value_counts().items()},
         "roi_defaults": ROI_DEFAULTS,

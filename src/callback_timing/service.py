@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import os
+import threading
 
 import anyio
 import bentoml
@@ -239,8 +240,20 @@ def _open_store():
     return OutcomeStore(ServeSettings.from_env().db)
 
 
+#: the dashboard's figures, read from the store in the background as the service starts
+KPIS = KpiSource(_open_store)
+
+
+def _warm_kpis() -> None:
+    try:
+        KPIS.refresh()
+    except Exception as exc:  # noqa: BLE001 - the page will say so when it is asked for
+        logger.warning("dashboard: could not read the outcome store yet (%s)",
+                       type(exc).__name__)
+
+
 @bentoml.asgi_app(dashboard_app(), path="/dashboard")
-@bentoml.asgi_app(kpis_app(KpiSource(_open_store)), path="/kpis")
+@bentoml.asgi_app(kpis_app(KPIS), path="/kpis")
 @bentoml.service(name="callback_timing", workers=_workers(), traffic={"timeout": 60})
 class CallbackTiming:
     """Ranked call windows for callback requests; the rules answer when the model cannot."""
@@ -248,6 +261,7 @@ class CallbackTiming:
     def __init__(self) -> None:
         quiet_client_errors()
         self.ranker = OnlineRanker(ServeSettings.from_env())
+        threading.Thread(target=_warm_kpis, name="kpis-warm-up", daemon=True).start()
 
     @bentoml.api(route="/rank")
     async def rank(self, request: RankRequest, /) -> RankResponse:

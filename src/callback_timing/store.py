@@ -327,13 +327,36 @@ class OutcomeStore:
             return int(conn.execute(sa.select(sa.func.count()).select_from(decisions))
                        .scalar_one())
 
-    def decisions_frame(self) -> pd.DataFrame:
-        """The decision log, oldest first; times are UTC."""
+    def decisions_frame(self, seq: int = 0) -> pd.DataFrame:
+        """The decision log (rows with a sequence number above ``seq``), oldest first; times
+        are UTC."""
+        query = sa.select(decisions).where(decisions.c.seq > seq).order_by(decisions.c.seq)
         with self.engine.connect() as conn:
-            result = conn.execute(sa.select(decisions).order_by(decisions.c.seq))
+            result = conn.execute(query)
             frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
         for column in ("now", "requested_at", "window_start", "window_end", "decided_at"):
             frame[column] = _utc(frame[column])
+        return frame
+
+    def rows_after(self, table: str, columns: tuple[str, ...], seq: int = 0) -> pd.DataFrame:
+        """``columns`` of the ``outcomes`` or ``decisions`` rows with a sequence number above
+        ``seq``, in order, read straight through the database driver (no per-row work in
+        SQLAlchemy: ~10x faster for a whole log, what the dashboard reads); times are UTC."""
+        t = {"outcomes": outcomes, "decisions": decisions}[table]
+        names = [t.c[c].name for c in columns]  # a KeyError for a column that is not there
+        mark = "?" if self.engine.dialect.paramstyle in ("qmark", "numeric") else "%s"
+        sql = f"SELECT {', '.join(names)} FROM {t.name} WHERE seq > {mark} ORDER BY seq"
+        with self.engine.connect() as conn:
+            cursor = conn.connection.dbapi_connection.cursor()
+            try:
+                cursor.execute(sql, (int(seq),))
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        frame = pd.DataFrame.from_records(rows, columns=names, nrows=len(rows))
+        for name in names:
+            if isinstance(t.c[name].type, sa.DateTime):
+                frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
         return frame
 
     def close(self) -> None:
