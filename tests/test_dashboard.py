@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -307,3 +308,32 @@ def test_kpi_source_follows_the_store_with_only_the_new_rows(seeded_db, tmp_path
     fresh = KpiSource(OutcomeStore(db)).payload()
     assert json.dumps(after, sort_keys=True) == json.dumps(fresh, sort_keys=True)
     store.close()
+
+
+def test_a_page_asked_while_the_store_is_first_read_is_told_to_ask_again(seeded_db):
+    import threading
+
+    from callback_timing.dashboard import KpiSource, StillReading
+
+    release = threading.Event()
+
+    class SlowStore:  # the real store, whose first read waits for the test
+        def __init__(self):
+            self.store = OutcomeStore(seeded_db[0])
+
+        def __getattr__(self, name):
+            return getattr(self.store, name)
+
+        def rows_after(self, *args):
+            release.wait(10)
+            return self.store.rows_after(*args)
+
+    source = KpiSource(SlowStore())
+    reader = threading.Thread(target=source.refresh)
+    reader.start()
+    time.sleep(0.2)
+    with pytest.raises(StillReading, match="reading the outcome store"):
+        source.payload(wait=False)
+    release.set()
+    reader.join(10)
+    assert source.payload(wait=False)["requests"] == seeded_db[1]["requests"]

@@ -392,7 +392,8 @@ def test_outcomes_of_mixed_types_without_zones_are_checked_one_by_one(tmp_path, 
     ranker.close()
 
 
-def test_added_calls_give_the_slot_table_of_a_history_that_had_them(bundle_dir):
+@pytest.mark.parametrize("fold", [False, True])
+def test_added_calls_give_the_slot_table_of_a_history_that_had_them(bundle_dir, fold):
     """Contacts with added calls (some of them late, some at the same second as a history
     call, some for the request being ranked) are scored, allowed and forbidden exactly as
     with a history that held those calls; contacts without added calls in the same batch
@@ -416,9 +417,12 @@ def test_added_calls_give_the_slot_table_of_a_history_that_had_them(bundle_dir):
                          "answered": int(k == 0), "request_id": f"req-{cid}"})
     added = pd.DataFrame(rows)
     online = Policy(bundle)
+    if fold:  # the second batch goes over the threshold: everything is folded in at once
+        online.compact_rows, online.compact_share = 8, 0.0
     online.add_calls(added.iloc[:7])
     online.add_calls(added.iloc[7:])  # a contact's calls in two batches
-    assert online._recent  # not folded in: the per-contact path is under test
+    assert bool(online._recent) is not fold
+    assert len(online.history) == len(base) + len(added)
     whole = Policy(bundle, history=pd.concat([base, added], ignore_index=True))
     others = sorted(base["contact_id"].unique())[-4:]
     now = (last + pd.Timedelta(hours=7)).isoformat()

@@ -67,8 +67,6 @@ class KpiSource:
         version = self._store.version()
         if self._data is not None and version == self._version:
             return
-        if self._data is None:
-            self._data = KpiData()
         new = {}
         for table, columns in (("decisions", DECISION_COLUMNS), ("outcomes", OUTCOME_COLUMNS)):
             seen = self._seqs[table]
@@ -78,18 +76,32 @@ class KpiSource:
                 rows = rows[~np.isin(rows["seq"].to_numpy(), seen[seen > floor])]
             self._seqs[table] = np.sort(np.concatenate([seen, rows["seq"].to_numpy(np.int64)]))
             new[table] = rows
-        self._data.add(new["decisions"], new["outcomes"])
-        self._version = version
-        self._fates, self._pages = self._data.fates(), {}
+        data = self._data or KpiData()
+        data.add(new["decisions"], new["outcomes"])
+        self._fates, self._pages = data.fates(), {}
+        self._data, self._version = data, version  # set last: a page does not wait for it
 
-    def payload(self, filters: Filters | None = None, period: str = "week") -> dict:
-        """:func:`~callback_timing.kpis.kpi_payload` of the store."""
-        with self._lock:
+    def payload(self, filters: Filters | None = None, period: str = "week",
+                wait: bool = True) -> dict:
+        """:func:`~callback_timing.kpis.kpi_payload` of the store. ``wait=False``: raise
+        :class:`StillReading` instead of waiting while another thread reads the whole store
+        for the first time (a page then says so and asks again)."""
+        if not self._lock.acquire(blocking=wait or self._data is not None):
+            raise StillReading("the dashboard is reading the outcome store for the first "
+                               "time (a million outcomes take about 12 s): it asks again "
+                               "in a moment")
+        try:
             self._refresh()
             key = (repr(filters), period)
             if key not in self._pages:
                 self._pages[key] = payload_of(self._data, self._fates, filters, period)
             return self._pages[key]
+        finally:
+            self._lock.release()
+
+
+class StillReading(RuntimeError):
+    """The store is being read for the first time by another thread."""
 
 
 def parse_query(query) -> tuple[Filters, str]:
@@ -128,7 +140,10 @@ def kpis_app(source: KpiSource):
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
-            payload = await anyio.to_thread.run_sync(source.payload, filters, period)
+            payload = await anyio.to_thread.run_sync(source.payload, filters, period, False)
+        except StillReading as exc:
+            return JSONResponse({"error": str(exc), "retry": True}, status_code=503,
+                                headers={"Retry-After": "2"})
         except SQLAlchemyError as exc:
             return JSONResponse({"error": f"the outcome store is unavailable "
                                           f"({type(exc).__name__}); try again"},

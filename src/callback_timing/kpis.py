@@ -91,7 +91,12 @@ class _Codes:
         self.values = pd.Index([], dtype=object)
 
     def __call__(self, values) -> np.ndarray:
-        values = pd.Index(pd.Series(values, dtype=object).fillna("\x00none"), dtype=object)
+        values = pd.Series(values, dtype=object).fillna("\x00none")
+        if not len(self.values):  # the first batch (a whole log): one hash pass
+            codes, uniques = pd.factorize(values)
+            self.values = pd.Index(uniques, dtype=object)
+            return codes.astype(np.int64)
+        values = pd.Index(values, dtype=object)
         codes = self.values.get_indexer(values)
         fresh = codes < 0
         if fresh.any():

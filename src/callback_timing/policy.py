@@ -231,6 +231,26 @@ class Policy:
         if len(self._history):  # one time unit: pandas concatenates two units as objects
             calls = calls.assign(called_at=calls["called_at"].astype(
                 self._history["called_at"].dtype))
+        fields = ("timezone", "country", "subdivision", "industry")
+        last = calls.drop_duplicates("contact_id", keep="last")
+        for row in last.reindex(columns=["contact_id", *fields]).itertuples(index=False):
+            known = self._profiles.get(row.contact_id, {})
+            self._profiles[row.contact_id] = {
+                f: (v if isinstance(v, str) else known.get(f))
+                for f, v in zip(fields, row[1:], strict=True)}
+        self._reader = RequestReader(self.config, self._profiles)  # contacts may have changed
+        self._recent_rows += len(calls)
+        self._added.append(calls)  # in order of arrival, for folding in (few frames)
+        if len(self._added) > 64:
+            self._added = [pd.concat(self._added, ignore_index=True)]
+        if self._recent_rows > max(self.compact_rows, self.compact_share * len(self._history)):
+            # fold into the history at once (one concatenation of a few frames), without
+            # keeping these calls per contact first
+            profiles = self._profiles  # merged field by field: the last call may lack some
+            self.history = pd.concat([self._history, *self._added], ignore_index=True)
+            self._profiles = profiles
+            self._reader = RequestReader(self.config, profiles)
+            return
         arrays = CallArrays.of(calls, np.zeros(len(calls), dtype=np.int64))
         for cid, rows in calls.groupby("contact_id", sort=False).indices.items():
             part = calls.iloc[rows].reset_index(drop=True)
@@ -241,20 +261,6 @@ class Policy:
             old_arrays = self._recent_arrays.get(cid)
             self._recent_arrays[cid] = (mine if old_arrays is None
                                         else CallArrays.concat([old_arrays, mine]))
-        fields = ("timezone", "country", "subdivision", "industry")
-        last = calls.drop_duplicates("contact_id", keep="last")
-        for row in last.reindex(columns=["contact_id", *fields]).itertuples(index=False):
-            known = self._profiles.get(row.contact_id, {})
-            self._profiles[row.contact_id] = {
-                f: (v if isinstance(v, str) else known.get(f))
-                for f, v in zip(fields, row[1:], strict=True)}
-        self._reader = RequestReader(self.config, self._profiles)  # contacts may have changed
-        self._recent_rows += len(calls)
-        if self._recent_rows > max(self.compact_rows, self.compact_share * len(self._history)):
-            profiles = self._profiles  # merged field by field: the last call may lack some
-            self.history = self.history
-            self._profiles = profiles
-            self._reader = RequestReader(self.config, profiles)
 
     def profile(self, contact_id: str) -> dict:
         """The last known ``timezone``, ``country``, ``subdivision`` and ``industry`` of a
@@ -520,15 +526,16 @@ class Policy:
     def history(self) -> pd.DataFrame:
         """Clean call history the history features read, with the calls of :meth:`add_calls`
         (assign a new frame to replace it)."""
-        if not self._recent:
+        if not self._added:
             return self._history
-        return pd.concat([self._history, *self._recent.values()], ignore_index=True)
+        return pd.concat([self._history, *self._added], ignore_index=True)
 
     @history.setter
     def history(self, frame: pd.DataFrame) -> None:
         self._history = frame
         self._recent: dict[str, pd.DataFrame] = {}  # calls added since, per contact
         self._recent_arrays: dict[str, CallArrays] = {}  # the same as kernel arrays
+        self._added: list[pd.DataFrame] = []  # the same in order of arrival
         self._recent_rows = 0
         self._index = fp.HistoryIndex(frame)
         last = frame.sort_values("called_at", kind="stable").drop_duplicates(
