@@ -273,7 +273,10 @@ class OutcomeStore:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             result = conn.execute(query)
-            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+            # the driver's rows as they are (no per-row work in SQLAlchemy); times are
+            # converted below, per column
+            frame = pd.DataFrame.from_records(result.cursor.fetchall(),
+                                              columns=list(result.keys()))
         for column in (*_TIMES, "received_at"):
             frame[column] = _utc(frame[column])
         frame["answered"] = frame["answered"].astype(np.int8)
