@@ -112,10 +112,10 @@ def parse_query(query) -> tuple[Filters, str]:
         if not raw:
             return None
         try:
-            return pd.Timestamp(raw).tz_localize("UTC") if pd.Timestamp(raw).tz is None \
-                else pd.Timestamp(raw).tz_convert("UTC")
+            at = pd.Timestamp(raw)
         except ValueError:
             raise ValueError(f"{name}: not a date (YYYY-MM-DD): {raw[:40]!r}") from None
+        return at.tz_localize("UTC") if at.tz is None else at.tz_convert("UTC")
 
     period = (query.get("period") or "week").strip()
     if period not in ("day", "week"):

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from callback_timing import calendar
 from callback_timing import fastpath as fp
 from callback_timing.policy_config import PolicyConfig, load_policy_config
 
@@ -80,8 +81,7 @@ _ARM_CODE = {a: i for i, a in enumerate(ARMS)}
 
 def _ns(values) -> np.ndarray:
     """Nanoseconds since the epoch of UTC timestamps (``NaT``: the int64 minimum)."""
-    stamps = pd.to_datetime(pd.Series(values), utc=True)
-    return stamps.dt.tz_localize(None).to_numpy("datetime64[ns]").view(np.int64)
+    return calendar.utc_ns_of(pd.to_datetime(pd.Series(values), utc=True))
 
 
 class _Codes:
@@ -249,10 +249,16 @@ def request_fates(decisions: pd.DataFrame, outcomes: pd.DataFrame,
                   config: PolicyConfig | None = None,
                   deadline_hours: float = DEADLINE_HOURS) -> pd.DataFrame:
     """One row per ranked callback request: arm, when, where, and what became of it."""
+    return _data_of(decisions, outcomes, config, deadline_hours).fates().drop(columns="code")
+
+
+def _data_of(decisions: pd.DataFrame, outcomes: pd.DataFrame, config: PolicyConfig | None,
+             deadline_hours: float = DEADLINE_HOURS) -> KpiData:
+    """:class:`KpiData` of whole frames (in storing order when they have ``seq``)."""
     data = KpiData(config, deadline_hours)
-    data.add(decisions.sort_values("seq", kind="stable") if "seq" in decisions else decisions,
-             outcomes.sort_values("seq", kind="stable") if "seq" in outcomes else outcomes)
-    return data.fates().drop(columns="code")
+    data.add(*(f.sort_values("seq", kind="stable") if "seq" in f else f
+               for f in (decisions, outcomes)))
+    return data
 
 
 def apply_filters(fates: pd.DataFrame, filters: Filters | None) -> pd.DataFrame:
@@ -284,8 +290,7 @@ def kpi_table(fates: pd.DataFrame, period: str | None = "week") -> pd.DataFrame:
                "illegal_calls", "fallback_share"]
     if not len(fates):
         return pd.DataFrame(columns=columns)
-    day = (pd.to_datetime(fates["requested_at"], utc=True).dt.tz_localize(None)
-           .to_numpy("datetime64[ns]").view(np.int64) // (86_400 * 10**9))
+    day = _ns(fates["requested_at"]) // (86_400 * 10**9)
     if period == "week":
         day = day - (day + 3) % 7  # 1970-01-01 was a Thursday: back to the Monday
     frame = pd.DataFrame({
@@ -388,9 +393,7 @@ def kpi_payload(decisions: pd.DataFrame, outcomes: pd.DataFrame,
                 config: PolicyConfig | None = None) -> dict:
     """What ``/kpis`` answers and the dashboard draws (JSON-ready), from the decision log
     and the outcomes (columns :data:`DECISION_COLUMNS`, :data:`OUTCOME_COLUMNS`)."""
-    data = KpiData(config)
-    data.add(decisions.sort_values("seq", kind="stable") if "seq" in decisions else decisions,
-             outcomes.sort_values("seq", kind="stable") if "seq" in outcomes else outcomes)
+    data = _data_of(decisions, outcomes, config)
     return payload_of(data, data.fates(), filters, period)
 
 

@@ -29,6 +29,7 @@ import threading
 import anyio
 import bentoml
 from sqlalchemy import exc as sa_exc
+from starlette.requests import cookie_parser
 from starlette.responses import JSONResponse, RedirectResponse
 
 from callback_timing.dashboard import KpiSource, dashboard_app, kpis_app
@@ -163,7 +164,7 @@ class Guard:
         if not given and bearer.lower().startswith("bearer "):
             given = bearer[7:].strip()
         if not given:  # a browser on the dashboard: the cookie set by /dashboard/?api_key=
-            given = _cookie(headers.get(b"cookie", b"").decode("latin-1"), COOKIE)
+            given = cookie_parser(headers.get(b"cookie", b"").decode("latin-1")).get(COOKIE, "")
         return bool(given) and hmac.compare_digest(given.encode("latin-1"),
                                                    self.api_key.encode("utf-8"))
 
@@ -225,15 +226,6 @@ def _workers() -> int:
         return max(1, int(os.environ.get("CALLBACK_TIMING_WORKERS", "1")))
     except ValueError:
         return 1
-
-
-def _cookie(header: str, name: str) -> str:
-    """The value of cookie ``name`` in a ``Cookie`` header ('' when absent)."""
-    for part in header.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == name:
-            return value
-    return ""
 
 
 def _open_store():
