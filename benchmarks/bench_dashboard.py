@@ -8,12 +8,16 @@ call plus 4 % of requests ranked and never called; arms model 85 %, rules 5 %, c
 inserted in bulk through the store's own tables. Then, in a fresh child interpreter, it
 times :meth:`callback_timing.dashboard.KpiSource.payload` (what ``/kpis`` calls):
 
-- ``cold``: the first read of a new ``KpiSource`` (the whole store: what the service does
-  in the background as it starts; not a page-load target);
+- ``cold``: the first read of a new ``KpiSource`` without a snapshot (the whole store:
+  what the service does in the background the first time it starts on a store; not a
+  page-load target);
 - ``warm``: a page load with the store unchanged (answered from the page cache);
 - ``after_append``: 100 outcomes and 40 decisions added (``add_outcomes``,
   ``log_decisions``), then a page load (reads the new rows, derives the requests again);
 - ``filtered``: ``payload(Filters(industry=...))``, a filter not asked for before;
+- ``restart``: the first page load of a new ``KpiSource`` after those, as after a server
+  restart: it starts from the snapshot the first one saved (its size and write time are
+  shown) and reads the rows stored since;
 - ``breakdown``: the cold read's parts called directly (``rows_after`` of each table,
   ``KpiData.add``, ``KpiData.fates``, ``payload_of``);
 - peak RSS of the child and the payload's JSON size.
@@ -26,7 +30,7 @@ Each page load figure is the median of ``--repeat`` runs.
 ``--db PATH`` keeps the store there and reuses it on the next run when it holds the same
 number of outcomes (the rows a previous run appended are deleted first); without it the store
 is built in a temporary folder and removed. Prints one JSON line per figure, then a summary
-line; exits 1 when a page load (warm, after_append, filtered) misses its target.
+line; exits 1 when a page load (warm, after_append, filtered, restart) misses its target.
 """
 
 from __future__ import annotations
@@ -330,15 +334,17 @@ def child(db: str, repeat: int) -> int:
     store = OutcomeStore(db)
     runs, size = [], 0
     for _ in range(repeat):
-        source = KpiSource(store)
+        source = KpiSource(store, snapshot=None)
         payload, seconds = _timed(source.payload)
         runs.append(seconds)
         size = len(json.dumps(payload).encode())
         del payload, source
     cold = _figure("cold", runs, json_bytes=size)
 
-    source = KpiSource(store)
+    source = KpiSource(store)  # reads the whole store (or a snapshot) and saves a snapshot
     payload = source.payload()
+    _, write_s = _timed(source.wait_snapshot)
+    snapshot_mb = source.snapshot_path.stat().st_size / 1e6
     warm = _figure("warm", [_timed(source.payload)[1] for _ in range(repeat)])
 
     runs, append_s = [], []
@@ -359,6 +365,17 @@ def child(db: str, repeat: int) -> int:
         runs.append(seconds)
         kept.append(page["requests"])
     filtered = _figure("filtered", runs, requests=kept)
+
+    # a server restart: the snapshot, then the rows stored since (those appended above)
+    runs, restored = [], []
+    for _ in range(repeat):
+        again = KpiSource(store)
+        runs.append(_timed(again.payload)[1])
+        restored.append(again.restored)
+        again.wait_snapshot()
+        del again
+    restart = _figure("restart", runs, restored=restored, snapshot_mb=round(snapshot_mb, 1),
+                      snapshot_write_s=round(write_s, 3))
 
     # the cold page load's parts, called directly
     version, version_s = _timed(store.version)
@@ -383,6 +400,7 @@ def child(db: str, repeat: int) -> int:
     store.close()
     result = {"cold_s": cold["median_s"], "warm_s": warm["median_s"],
               "after_append_s": after["median_s"], "filtered_s": filtered["median_s"],
+              "restart_s": restart["median_s"], "restored": all(restored),
               "peak_rss_gb": round(peak_gb, 2), "json_bytes": size,
               "store_version": list(version)}
     print(json.dumps(result), flush=True)
@@ -419,10 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     for line in lines[:-1]:
         print(line)
     result = json.loads(lines[-1])
-    # the first read is the server's start-up (the service reads the store in the
-    # background as it starts); page loads after it must stay within the target
-    loads = ("warm_s", "after_append_s", "filtered_s")
-    ok = all(result[k] <= TARGET_S for k in loads)
+    # a first read without a snapshot (a store never read by this version) is the
+    # server's start-up, in the background; every page load after it, and the first one
+    # after a restart (from the snapshot), must stay within the target
+    loads = ("warm_s", "after_append_s", "filtered_s", "restart_s")
+    ok = all(result[k] <= TARGET_S for k in loads) and result["restored"]
     print(json.dumps({"benchmark": "dashboard", "outcomes": built["outcomes"],
                       "cold_start_s": result["cold_s"],
                       **{k: result[k] for k in loads}, "target_s": TARGET_S,

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,8 +19,10 @@ import pandas as pd
 import pytest
 
 import callback_timing as ct
+from callback_timing.dashboard import KpiSource
 from callback_timing.kpis import (
     Filters,
+    KpiData,
     apply_filters,
     arm_stats,
     kpi_payload,
@@ -28,6 +31,7 @@ from callback_timing.kpis import (
     roi,
 )
 from callback_timing.online import OnlineRanker, ServeSettings
+from callback_timing.policy_config import PolicyConfig
 from callback_timing.store import OutcomeStore
 from callback_timing.traffic import ranker_poster, seed_traffic
 
@@ -203,6 +207,97 @@ def test_roi_command_writes_one_self_contained_page(seeded_db, tmp_path):
     missing = subprocess.run([CLI, "roi", "--db", str(tmp_path / "none.db")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and "no outcome store" in missing.stderr
+
+
+# --- the dashboard's snapshot: a restart reads only the rows stored since -----------------
+
+
+def _rounded(value):
+    """A payload with its floats to 9 significant digits (sums in another order)."""
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _copy_of(seeded_db, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    db = folder / "o.db"
+    shutil.copy(seeded_db[0], db)
+    return db
+
+
+def _payload_read_whole(db: Path) -> dict:
+    store = OutcomeStore(db)
+    try:
+        return KpiSource(store, snapshot=None).payload()
+    finally:
+        store.close()
+
+
+def _snapshotted(db: Path) -> tuple[KpiSource, dict]:
+    source = KpiSource(OutcomeStore(db))
+    payload = source.payload()
+    source.wait_snapshot()
+    return source, payload
+
+
+def test_a_restart_starts_from_the_snapshot_and_gets_the_same_figures(seeded_db, tmp_path):
+    db = _copy_of(seeded_db, tmp_path)
+    first, before = _snapshotted(db)
+    assert not first.restored and first.snapshot_path == tmp_path / "o.db.kpis.npz"
+    assert first.snapshot_path.stat().st_mode & 0o077 == 0  # its owner's only
+    # rows stored while the server was down: a new request, a call of an old one
+    store = first._store
+    old = store.decisions_frame()["request_id"].iloc[0]
+    late = T0 + pd.Timedelta(days=30)
+    store.log_decisions([{k: v for k, v in _decision(0, "snap-1", "model", now=late).items()
+                          if k != "seq"}])
+    calls = pd.DataFrame([_call("snap-1", 24 * 30 + 2, True), _call(old, 24 * 30 + 3, False)])
+    store.add_outcomes(calls.drop(columns="answered"))
+    store.close()
+    again = KpiSource(OutcomeStore(db))
+    after = again.payload()
+    assert again.restored
+    assert after["requests"] == before["requests"] + 1
+    assert _rounded(after) == _rounded(_payload_read_whole(db))
+    # the arrays themselves survive a snapshot, request ids included
+    data = again._data
+    pd.testing.assert_frame_equal(KpiData.from_snapshot(data.snapshot()).fates(),
+                                  data.fates())
+
+
+def test_a_snapshot_that_no_longer_fits_the_store_is_not_used(seeded_db, tmp_path, caplog):
+    db = _copy_of(seeded_db, tmp_path / "a")
+    first, _ = _snapshotted(db)
+    first._store.close()
+    snapshot = first.snapshot_path
+    # rows removed from the store since
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM outcomes WHERE seq IN (SELECT seq FROM outcomes LIMIT 5)")
+    source = KpiSource(OutcomeStore(db))
+    assert _rounded(source.payload()) == _rounded(_payload_read_whole(db))
+    assert not source.restored and "removed" in caplog.text
+    # the snapshot of another store
+    other = OutcomeStore(tmp_path / "b" / "o.db")
+    shutil.copy(snapshot, tmp_path / "b" / "o.db.kpis.npz")
+    source = KpiSource(other)
+    assert source.payload()["empty"] and not source.restored
+    assert "another store" in caplog.text
+    # a damaged file: read afresh, nothing raised
+    snapshot.write_bytes(snapshot.read_bytes()[:1000])
+    source = KpiSource(OutcomeStore(db))
+    assert source.payload()["requests"] > 0 and not source.restored
+    # taken with other calling hours: its illegal-call flags would be wrong
+    with np.load(tmp_path / "b" / "o.db.kpis.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    KpiData.from_snapshot(arrays)
+    with pytest.raises(ValueError, match="calling hours"):
+        KpiData.from_snapshot(arrays, PolicyConfig(calling_hours={
+            "default": ((9 * 60, 17 * 60),) * 7}))
 
 
 # --- in a real browser, against a real server --------------------------------------------

@@ -155,8 +155,10 @@ def roi_cmd(
     except ValueError as exc:
         raise ConfigError(f"--{exc}") from None
     store = OutcomeStore(db)
+    source = KpiSource(store)  # starts from, and leaves, the dashboard's snapshot
     try:
-        payload = KpiSource(store).payload(filters, period)
+        payload = source.payload(filters, period)
+        source.wait_snapshot()
     finally:
         store.close()
     path = write_report(payload, out)

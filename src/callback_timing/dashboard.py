@@ -14,7 +14,12 @@ as :func:`callback_timing.kpis.roi`.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import tempfile
 import threading
+import time
+import zipfile
 from importlib import resources
 from pathlib import Path
 
@@ -29,6 +34,8 @@ from callback_timing.kpis import (
     payload_of,
 )
 
+logger = logging.getLogger(__name__)
+
 
 def plotly_js() -> str:
     """Plotly's minified script from the installed ``plotly`` package."""
@@ -39,22 +46,42 @@ class KpiSource:
     """The KPIs of a store's decision log and outcomes, kept as :class:`KpiData` in memory
     and brought up to date with only the rows stored since the last look (the store is asked
     for its last sequence numbers on every page load); a page with the same filters on an
-    unchanged store is answered from a cache."""
+    unchanged store is answered from a cache.
+
+    The arrays are also saved now and then to a snapshot file (:func:`snapshot_path_of`), so
+    that after a restart only the rows stored since are read: on a million outcomes the first
+    page then takes about a second instead of the ~12 s of reading the whole store. A
+    snapshot of another store, of other calling hours, or of a store that lost rows since, is
+    not used (the store is read whole, as without one)."""
 
     #: rows read again behind the last sequence number seen: on PostgreSQL a row's number is
     #: taken at insert, so a transaction committed late can add rows behind it
     overlap = 5_000
+    #: a snapshot is saved once this many rows were read since the last one, or once any
+    #: were and this many seconds went by
+    snapshot_rows = 20_000
+    snapshot_seconds = 300.0
 
-    def __init__(self, store) -> None:
+    def __init__(self, store, snapshot: str | Path | None = "auto") -> None:
         """``store``: an :class:`~callback_timing.store.OutcomeStore`, or a function that
-        opens one (called on first use)."""
+        opens one (called on first use). ``snapshot``: the snapshot file, ``"auto"`` for
+        :func:`snapshot_path_of` the store, ``None`` for none."""
         self._store = store
+        self._snapshot = snapshot
+        self.snapshot_path: Path | None = None
+        #: whether the first read started from a snapshot
+        self.restored = False
         self._lock = threading.Lock()
         self._data: KpiData | None = None
         self._seqs = {"decisions": np.zeros(0, np.int64), "outcomes": np.zeros(0, np.int64)}
         self._version: tuple[int, int] | None = None
         self._fates: pd.DataFrame | None = None
         self._pages: dict = {}
+        self._unsaved = 0
+        self._saved_at = -float("inf")  # the first read is saved at once
+        self._writer: threading.Thread | None = None
+        self._opened = False
+        self._unchecked = False
 
     def refresh(self) -> None:
         """Read the rows stored since the last look (all of them the first time)."""
@@ -62,11 +89,37 @@ class KpiSource:
             self._refresh()
 
     def _refresh(self) -> None:
-        if callable(self._store):
-            self._store = self._store()
+        if not self._opened:
+            if callable(self._store):
+                self._store = self._store()
+            self.snapshot_path = (snapshot_path_of(self._store) if self._snapshot == "auto"
+                                  else Path(self._snapshot) if self._snapshot else None)
+            self._restore()
+            self._opened = True
         version = self._store.version()
         if self._data is not None and version == self._version:
             return
+        new = self._read_new()
+        if self._unchecked:  # restored: did rows the snapshot holds go from the store?
+            self._unchecked = False
+            counts = {"decisions": self._store.decision_count(),
+                      "outcomes": self._store.count_outcomes()}
+            if any(counts[t] < len(seen) for t, seen in self._seqs.items()):
+                logger.warning("dashboard: not using the snapshot %s (rows were removed from "
+                               "the store since): reading the whole store",
+                               self.snapshot_path.name)
+                self._data, self.restored = None, False
+                self._seqs = {t: np.zeros(0, np.int64) for t in self._seqs}
+                new = self._read_new()
+        data = self._data or KpiData()
+        data.add(new["decisions"], new["outcomes"])
+        self._fates, self._pages = data.fates(request_ids=False), {}
+        self._data, self._version = data, version  # set last: a page does not wait for it
+        self._unsaved += len(new["decisions"]) + len(new["outcomes"])
+        self._save_now_and_then()
+
+    def _read_new(self) -> dict[str, pd.DataFrame]:
+        """The rows of each table not seen yet (with an overlap, see :attr:`overlap`)."""
         new = {}
         for table, columns in (("decisions", DECISION_COLUMNS), ("outcomes", OUTCOME_COLUMNS)):
             seen = self._seqs[table]
@@ -76,10 +129,49 @@ class KpiSource:
                 rows = rows[~np.isin(rows["seq"].to_numpy(), seen[seen > floor])]
             self._seqs[table] = np.sort(np.concatenate([seen, rows["seq"].to_numpy(np.int64)]))
             new[table] = rows
-        data = self._data or KpiData()
-        data.add(new["decisions"], new["outcomes"])
-        self._fates, self._pages = data.fates(), {}
-        self._data, self._version = data, version  # set last: a page does not wait for it
+        return new
+
+    def _restore(self) -> None:
+        """Start from the snapshot file when there is a usable one (checked against the
+        store after the first read, see :meth:`_refresh`)."""
+        path = self.snapshot_path
+        if path is None or not path.is_file():
+            return
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            if str(arrays.get("store_id")) != self._store.store_id:
+                raise ValueError("it is of another store")
+            data = KpiData.from_snapshot(arrays)
+            seqs = {t: np.asarray(arrays[f"seq.{t}"], dtype=np.int64) for t in self._seqs}
+            if any((np.diff(seen) <= 0).any() for seen in seqs.values()):
+                raise ValueError("damaged (sequence numbers out of order)")
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            logger.warning("dashboard: not using the snapshot %s (%s): reading the whole "
+                           "store", path.name, str(exc).splitlines()[0][:200])
+            return
+        self._data, self._seqs, self.restored, self._unchecked = data, seqs, True, True
+        self._saved_at = time.monotonic()
+
+    def _save_now_and_then(self) -> None:
+        if self.snapshot_path is None or not self._unsaved:
+            return
+        due = (self._unsaved >= self.snapshot_rows
+               or time.monotonic() - self._saved_at >= self.snapshot_seconds)
+        if not due or (self._writer is not None and self._writer.is_alive()):
+            return
+        arrays = self._data.snapshot()
+        arrays["store_id"] = np.array(self._store.store_id)
+        arrays.update({f"seq.{t}": seen for t, seen in self._seqs.items()})
+        self._unsaved, self._saved_at = 0, time.monotonic()
+        self._writer = threading.Thread(target=_write_snapshot, name="kpis-snapshot",
+                                        args=(self.snapshot_path, arrays), daemon=True)
+        self._writer.start()
+
+    def wait_snapshot(self, timeout: float | None = None) -> None:
+        """Wait for a snapshot being written (tests, benchmarks, a clean stop)."""
+        if self._writer is not None:
+            self._writer.join(timeout)
 
     def payload(self, filters: Filters | None = None, period: str = "week",
                 wait: bool = True) -> dict:
@@ -98,6 +190,40 @@ class KpiSource:
             return self._pages[key]
         finally:
             self._lock.release()
+
+
+def snapshot_path_of(store) -> Path | None:
+    """Where the dashboard keeps the snapshot of ``store``'s figures: beside a SQLite file
+    (``outcomes.db`` -> ``outcomes.db.kpis.npz``), in the user's cache folder for a database
+    server (``~/.cache/callback-timing/kpis-<store id>.npz``), nowhere for a store in
+    memory."""
+    if store.dialect == "sqlite":
+        database = store.engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        db = Path(database)
+        return db.with_name(db.name + ".kpis.npz")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "callback-timing" / f"kpis-{store.store_id}.npz"
+
+
+def _write_snapshot(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write a snapshot atomically (a reader sees the old file or the new one), readable by
+    its owner only; a failure is logged, never raised (the snapshot only saves time)."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        with os.fdopen(fd, "wb") as out:
+            np.savez(out, **arrays)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        logger.warning("dashboard: could not save the snapshot %s (%s)", path.name,
+                       exc.strerror or type(exc).__name__)
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 class StillReading(RuntimeError):

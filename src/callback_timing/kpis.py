@@ -34,11 +34,13 @@ request, with a 95 % confidence interval, exactly as the seed defines it::
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from callback_timing import calendar
 from callback_timing import fastpath as fp
@@ -107,6 +109,21 @@ class _Codes:
         return codes.astype(np.int64)
 
 
+def _pack_strings(values: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """Strings as (offsets, utf-8 bytes), Arrow's layout: saved without pickle."""
+    arr = pa.array(np.asarray(values, dtype=object), type=pa.large_string())
+    _, offsets, data = arr.buffers()
+    return (np.frombuffer(offsets, np.int64)[: len(arr) + 1].copy(),
+            np.frombuffer(data, np.uint8).copy() if data is not None else np.zeros(0, np.uint8))
+
+
+def _unpack_strings(offsets: np.ndarray, data: np.ndarray) -> pd.Index:
+    arr = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets),
+                                           pa.py_buffer(data))
+    arr.validate(full=True)
+    return pd.Index(arr.to_numpy(zero_copy_only=False), dtype=object)
+
+
 class KpiData:
     """The decision log and the outcomes as per-row arrays, grown with :meth:`add` as rows
     arrive, from which :meth:`fates` derives one row per callback request in a few numpy
@@ -154,14 +171,66 @@ class KpiData:
                        cell=(weekday * 24 + minute // 60).astype(np.int64), illegal=illegal,
                        industry=self.places(o["industry"]), country=self.places(o["country"]))
 
+    #: bump when the arrays below change meaning (an older snapshot is then read afresh)
+    SNAPSHOT_FORMAT = 1
+
+    def fingerprint(self) -> str:
+        """What the arrays depend on beyond the rows: the format, the deadline and the
+        calling hours (the ``illegal`` flags)."""
+        hours = sorted(self.config.calling_hours.items())
+        text = repr((self.SNAPSHOT_FORMAT, self.deadline_ns, hours))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """The arrays as a flat mapping of numpy arrays (for ``numpy.savez``; no pickle);
+        :meth:`from_snapshot` rebuilds them."""
+        out = {"fingerprint": np.array(self.fingerprint())}
+        out.update({f"d.{k}": v for k, v in self.d.items()})
+        out.update({f"o.{k}": v for k, v in self.o.items()})
+        for name in ("requests", "places", "reasons"):
+            out[f"{name}.offsets"], out[f"{name}.data"] = _pack_strings(
+                getattr(self, name).values)
+        return out
+
+    @classmethod
+    def from_snapshot(cls, arrays, config: PolicyConfig | None = None,
+                      deadline_hours: float = DEADLINE_HOURS) -> KpiData:
+        """The :class:`KpiData` of a :meth:`snapshot`; ``ValueError`` when it was taken with
+        other calling hours, deadline or format, or is damaged."""
+        data = cls(config, deadline_hours)
+        try:
+            if str(arrays["fingerprint"]) != data.fingerprint():
+                raise ValueError("taken with other calling hours, deadline or format")
+            for key in data.d:
+                data.d[key] = np.asarray(arrays[f"d.{key}"], dtype=data.d[key].dtype)
+            for key in data.o:
+                data.o[key] = np.asarray(arrays[f"o.{key}"], dtype=data.o[key].dtype)
+            for name in ("requests", "places", "reasons"):
+                getattr(data, name).values = _unpack_strings(arrays[f"{name}.offsets"],
+                                                             arrays[f"{name}.data"])
+        except (KeyError, TypeError, pa.ArrowException) as exc:
+            raise ValueError(f"damaged ({type(exc).__name__})") from None
+        n_d, n_o = len(data.d["code"]), len(data.o["code"])
+        bounds = [(data.d["code"], len(data.requests.values)), (data.d["arm"], len(ARMS) + 1),
+                  (data.o["code"], len(data.requests.values)),
+                  (data.d["reason"], len(data.reasons.values)),
+                  (data.o["industry"], len(data.places.values)),
+                  (data.o["country"], len(data.places.values)), (data.o["cell"], 7 * 24)]
+        if (any(len(v) != n_d for v in data.d.values())
+                or any(len(v) != n_o for v in data.o.values())
+                or any(len(v) and (v.min() < 0 or v.max() >= n) for v, n in bounds)):
+            raise ValueError("damaged (arrays out of shape)")
+        return data
+
     @staticmethod
     def _grow(arrays: dict, **new: np.ndarray) -> None:
         for key, values in new.items():
             arrays[key] = np.concatenate([arrays[key], np.asarray(values)])
 
-    def fates(self) -> pd.DataFrame:
+    def fates(self, request_ids: bool = True) -> pd.DataFrame:
         """One row per ranked callback request (see the module docstring), with ``code``,
-        its request code (for :meth:`heatmap`)."""
+        its request code (for :meth:`heatmap`); ``request_ids=False`` leaves out the
+        ``request_id`` column (what the pages do not need)."""
         d, o = self.d, self.o
         n = len(self.requests.values)
         first = np.full(n, -1, dtype=np.int64)
@@ -196,28 +265,36 @@ class KpiData:
         at_last = last[decided]
         has_call = at_last >= 0
         where = o["industry"][keep][order], o["country"][keep][order]
-        names = np.asarray(self.places.values, dtype=object)
+        names = self.places.values
+        unknown = names.get_indexer(["unknown"])[0]
+        if unknown < 0:  # "unknown" stands for a missing value and for no call at all
+            names, unknown = names.append(pd.Index(["unknown"], dtype=object)), len(names)
+        missing = names.get_indexer(["\x00none"])[0]
 
-        def place(values: np.ndarray) -> np.ndarray:
-            out = np.full(len(decided), "unknown", dtype=object)
-            out[has_call] = names[values[at_last[has_call]]]
-            out[out == "\x00none"] = "unknown"
-            return out
+        def place(values: np.ndarray) -> pd.Categorical:
+            out = np.full(len(decided), unknown, dtype=np.int64)
+            out[has_call] = values[at_last[has_call]]
+            out[out == missing] = unknown
+            return pd.Categorical.from_codes(out, categories=names)
 
-        reason_names = np.asarray(self.reasons.values, dtype=object)
         fell_row = fell[decided]
-        reason = np.full(len(decided), None, dtype=object)
-        reason[fell_row >= 0] = reason_names[d["reason"][fell_row[fell_row >= 0]]]
-        reason[reason == "\x00none"] = None
-        arm_names = np.array([*ARMS, "other"], dtype=object)
+        # categories built from codes: no string per request (what a million outcomes need)
+        none = self.reasons.values.get_indexer(["\x00none"])[0]
+        reason_code = np.full(len(decided), -1, dtype=np.int64)
+        reason_code[fell_row >= 0] = d["reason"][fell_row[fell_row >= 0]]
+        reason_code[reason_code == none] = -1
+        reason = pd.Categorical.from_codes(reason_code,
+                                           categories=pd.Index(self.reasons.values, dtype=object))
+        ids = ({"request_id": np.asarray(self.requests.values, dtype=object)[decided]}
+               if request_ids else {})
         return pd.DataFrame({
-            "request_id": np.asarray(self.requests.values, dtype=object)[decided],
+            **ids,
             "code": decided,
-            "arm": arm_names[d["arm"][head]],
+            "arm": pd.Categorical.from_codes(d["arm"][head], categories=[*ARMS, "other"]),
             "experiment": d["auto"][head],
             "requested_at": pd.DatetimeIndex(start.view("datetime64[ns]")).tz_localize("UTC"),
-            "industry": pd.Categorical(place(where[0])),
-            "country": pd.Categorical(place(where[1])),
+            "industry": place(where[0]),
+            "country": place(where[1]),
             "attempts": attempts[decided],
             "first_answered": first_answered[decided],
             "reached": reached,
@@ -394,7 +471,7 @@ def kpi_payload(decisions: pd.DataFrame, outcomes: pd.DataFrame,
     """What ``/kpis`` answers and the dashboard draws (JSON-ready), from the decision log
     and the outcomes (columns :data:`DECISION_COLUMNS`, :data:`OUTCOME_COLUMNS`)."""
     data = _data_of(decisions, outcomes, config)
-    return payload_of(data, data.fates(), filters, period)
+    return payload_of(data, data.fates(request_ids=False), filters, period)
 
 
 def payload_of(data: KpiData, every: pd.DataFrame, filters: Filters | None = None,
@@ -424,7 +501,7 @@ def payload_of(data: KpiData, every: pd.DataFrame, filters: Filters | None = Non
         "funnel": funnel(fates),
         "heatmap": data.heatmap(fates["code"].to_numpy()) if len(fates) else [],
         "fallback_reasons": {str(k): int(v) for k, v in
-                             fates["fallback_reason"].dropna().value_counts().items()},
+                             fates["fallback_reason"].dropna().value_counts().items() if v},
         "roi_defaults": ROI_DEFAULTS,
         "reference": REFERENCE,
     }

@@ -3,7 +3,9 @@
 SQLAlchemy Core on SQLite in WAL mode by default (one file, ``synchronous=FULL``: a commit is
 on disk before the server answers) or on PostgreSQL when given a URL such as
 ``postgresql://user@host/db`` (several server instances share it). The schema is versioned
-in the ``ct_meta`` table.
+in the ``ct_meta`` table, which also holds the store's random ``store_id`` (what a cache of
+figures derived from the store, such as the dashboard's, is tied to). Rows are only appended;
+a reader that keeps what it read can count them to see whether any went.
 
 - ``outcomes``: one row per call, unique by ``call_id`` (``contact_id@called_at`` when a
   call has none), so sending an outcome twice stores it once. No phone number is stored:
@@ -30,6 +32,7 @@ Examples
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -208,6 +211,14 @@ class OutcomeStore:
                 raise StoreError(f"the outcome store {self.safe_url} has schema version "
                                  f"{found}, newer than this callback-timing's "
                                  f"{SCHEMA_VERSION}: upgrade callback-timing")
+        with self.engine.begin() as conn:  # a store made before store ids gets one now
+            if conn.execute(sa.select(meta.c.value).where(meta.c.key == "store_id")
+                            ).scalar() is None:
+                conn.execute(self._insert(meta).on_conflict_do_nothing(index_elements=["key"])
+                             if self.dialect in ("sqlite", "postgresql") else meta.insert(),
+                             {"key": "store_id", "value": uuid.uuid4().hex})
+            self.store_id = conn.execute(sa.select(meta.c.value)
+                                         .where(meta.c.key == "store_id")).scalar_one()
 
     @property
     def schema_version(self) -> int:
