@@ -33,20 +33,22 @@ from callback_timing.kpis import (
 from callback_timing.online import OnlineRanker, ServeSettings
 from callback_timing.policy_config import PolicyConfig
 from callback_timing.store import OutcomeStore
-from callback_timing.traffic import ranker_poster, seed_traffic
+from callback_timing.traffic import CAMPAIGNS, TEAMS, ranker_poster, seed_traffic
 
 CLI = str(Path(sys.executable).with_name("callback-timing"))
 T0 = pd.Timestamp("2026-06-01T08:00:00Z")  # a Monday, 10:00 in Warsaw
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
-def _decision(seq, rid, arm, now=T0, source=None, policy="auto", reason=None):
+def _decision(seq, rid, arm, now=T0, source=None, policy="auto", reason=None, campaign=None,
+              team=None):
     return {"seq": seq, "request_id": rid, "contact_id": f"c-{rid}", "arm": arm,
             "source": source or ("rules" if arm == "control" else arm),
             "fallback_reason": reason, "model_version": "v1", "policy": policy,
             "urgency": "standard", "now": now, "requested_at": now, "window_start": None,
             "window_end": None, "p_answer": 0.3, "score": 0.3, "windows": 3,
-            "explored": False, "propensity": None, "decided_at": now}
+            "explored": False, "propensity": None, "decided_at": now, "campaign": campaign,
+            "team": team}
 
 
 def _call(rid, hours, answered, zone="Europe/Warsaw", country="PL", industry="it"):
@@ -58,12 +60,13 @@ def _call(rid, hours, answered, zone="Europe/Warsaw", country="PL", industry="it
 
 def _frames():
     decisions = pd.DataFrame([
-        _decision(1, "r1", "model"),
-        _decision(2, "r2", "control"),
-        _decision(3, "r3", "model"),
+        _decision(1, "r1", "model", campaign="fair", team="north"),
+        _decision(2, "r2", "control", campaign="fair", team="south"),
+        _decision(3, "r3", "model", campaign="web"),
         _decision(4, "r4", "rules", reason="model failed (ValueError)"),
         _decision(5, "r5", "model"),
-        _decision(6, "r1", "model", now=T0 + pd.Timedelta(hours=2)),  # a second ranking
+        _decision(6, "r1", "model", now=T0 + pd.Timedelta(hours=2),  # a second ranking
+                  campaign="web"),
         _decision(7, "r6", "rules", policy="rules", reason="policy=rules"),
     ])
     outcomes = pd.DataFrame([
@@ -107,6 +110,18 @@ def test_kpi_table_and_filters():
         or total.loc["control", "fallback_share"] is None
     assert len(apply_filters(fates, Filters(industry="retail"))) == 1
     assert len(apply_filters(fates, Filters(start=T0 + pd.Timedelta(hours=1)))) == 0
+    # the dialer's labels: a request's are those of its first ranking
+    assert sorted(apply_filters(fates, Filters(campaign="fair"))["request_id"]) == ["r1", "r2"]
+    assert apply_filters(fates, Filters(campaign="web"))["request_id"].tolist() == ["r3"]
+    assert apply_filters(fates, Filters(campaign="fair", team="south"))[
+        "request_id"].tolist() == ["r2"]
+    payload = kpi_payload(*_frames(), filters=Filters(team="north"))
+    assert payload["requests"] == 1 and payload["filters"]["team"] == "north"
+    assert (payload["choices"]["campaigns"], payload["choices"]["teams"]) == (
+        ["fair", "web"], ["north", "south"])
+    unlabelled = kpi_payload(*(f.drop(columns=["campaign", "team"], errors="ignore")
+                               for f in _frames()))
+    assert unlabelled["choices"]["campaigns"] == [] == unlabelled["choices"]["teams"]
     days = kpi_table(fates, "day")
     assert set(days["period"]) == {"2026-06-01"}
     assert kpi_table(fates, "week")["period"].iloc[0] == "2026-06-01"  # the week's Monday
@@ -185,6 +200,12 @@ def test_seeded_traffic_gives_consistent_kpis(seeded_db):
         totals["rules"]["success_rate"] * totals["rules"]["requests"])
     weeks = [r for r in payload["periods"] if r["arm"] == "rules"]
     assert [w["period"] for w in weeks] == ["2026-04-06", "2026-04-13"]
+    # the simulated dialer labels each request with a campaign and a team
+    assert payload["choices"]["campaigns"] == sorted(CAMPAIGNS)
+    assert payload["choices"]["teams"] == sorted(TEAMS)
+    per_campaign = [kpi_payload(decisions, outcomes, Filters(campaign=c))["requests"]
+                    for c in CAMPAIGNS]
+    assert sum(per_campaign) == counts["requests"] and min(per_campaign) > 0
 
 
 def test_roi_command_writes_one_self_contained_page(seeded_db, tmp_path):
@@ -200,6 +221,11 @@ def test_roi_command_writes_one_self_contained_page(seeded_db, tmp_path):
                                "--start", "2026-04-13"], capture_output=True, text=True,
                               timeout=120)
     assert "210 callback requests" in filtered.stdout
+    one = subprocess.run([CLI, "roi", "--db", str(db), "--out", str(tmp_path / "c.html"),
+                          "--campaign", "trade-fair", "--team", "team-north"],
+                         capture_output=True, text=True, timeout=120)
+    shown = int(one.stdout.split(" callback requests")[0].split()[-1])
+    assert 0 < shown < counts["requests"] / 5  # 20 % of requests x 60 % of them, about
     bad = subprocess.run([CLI, "roi", "--db", str(db), "--start", "2026-13-01"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
@@ -361,6 +387,8 @@ def test_dashboard_in_a_real_browser(seeded_db, tmp_path):
             rows = [r for r in kpis["periods"] if r["arm"] == name]
             assert (x, y) == ([r["period"] for r in rows], [r["attempts"] for r in rows])
 
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)  # unfiltered
+
         industry = kpis["choices"]["industries"][0]
         page.select_option("#f-industry", industry)
         with page.expect_response(lambda r: "/kpis/" in r.url):
@@ -371,12 +399,24 @@ def test_dashboard_in_a_real_browser(seeded_db, tmp_path):
             ".reduce((s, e) => s + Number(e.textContent), 0) === n",
             arg=httpx.get(f"{server.url}/kpis", params={"industry": industry},
                           headers=key).json()["requests"])
+        # the dialer labels its requests: the campaign filter is shown, with its campaigns
+        assert page.is_visible("#f-campaign") and page.is_visible("#f-team")
+        options = page.eval_on_selector_all("#f-campaign option", "os => os.map(o => o.value)")
+        assert options == ["", *kpis["choices"]["campaigns"]]
+        page.select_option("#f-campaign", "trade-fair")
+        with page.expect_response(lambda r: "campaign=trade-fair" in r.url):
+            page.click("#apply")
+        page.wait_for_function(
+            "n => [...document.querySelectorAll('#kpi-table [data-k=requests]')]"
+            ".reduce((s, e) => s + Number(e.textContent), 0) === n",
+            arg=httpx.get(f"{server.url}/kpis", params={"industry": industry,
+                                                        "campaign": "trade-fair"},
+                          headers=key).json()["requests"])
         with page.expect_download() as download:
             page.click("#csv")
         csv = Path(download.value.path()).read_text().splitlines()
         assert csv[0].startswith("period,arm,requests")
         assert len(csv) > 1 and all(industry not in line for line in csv)
-        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         browser.close()
         assert errors == []
         log = server.log.read_text()
@@ -423,7 +463,7 @@ def test_a_page_asked_while_the_store_is_first_read_is_told_to_ask_again(seeded_
             release.wait(10)
             return self.store.rows_after(*args)
 
-    source = KpiSource(SlowStore())
+    source = KpiSource(SlowStore(), snapshot=None)  # a store read for the first time
     reader = threading.Thread(target=source.refresh)
     reader.start()
     time.sleep(0.2)

@@ -257,6 +257,7 @@ def test_contact_without_attributes_gets_documented_defaults():
     ({"contact": {"contact_id": "c", "timezone": "Mars/Olympus"}}, "contact.timezone"),
     ({"contact": {"contact_id": "c", "country": "Poland"}}, "contact.country"),
     ({"contact": {}}, "contact.contact_id"),
+    ({"campaign": 7}, "campaign"), ({"team": "t" * 129}, "team"),
 ])
 def test_bad_requests_name_the_field(change, field):
     with pytest.raises(RankRequestError, match=f"^{field}:"):

@@ -444,7 +444,8 @@ def test_a_new_champion_is_served_without_downtime_and_a_bad_one_is_refused(tmp_
 def test_kpis_follow_rankings_and_outcomes_and_the_dashboard_is_served(client):
     rid = "kpi-r1"
     ranked = client.post("/rank", json={"request_id": rid, "contact": {"contact_id": "c-0012"},
-                                        "now": "2026-05-05T06:00:00Z"}).json()
+                                        "now": "2026-05-05T06:00:00Z",
+                                        "campaign": "spring-webinar", "team": "north"}).json()
     start = ranked["windows"][0]["start"]
     assert client.post("/outcomes", json={"outcomes": [
         {"call_id": "kpi-1", "request_id": rid, "contact_id": "c-0012", "called_at": start,
@@ -457,6 +458,13 @@ def test_kpis_follow_rankings_and_outcomes_and_the_dashboard_is_served(client):
         time.sleep(0.2)
     assert mine is not None
     assert (mine["requests"], mine["first_attempt_rate"], mine["attempts"]) == (1, 1.0, 1.0)
+    # the dialer's campaign and team label the request: filters of the dashboard
+    labelled = client.get("/kpis", params={"campaign": "spring-webinar", "team": "north"}).json()
+    assert labelled["requests"] == 1 and labelled["choices"]["campaigns"] == ["spring-webinar"]
+    assert client.get("/kpis", params={"campaign": "other"}).json()["requests"] == 0
+    too_long = client.post("/rank", json={"contact": {"contact_id": "c-0012"},
+                                          "campaign": "x" * 129})
+    assert too_long.status_code == 400 and "campaign" in too_long.text
     assert client.get("/kpis", params={"period": "month"}).json() == {
         "error": "period: 'day' or 'week', not 'month'"}
     moved = client.get("/dashboard", follow_redirects=False)

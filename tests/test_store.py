@@ -280,18 +280,54 @@ def test_no_phone_number_is_stored_anywhere(store, db):
 # --- schema version -----------------------------------------------------------------------
 
 
-def test_a_fresh_database_records_the_schema_version(store, db):
+def test_a_fresh_database_records_the_schema_version_and_an_id(store, db):
     assert store.schema_version == SCHEMA_VERSION
-    assert _sql(db, "SELECT key, value FROM ct_meta") == [("schema_version",
-                                                          str(SCHEMA_VERSION))]
+    meta = dict(_sql(db, "SELECT key, value FROM ct_meta"))
+    assert meta == {"schema_version": str(SCHEMA_VERSION), "store_id": store.store_id}
+    assert len(store.store_id) == 32 and store.store_id != OutcomeStore("sqlite://").store_id
 
 
-def test_reopening_keeps_one_schema_version_row(db):
-    OutcomeStore(db).close()
+def test_reopening_keeps_one_schema_version_row_and_the_id(db):
+    first = OutcomeStore(db)
+    first.close()
     reopened = OutcomeStore(db)
     reopened.close()
     assert reopened.schema_version == SCHEMA_VERSION
-    assert _sql(db, "SELECT count(*) FROM ct_meta") == [(1,)]
+    assert reopened.store_id == first.store_id
+    assert _sql(db, "SELECT count(*) FROM ct_meta") == [(2,)]
+
+
+def test_a_version_1_store_is_upgraded_and_keeps_its_rows(db):
+    """A store written by schema version 1 (no campaign or team in the decision log, no
+    store id) opens: the columns are added, the rows kept, new rows take labels."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE ct_meta (key VARCHAR(64) PRIMARY KEY, value VARCHAR(256) "
+                     "NOT NULL)")
+        conn.execute("INSERT INTO ct_meta VALUES ('schema_version', '1')")
+        conn.execute("CREATE TABLE decisions (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                     "request_id TEXT NOT NULL, contact_id TEXT NOT NULL, arm VARCHAR(16) NOT "
+                     "NULL, source VARCHAR(16) NOT NULL, fallback_reason VARCHAR(256), "
+                     "model_version VARCHAR(64), policy VARCHAR(16), urgency VARCHAR(16), "
+                     "now DATETIME NOT NULL, requested_at DATETIME, window_start DATETIME, "
+                     "window_end DATETIME, p_answer FLOAT, score FLOAT, windows INTEGER NOT "
+                     "NULL, explored BOOLEAN NOT NULL, propensity FLOAT, decided_at DATETIME "
+                     "NOT NULL)")
+        conn.execute("INSERT INTO decisions (request_id, contact_id, arm, source, now, "
+                     "windows, explored, decided_at) VALUES ('r-old', 'c-1', 'model', "
+                     "'model', '2026-06-01 10:00:00.000000', 3, 0, "
+                     "'2026-06-01 10:00:00.000000')")
+    store = OutcomeStore(db)
+    assert store.schema_version == SCHEMA_VERSION and store.store_id
+    store.log_decisions([{"request_id": "r-new", "contact_id": "c-2", "arm": "control",
+                          "source": "rules", "now": "2026-06-02T10:00:00Z", "windows": 1,
+                          "explored": False, "decided_at": "2026-06-02T10:00:00Z",
+                          "campaign": "spring-fair", "team": "north"}])
+    log = store.decisions_frame()
+    store.close()
+    assert log["request_id"].tolist() == ["r-old", "r-new"]
+    assert log["campaign"].isna().tolist() == [True, False] and log["team"].isna()[0]
+    assert (log["campaign"].iloc[1], log["team"].iloc[1]) == ("spring-fair", "north")
+    assert OutcomeStore(db).schema_version == SCHEMA_VERSION  # and again: nothing to do
 
 
 def test_a_database_of_a_newer_schema_version_is_refused(db):

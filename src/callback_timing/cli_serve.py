@@ -136,6 +136,10 @@ def roi_cmd(
     end: Annotated[str | None, typer.Option(help="Day after the last (YYYY-MM-DD).")] = None,
     industry: Annotated[str | None, typer.Option(help="Only this industry.")] = None,
     country: Annotated[str | None, typer.Option(help="Only this country (e.g. PL).")] = None,
+    campaign: Annotated[str | None, typer.Option(
+        help="Only the requests the dialer ranked with this campaign.")] = None,
+    team: Annotated[str | None, typer.Option(
+        help="Only the requests the dialer ranked with this team.")] = None,
     period: Annotated[str, typer.Option(help="Trend per 'day' or 'week'.")] = "week",
 ) -> None:
     """Write the supervisor's ROI dashboard as one self-contained HTML file: KPIs per arm
@@ -151,7 +155,8 @@ def roi_cmd(
         raise ConfigError(f"--db: no outcome store at {db}")
     try:
         filters, period = parse_query({"start": start, "end": end, "industry": industry,
-                                       "country": country, "period": period})
+                                       "country": country, "campaign": campaign,
+                                       "team": team, "period": period})
     except ValueError as exc:
         raise ConfigError(f"--{exc}") from None
     store = OutcomeStore(db)

@@ -3,7 +3,8 @@
 - :func:`dashboard_app`: a Starlette app the BentoML service mounts at ``/dashboard`` (the
   page and Plotly's script, from the ``plotly`` package: no CDN), and :func:`kpis_app` at
   ``/kpis`` (the JSON of :func:`callback_timing.kpis.kpi_payload`; query parameters
-  ``start``, ``end`` (dates, end exclusive), ``industry``, ``country``, ``period``).
+  ``start``, ``end`` (dates, end exclusive), ``industry``, ``country``, ``campaign``,
+  ``team``, ``period``).
 - :func:`report_html`: the same page as one self-contained file (``callback-timing roi``),
   with the figures embedded; its filters are fixed to what it was written with.
 
@@ -247,8 +248,8 @@ def parse_query(query) -> tuple[Filters, str]:
     if period not in ("day", "week"):
         raise ValueError(f"period: 'day' or 'week', not {period[:20]!r}")
     return Filters(start=day("start"), end=day("end"),
-                   industry=(query.get("industry") or None),
-                   country=(query.get("country") or None)), period
+                   **{k: (query.get(k) or None) for k in ("industry", "country", "campaign",
+                                                           "team")}), period
 
 
 def kpis_app(source: KpiSource):

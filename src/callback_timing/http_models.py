@@ -60,6 +60,13 @@ class RankRequest(BaseModel):
     top_k: int = Field(3, ge=1, le=20)
     policy: Literal["auto", "model", "rules"] = "auto"
     urgency: Literal["standard", "urgent", "flexible"] = "standard"
+    campaign: str | None = Field(None, max_length=128, pattern=r"^[^\x00]*$",
+                                 examples=["spring-webinar"],
+                                 description="the dialer's campaign (free text): kept in the "
+                                             "decision log, a filter of the dashboard")
+    team: str | None = Field(None, max_length=128, pattern=r"^[^\x00]*$",
+                             examples=["inside-sales-north"],
+                             description="the team that calls back (free text): as campaign")
 
     def to_policy(self) -> dict:
         """The request as :meth:`callback_timing.policy.Policy.rank` reads it."""

@@ -64,18 +64,20 @@ _Z95 = 1.959963984540054
 
 @dataclass
 class Filters:
-    """Which requests count: requested in ``[start, end)`` (UTC dates), of an industry and
-    a country (``None``: all)."""
+    """Which requests count: requested in ``[start, end)`` (UTC dates), of an industry, a
+    country, a campaign and a team (``None``: all)."""
 
     start: pd.Timestamp | None = None
     end: pd.Timestamp | None = None
     industry: str | None = None
     country: str | None = None
+    campaign: str | None = None
+    team: str | None = None
 
 
 #: the decision-log and outcome columns :class:`KpiData` reads
 DECISION_COLUMNS = ("seq", "request_id", "arm", "source", "fallback_reason", "policy", "now",
-                    "requested_at")
+                    "requested_at", "campaign", "team")
 OUTCOME_COLUMNS = ("seq", "request_id", "called_at", "answered", "timezone", "country",
                    "subdivision", "industry")
 _ARM_CODE = {a: i for i, a in enumerate(ARMS)}
@@ -124,6 +126,10 @@ def _unpack_strings(offsets: np.ndarray, data: np.ndarray) -> pd.Index:
     return pd.Index(arr.to_numpy(zero_copy_only=False), dtype=object)
 
 
+#: the coded strings of :class:`KpiData`
+_CODED = ("requests", "places", "reasons", "labels")
+
+
 class KpiData:
     """The decision log and the outcomes as per-row arrays, grown with :meth:`add` as rows
     arrive, from which :meth:`fates` derives one row per callback request in a few numpy
@@ -134,9 +140,10 @@ class KpiData:
         self.config = config or load_policy_config()
         self.deadline_ns = int(deadline_hours * 3600 * 10**9)
         self.requests, self.places, self.reasons = _Codes(), _Codes(), _Codes()
+        self.labels = _Codes()  # campaigns and teams
         empty_i, empty_b = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
         self.d = {"code": empty_i, "arm": empty_i, "auto": empty_b, "fallback": empty_b,
-                  "reason": empty_i, "start": empty_i}
+                  "reason": empty_i, "start": empty_i, "campaign": empty_i, "team": empty_i}
         self.o = {"code": empty_i, "ns": empty_i, "answered": empty_b, "cell": empty_i,
                   "illegal": empty_b, "industry": empty_i, "country": empty_i}
 
@@ -151,9 +158,11 @@ class KpiData:
             start = _ns(d["requested_at"])
             now = _ns(d["now"])
             start = np.where(start == np.iinfo(np.int64).min, now, start)
+            labels = {k: self.labels(d[k] if k in d else [None] * len(d))
+                      for k in ("campaign", "team")}
             self._grow(self.d, code=self.requests(d["request_id"]), arm=arm,
                        auto=policy == "auto", fallback=fallback,
-                       reason=self.reasons(d["fallback_reason"]), start=start)
+                       reason=self.reasons(d["fallback_reason"]), start=start, **labels)
         if len(outcomes):
             o = outcomes[outcomes["request_id"].notna()]
             ns = _ns(o["called_at"])
@@ -172,7 +181,7 @@ class KpiData:
                        industry=self.places(o["industry"]), country=self.places(o["country"]))
 
     #: bump when the arrays below change meaning (an older snapshot is then read afresh)
-    SNAPSHOT_FORMAT = 1
+    SNAPSHOT_FORMAT = 2
 
     def fingerprint(self) -> str:
         """What the arrays depend on beyond the rows: the format, the deadline and the
@@ -187,7 +196,7 @@ class KpiData:
         out = {"fingerprint": np.array(self.fingerprint())}
         out.update({f"d.{k}": v for k, v in self.d.items()})
         out.update({f"o.{k}": v for k, v in self.o.items()})
-        for name in ("requests", "places", "reasons"):
+        for name in _CODED:
             out[f"{name}.offsets"], out[f"{name}.data"] = _pack_strings(
                 getattr(self, name).values)
         return out
@@ -205,7 +214,7 @@ class KpiData:
                 data.d[key] = np.asarray(arrays[f"d.{key}"], dtype=data.d[key].dtype)
             for key in data.o:
                 data.o[key] = np.asarray(arrays[f"o.{key}"], dtype=data.o[key].dtype)
-            for name in ("requests", "places", "reasons"):
+            for name in _CODED:
                 getattr(data, name).values = _unpack_strings(arrays[f"{name}.offsets"],
                                                              arrays[f"{name}.data"])
         except (KeyError, TypeError, pa.ArrowException) as exc:
@@ -215,7 +224,9 @@ class KpiData:
                   (data.o["code"], len(data.requests.values)),
                   (data.d["reason"], len(data.reasons.values)),
                   (data.o["industry"], len(data.places.values)),
-                  (data.o["country"], len(data.places.values)), (data.o["cell"], 7 * 24)]
+                  (data.o["country"], len(data.places.values)), (data.o["cell"], 7 * 24),
+                  (data.d["campaign"], len(data.labels.values)),
+                  (data.d["team"], len(data.labels.values))]
         if (any(len(v) != n_d for v in data.d.values())
                 or any(len(v) != n_o for v in data.o.values())
                 or any(len(v) and (v.min() < 0 or v.max() >= n) for v, n in bounds)):
@@ -265,7 +276,7 @@ class KpiData:
         at_last = last[decided]
         has_call = at_last >= 0
         where = o["industry"][keep][order], o["country"][keep][order]
-        names = self.places.values
+        names = pd.Index(self.places.values, dtype=object)
         unknown = names.get_indexer(["unknown"])[0]
         if unknown < 0:  # "unknown" stands for a missing value and for no call at all
             names, unknown = names.append(pd.Index(["unknown"], dtype=object)), len(names)
@@ -287,6 +298,14 @@ class KpiData:
                                            categories=pd.Index(self.reasons.values, dtype=object))
         ids = ({"request_id": np.asarray(self.requests.values, dtype=object)[decided]}
                if request_ids else {})
+        labels = pd.Index(self.labels.values, dtype=object)
+        no_label = labels.get_indexer(["\x00none"])[0]
+
+        def label(codes: np.ndarray) -> pd.Categorical:  # a request's label: its first ranking's
+            codes = codes[head].copy()
+            codes[codes == no_label] = -1
+            return pd.Categorical.from_codes(codes, categories=labels)
+
         return pd.DataFrame({
             **ids,
             "code": decided,
@@ -303,6 +322,8 @@ class KpiData:
             "illegal_calls": bad[decided],
             "fallback": fell_row >= 0,
             "fallback_reason": reason,
+            "campaign": label(d["campaign"]),
+            "team": label(d["team"]),
         })
 
     def heatmap(self, codes: np.ndarray | None = None) -> list[dict]:
@@ -348,10 +369,10 @@ def apply_filters(fates: pd.DataFrame, filters: Filters | None) -> pd.DataFrame:
         keep &= (at >= filters.start).to_numpy()
     if filters.end is not None:
         keep &= (at < filters.end).to_numpy()
-    if filters.industry:
-        keep &= (fates["industry"] == filters.industry).to_numpy()
-    if filters.country:
-        keep &= (fates["country"] == filters.country).to_numpy()
+    for name in ("industry", "country", "campaign", "team"):
+        wanted = getattr(filters, name)
+        if wanted:
+            keep &= (fates[name] == wanted).to_numpy(dtype=bool, na_value=False)
     return fates[keep]
 
 
@@ -490,9 +511,14 @@ def payload_of(data: KpiData, every: pd.DataFrame, filters: Filters | None = Non
         "filters": {"start": _day(filters.start if filters else None),
                     "end": _day(filters.end if filters else None),
                     "industry": filters.industry if filters else None,
-                    "country": filters.country if filters else None},
-        "choices": {"industries": sorted(map(str, pd.unique(every["industry"]))),
-                    "countries": sorted(map(str, pd.unique(every["country"]))),
+                    "country": filters.country if filters else None,
+                    "campaign": filters.campaign if filters else None,
+                    "team": filters.team if filters else None},
+        "choices": {"industries": _present(every["industry"]),
+                    "countries": _present(every["country"]),
+                    # none when the dialer never labels its requests: no filter shown
+                    "campaigns": _present(every["campaign"]),
+                    "teams": _present(every["team"]),
                     "first_day": _day(at.min() if len(every) else None),
                     "last_day": _day(at.max() if len(every) else None)},
         "totals": _records(kpi_table(fates, None)),
@@ -509,6 +535,11 @@ def payload_of(data: KpiData, every: pd.DataFrame, filters: Filters | None = Non
     payload["roi"] = roi(payload["experiment"], d["cost_per_attempt"],
                          d["conversion_rate"] * d["deal_value"], d["investment"])
     return payload
+
+
+def _present(values: pd.Series) -> list[str]:
+    """The values a column holds, sorted (missing ones left out)."""
+    return sorted(map(str, values.dropna().unique()))
 
 
 def _day(at) -> str | None:

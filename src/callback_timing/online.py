@@ -600,6 +600,13 @@ def _text(row, key: str) -> str | None:
     return None if value is None else str(value)
 
 
+def _label(request, key: str) -> str | None:
+    """A request's ``campaign`` or ``team`` as the decision log keeps it (text, at most 128
+    characters; none when empty)."""
+    value = request.get(key) if isinstance(request, dict) else None
+    return (str(value)[:128] or None) if value is not None else None
+
+
 def _decisions(answers: list[dict], requests: list[dict], now: pd.Timestamp) -> list[dict]:
     """Decision-log rows of ranked answers (errors are not decisions)."""
     rows = []
@@ -620,5 +627,6 @@ def _decisions(answers: list[dict], requests: list[dict], now: pd.Timestamp) -> 
             "p_answer": first.get("p_answer"), "score": first.get("score"),
             "windows": len(answer["windows"]), "explored": bool(answer.get("explored")),
             "propensity": answer.get("propensity"), "decided_at": now,
+            "campaign": _label(request, "campaign"), "team": _label(request, "team"),
         })
     return rows

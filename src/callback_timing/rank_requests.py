@@ -130,6 +130,11 @@ class RequestReader:
         if urgency not in URGENCIES:
             raise RankRequestError(
                 f"urgency: must be one of {', '.join(URGENCIES)}, got {urgency!r}")
+        for key in ("campaign", "team"):
+            label = request.get(key)
+            if label is not None and (not isinstance(label, str) or len(label) > 128
+                                      or "\x00" in label):
+                raise RankRequestError(f"{key}: expected text of at most 128 characters")
         request_id = str(request.get("request_id")
                          or f"{contact['contact_id']}@{now_ts.isoformat()}")
         return {"request_id": request_id, "contact": self.contact(contact), "now": now_ts,

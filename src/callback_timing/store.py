@@ -45,8 +45,9 @@ from callback_timing.schema import CallbackTimingError, ConfigError
 
 logger = logging.getLogger(__name__)
 
-#: Version of the tables below; a database written by a newer version is refused.
-SCHEMA_VERSION = 1
+#: Version of the tables below; a database written by a newer version is refused, an older
+#: one is brought up to date as it is opened (:data:`ADDED_COLUMNS`).
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -103,7 +104,12 @@ decisions = sa.Table(
     sa.Column("explored", sa.Boolean, nullable=False),
     sa.Column("propensity", sa.Float),
     sa.Column("decided_at", sa.DateTime, nullable=False),  # UTC
+    sa.Column("campaign", sa.String(128)),  # the dialer's labels, for the dashboard's filters
+    sa.Column("team", sa.String(128)),
 )
+
+#: Columns added since schema version 1, per version: (table, column).
+ADDED_COLUMNS = {2: (("decisions", "campaign"), ("decisions", "team"))}
 
 #: Columns of a clean call history (:mod:`callback_timing.data`) the store keeps.
 OUTCOME_COLUMNS = ("call_id", "contact_id", "request_id", "attempt", "called_at", "outcome",
@@ -211,6 +217,8 @@ class OutcomeStore:
                 raise StoreError(f"the outcome store {self.safe_url} has schema version "
                                  f"{found}, newer than this callback-timing's "
                                  f"{SCHEMA_VERSION}: upgrade callback-timing")
+            elif int(found) < SCHEMA_VERSION:
+                self._upgrade(conn, int(found))
         with self.engine.begin() as conn:  # a store made before store ids gets one now
             if conn.execute(sa.select(meta.c.value).where(meta.c.key == "store_id")
                             ).scalar() is None:
@@ -219,6 +227,23 @@ class OutcomeStore:
                              {"key": "store_id", "value": uuid.uuid4().hex})
             self.store_id = conn.execute(sa.select(meta.c.value)
                                          .where(meta.c.key == "store_id")).scalar_one()
+
+    def _upgrade(self, conn, found: int) -> None:
+        """Bring a store of an older schema version up to date (in the opening transaction;
+        rows are kept)."""
+        present = {t: {c["name"] for c in sa.inspect(conn).get_columns(t)}
+                   for t in ("decisions", "outcomes")}
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for table, column in ADDED_COLUMNS.get(version, ()):
+                if column in present[table]:
+                    continue
+                col = metadata.tables[table].c[column]
+                kind = col.type.compile(dialect=self.engine.dialect)
+                guard = "IF NOT EXISTS " if self.dialect == "postgresql" else ""  # two servers
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {guard}{column} {kind}")
+        conn.execute(meta.update().where(meta.c.key == "schema_version")
+                     .values(value=str(SCHEMA_VERSION)))
+        logger.info("outcome store: schema version %d -> %d", found, SCHEMA_VERSION)
 
     @property
     def schema_version(self) -> int:

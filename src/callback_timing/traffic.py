@@ -25,6 +25,9 @@ from callback_timing.world import World
 
 MAX_ATTEMPTS = 3
 _FIELDS = ("timezone", "country", "subdivision", "industry")
+#: the dialer's labels of its requests (a campaign and the team that calls back), with shares
+CAMPAIGNS = {"web-callback": 0.5, "webinar-follow-up": 0.3, "trade-fair": 0.2}
+TEAMS = {"team-north": 0.6, "team-south": 0.4}
 DEADLINE = pd.Timedelta(hours=48)
 
 
@@ -58,10 +61,12 @@ def seed_traffic(post: Callable[[str, dict], dict], world: World, contacts: list
                  progress: Callable[[int], None] | None = None) -> dict:
     """Play ``days`` days of callback requests from ``start`` (``per_day`` a day, for
     ``contacts`` of ``world``, default all) through ``post``; requests and outcomes carry the
-    contact's time zone, country, subdivision and industry, as a dialer's would. Returns the
-    counts: requests, rankings, calls, answered, rankings with no window. ``progress(1)`` is
-    called after each day."""
+    contact's time zone, country, subdivision and industry, and each request a campaign and a
+    team (:data:`CAMPAIGNS`, :data:`TEAMS`), as a dialer's would. Returns the counts:
+    requests, rankings, calls, answered, rankings with no window. ``progress(1)`` is called
+    after each day."""
     rng = np.random.default_rng(seed)
+    labels = np.random.default_rng([seed, 1])  # its own stream: the traffic stays as it was
     table = world.contacts.set_index(world.contacts["contact_id"].astype(str))
     if contacts is None:
         contacts = list(table.index)
@@ -75,9 +80,12 @@ def seed_traffic(post: Callable[[str, dict], dict], world: World, contacts: list
         base = start.normalize() + pd.Timedelta(days=day)
         who = rng.choice(contacts, size=per_day)
         at = base + pd.to_timedelta(rng.uniform(6 * 3600, 20 * 3600, per_day), unit="s")
+        campaign = labels.choice(list(CAMPAIGNS), size=per_day, p=list(CAMPAIGNS.values()))
+        team = labels.choice(list(TEAMS), size=per_day, p=list(TEAMS.values()))
         open_ = [{"request_id": f"seed-{base:%Y%m%d}-{i:04d}", "contact_id": str(c),
                   "profile": known.get(str(c), {}),
-                  "requested_at": t.floor("s"), "now": t.floor("s"), "attempt": 0}
+                  "requested_at": t.floor("s"), "now": t.floor("s"), "attempt": 0,
+                  "campaign": str(campaign[i]), "team": str(team[i])}
                  for i, (c, t) in enumerate(zip(who, at, strict=True))]
         counts["requests"] += len(open_)
         for _ in range(MAX_ATTEMPTS):
@@ -131,4 +139,5 @@ def _rank_body(r: dict) -> dict:
     return {"request_id": r["request_id"],
             "contact": {"contact_id": r["contact_id"], **r["profile"]},
             "now": r["now"].isoformat(), "requested_at": r["requested_at"].isoformat(),
-            "horizon_hours": round(min(48.0, left), 3)}
+            "horizon_hours": round(min(48.0, left), 3),
+            "campaign": r["campaign"], "team": r["team"]}
