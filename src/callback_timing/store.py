@@ -16,8 +16,8 @@ a reader that keeps what it read can count them to see whether any went.
 Examples
 --------
 >>> store = OutcomeStore("sqlite://")           # in memory
->>> store.schema_version
-1
+>>> store.schema_version == SCHEMA_VERSION
+True
 >>> import pandas as pd
 >>> calls = pd.DataFrame({"call_id": ["x-1"], "contact_id": ["c-1"],
 ...     "called_at": pd.to_datetime(["2026-06-01T12:03:00Z"]), "outcome": ["no_answer"]})
