@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -84,3 +86,8 @@ def _no_model_budget(request, monkeypatch):
     from callback_timing.policy_config import PolicyConfig
 
     monkeypatch.setattr(PolicyConfig, "model_budget_s", lambda self, requests: None)
+
+
+# The tests replay synthetic worlds of fixed dates (2026): a server must not purge them as
+# they age past the retention. The data-protection tests turn the purge on where they test it.
+os.environ.setdefault("CALLBACK_TIMING_PURGE", "0")

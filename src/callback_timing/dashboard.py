@@ -83,6 +83,7 @@ class KpiSource:
         self._writer: threading.Thread | None = None
         self._opened = False
         self._unchecked = False
+        self._generation: str | None = None
 
     def refresh(self) -> None:
         """Read the rows stored since the last look (all of them the first time)."""
@@ -100,6 +101,9 @@ class KpiSource:
         version = self._store.version()
         if self._data is not None and version == self._version:
             return
+        if self._data is not None and version[2] != self._generation:
+            self._drop_removed()  # a retention purge or an erasure since the last look
+        self._generation = version[2]
         new = self._read_new()
         if self._unchecked:  # restored: did rows the snapshot holds go from the store?
             self._unchecked = False
@@ -118,6 +122,18 @@ class KpiSource:
         self._data, self._version = data, version  # set last: a page does not wait for it
         self._unsaved += len(new["decisions"]) + len(new["outcomes"])
         self._save_now_and_then()
+
+    def _drop_removed(self) -> None:
+        """Take out the rows the store no longer has, and save the snapshot again soon (it
+        must not keep what was erased)."""
+        gone = {}
+        for table in self._seqs:
+            present = self._store.seqs(table)
+            seen = self._seqs[table]
+            gone[table] = seen[~np.isin(seen, present)]
+            self._seqs[table] = seen[np.isin(seen, present)]
+        self._data.drop(gone["decisions"], gone["outcomes"])
+        self._unsaved += self.snapshot_rows + 1  # due at once
 
     def _read_new(self) -> dict[str, pd.DataFrame]:
         """The rows of each table not seen yet (with an overlap, see :attr:`overlap`)."""
@@ -152,6 +168,7 @@ class KpiSource:
                            "store", path.name, str(exc).splitlines()[0][:200])
             return
         self._data, self._seqs, self.restored, self._unchecked = data, seqs, True, True
+        self._generation = str(arrays.get("generation", ""))
         self._saved_at = time.monotonic()
 
     def _save_now_and_then(self) -> None:
@@ -163,6 +180,7 @@ class KpiSource:
             return
         arrays = self._data.snapshot()
         arrays["store_id"] = np.array(self._store.store_id)
+        arrays["generation"] = np.array(self._generation or "")
         arrays.update({f"seq.{t}": seen for t, seen in self._seqs.items()})
         self._unsaved, self._saved_at = 0, time.monotonic()
         self._writer = threading.Thread(target=_write_snapshot, name="kpis-snapshot",

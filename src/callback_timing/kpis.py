@@ -83,6 +83,13 @@ OUTCOME_COLUMNS = ("seq", "request_id", "called_at", "answered", "timezone", "co
 _ARM_CODE = {a: i for i, a in enumerate(ARMS)}
 
 
+def _seq_of(frame: pd.DataFrame) -> np.ndarray:
+    """A frame's store sequence numbers (-1 for rows that have none)."""
+    if "seq" in frame:
+        return frame["seq"].fillna(-1).to_numpy(np.int64)
+    return np.full(len(frame), -1, dtype=np.int64)
+
+
 def _ns(values) -> np.ndarray:
     """Nanoseconds since the epoch of UTC timestamps (``NaT``: the int64 minimum)."""
     return calendar.utc_ns_of(pd.to_datetime(pd.Series(values), utc=True))
@@ -143,9 +150,11 @@ class KpiData:
         self.labels = _Codes()  # campaigns and teams
         empty_i, empty_b = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
         self.d = {"code": empty_i, "arm": empty_i, "auto": empty_b, "fallback": empty_b,
-                  "reason": empty_i, "start": empty_i, "campaign": empty_i, "team": empty_i}
+                  "reason": empty_i, "start": empty_i, "campaign": empty_i, "team": empty_i,
+                  "seq": empty_i}
         self.o = {"code": empty_i, "ns": empty_i, "answered": empty_b, "cell": empty_i,
-                  "illegal": empty_b, "industry": empty_i, "country": empty_i}
+                  "illegal": empty_b, "industry": empty_i, "country": empty_i,
+                  "seq": empty_i}
 
     def add(self, decisions: pd.DataFrame, outcomes: pd.DataFrame) -> None:
         """Append decision-log and outcome rows (in storing order)."""
@@ -162,7 +171,8 @@ class KpiData:
                       for k in ("campaign", "team")}
             self._grow(self.d, code=self.requests(d["request_id"]), arm=arm,
                        auto=policy == "auto", fallback=fallback,
-                       reason=self.reasons(d["fallback_reason"]), start=start, **labels)
+                       reason=self.reasons(d["fallback_reason"]), start=start, **labels,
+                       seq=_seq_of(d))
         if len(outcomes):
             o = outcomes[outcomes["request_id"].notna()]
             ns = _ns(o["called_at"])
@@ -178,10 +188,27 @@ class KpiData:
             self._grow(self.o, code=self.requests(o["request_id"]), ns=ns,
                        answered=o["answered"].to_numpy(np.int64) == 1,
                        cell=(weekday * 24 + minute // 60).astype(np.int64), illegal=illegal,
-                       industry=self.places(o["industry"]), country=self.places(o["country"]))
+                       industry=self.places(o["industry"]), country=self.places(o["country"]),
+                       seq=_seq_of(o))
+
+    def drop(self, decision_seqs: np.ndarray, outcome_seqs: np.ndarray) -> None:
+        """Remove the rows of these sequence numbers (deleted from the store: retention,
+        erasure); request ids no row refers to any more are forgotten too."""
+        for arrays, gone in ((self.d, decision_seqs), (self.o, outcome_seqs)):
+            if len(gone):
+                keep = ~np.isin(arrays["seq"], gone)
+                for key in arrays:
+                    arrays[key] = arrays[key][keep]
+        used = np.zeros(len(self.requests.values), dtype=bool)
+        used[self.d["code"]] = True
+        used[self.o["code"]] = True
+        if not used.all():
+            new = np.cumsum(used) - 1
+            self.requests.values = self.requests.values[used]
+            self.d["code"], self.o["code"] = new[self.d["code"]], new[self.o["code"]]
 
     #: bump when the arrays below change meaning (an older snapshot is then read afresh)
-    SNAPSHOT_FORMAT = 2
+    SNAPSHOT_FORMAT = 3
 
     def fingerprint(self) -> str:
         """What the arrays depend on beyond the rows: the format, the deadline and the

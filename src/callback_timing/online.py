@@ -40,6 +40,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +48,11 @@ import pandas as pd
 from sqlalchemy import exc as sa_exc
 
 from callback_timing import config as defaults
+from callback_timing.contacts import load_key
 from callback_timing.data import clean_history
 from callback_timing.policy import Policy, load_bundle
 from callback_timing.policy_config import desk_config, load_policy_config
+from callback_timing.privacy import contact_hash, lawful_history
 from callback_timing.rules import RuleModel
 from callback_timing.schema import CallbackTimingError, ConfigError
 from callback_timing.store import OutcomeStore
@@ -80,6 +83,10 @@ class ServeSettings:
     #: late and for clock skew between instances
     sync_overlap_seconds: float = 30.0
     watch_seconds: float = 5.0
+    #: apply the retention (``policy.yaml`` ``retention``): purge the store as the service
+    #: starts and daily, keep no older call in memory. Off only to replay old data (tests on
+    #: a synthetic world of fixed dates): ``CALLBACK_TIMING_PURGE=0``
+    purge: bool = field(default_factory=lambda: _purge_from_env())
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.control_share < 1.0:
@@ -90,7 +97,8 @@ class ServeSettings:
     def from_env(cls) -> ServeSettings:
         """Settings from ``CALLBACK_TIMING_MODEL_DIR``, ``CALLBACK_TIMING_DB``,
         ``CALLBACK_TIMING_CONTROL_SHARE``, ``CALLBACK_TIMING_RULES``,
-        ``CALLBACK_TIMING_RULES_TABLE`` and ``CALLBACK_TIMING_WATCH_SECONDS``."""
+        ``CALLBACK_TIMING_RULES_TABLE``, ``CALLBACK_TIMING_WATCH_SECONDS`` and
+        ``CALLBACK_TIMING_PURGE`` (``0``: no retention purge)."""
         env = os.environ
 
         def path(name: str) -> Path | None:
@@ -106,7 +114,14 @@ class ServeSettings:
                    control_share=number("CALLBACK_TIMING_CONTROL_SHARE", 0.10),
                    rules_path=path("CALLBACK_TIMING_RULES"),
                    rules_table_path=path("CALLBACK_TIMING_RULES_TABLE"),
-                   watch_seconds=number("CALLBACK_TIMING_WATCH_SECONDS", 5.0))
+                   watch_seconds=number("CALLBACK_TIMING_WATCH_SECONDS", 5.0),
+                   purge=_purge_from_env())
+
+
+def _purge_from_env() -> bool:
+    """``CALLBACK_TIMING_PURGE`` (default on; ``0``, ``false``, ``no`` or ``off``: off)."""
+    return os.environ.get("CALLBACK_TIMING_PURGE", "1").strip().lower() not in (
+        "0", "false", "no", "off")
 
 
 def in_control(key: str, share: float) -> bool:
@@ -209,6 +224,14 @@ class OnlineRanker:
         self.started_at = pd.Timestamp.now(tz="UTC")
         self._outcome_beacon = Beacon(_beacon_path(self.store, "outcomes"))
         self._model_beacon = Beacon(_beacon_path(self.store, "model"))
+        self._privacy_beacon = Beacon(_beacon_path(self.store, "privacy"))
+        self._opted_out: set[str] = self.store.opted_out()
+        self._forgotten: set[str] = self.store.forgotten_hashes()
+        self._key: bytes | None = None
+        self._cutoff: pd.Timestamp | None = None
+        self.last_purge: dict | None = None
+        if self.settings.purge:  # before the state is built: nothing past retention in it
+            self.last_purge = self._purge_store()
         shared = self._shared_model()
         if shared is not None:  # a worker of this server reloaded from another folder
             self.settings.model_dir = shared
@@ -225,6 +248,9 @@ class OnlineRanker:
             self._watcher = threading.Thread(target=self._watch, daemon=True,
                                              name="callback-timing-watch")
             self._watcher.start()
+        if self.settings.purge:
+            threading.Thread(target=self._purge_daily, daemon=True,
+                             name="callback-timing-purge").start()
         logger.info("ranking with %s; outcome store %s", self.model_note, self.store.safe_url)
 
     # --- state -----------------------------------------------------------------------------
@@ -232,10 +258,13 @@ class OnlineRanker:
     def _policies(self, bundle) -> tuple[Policy, Policy, pd.DataFrame]:
         """The policy of ``bundle``, the control arm's desk, both with every stored outcome
         after the bundle's history added, and those outcomes."""
-        policy = Policy(bundle, config=self.config, rules=self.rules)
+        own = bundle.history if bundle is not None else None
+        history = (lawful_history(own, self._cutoff, self._forgotten, self._secret())
+                   if own is not None else None)
+        policy = Policy(bundle, config=self.config, rules=self.rules, history=history)
         desk = Policy(None, config=desk_config(self.config), rules=self.rules,
                       history=policy.history, priors=policy.priors)
-        known = policy.history["called_at"].max() if len(policy.history) else None
+        known = own["called_at"].max() if own is not None and len(own) else None
         calls = self.store.outcomes_after(0, called_after=known)
         if len(calls):
             for p in (policy, desk):
@@ -266,8 +295,9 @@ class OnlineRanker:
 
     def _behind(self) -> bool:
         """Whether an answer now must first catch up (:meth:`_catch_up`): another worker
-        stored outcomes or reloaded, or the periodic sync is due."""
+        stored outcomes, reloaded or met a contact's right, or the periodic sync is due."""
         return (self._outcome_beacon.pending() or self._model_beacon.pending()
+                or self._privacy_beacon.pending()
                 or time.monotonic() - self._synced >= self._sync_every)
 
     def _catch_up(self) -> None:
@@ -279,6 +309,8 @@ class OnlineRanker:
             if folder is not None and folder != self.settings.model_dir:
                 threading.Thread(target=self.reload, args=(folder,), kwargs={"ring": False},
                                  daemon=True, name="callback-timing-reload").start()
+        if self._privacy_beacon.changed():  # an opt-out, an erasure or a purge elsewhere
+            self._privacy_changed(rebuild=self._privacy_beacon.read() == "rebuild")
         force = self._outcome_beacon.changed()
         with self._lock:
             self._sync(force)
@@ -342,6 +374,8 @@ class OnlineRanker:
 
     def _rank(self, requests: list[dict], errors: str) -> list[dict]:
         """Both arms' answers, in order, logged (call with the lock held)."""
+        if self._opted_out or self._forgotten:
+            requests = [self._objected(r) for r in requests]
         share = self.settings.control_share
         control = [share > 0 and isinstance(r, dict) and (r.get("policy") or "auto") == "auto"
                    and in_control(_arm_key(r), share) for r in requests]
@@ -360,6 +394,131 @@ class OnlineRanker:
         out = [next(desk_it) if c else next(main_it) for c in control]
         self._log.put((out, requests, now))
         return out
+
+    # --- data protection -------------------------------------------------------------------
+
+    def _secret(self) -> bytes | None:
+        """The pseudonymisation key, once there is a forget list to match."""
+        if self._key is None and self._forgotten:
+            self._key = load_key()
+        return self._key
+
+    def _objected(self, request):
+        """The request as ranked: an opted-out or erased contact gets a traditional callback
+        without its history (``contact.opt_out``)."""
+        contact = request.get("contact") if isinstance(request, dict) else None
+        if not isinstance(contact, dict) or contact.get("opt_out"):
+            return request
+        cid = str(contact.get("contact_id"))
+        if cid in self._opted_out or (self._forgotten and contact_hash(
+                cid, self._secret()) in self._forgotten):
+            return {**request, "contact": {**contact, "opt_out": True}}
+        return request
+
+    def opt_out(self, contact_id: str, opted_out: bool = True) -> bool:
+        """Record a contact's objection to AI timing (or its return); its next rankings
+        are a traditional callback. Returns whether that changed anything."""
+        changed = self.store.set_opt_out(contact_id, opted_out)
+        with self._lock:
+            (self._opted_out.add if opted_out else self._opted_out.discard)(contact_id)
+        self._privacy_beacon.ring("opt-out")
+        return changed
+
+    def erase(self, contact_id: str) -> dict:
+        """Erase a contact: its outcomes, rankings and opt-out deleted from the store, its
+        pseudonym on the forget list (never profiled again, left out of ``train``), its calls
+        taken out of the service's memory (rebuilt in the background: seconds). Returns the
+        rows deleted per table."""
+        if self._key is None:
+            self._key = load_key()
+        digest = contact_hash(contact_id, self._key)
+        counts = self.store.erase_contact(contact_id, digest)
+        with self._lock:
+            self._forgotten.add(digest)
+            self._opted_out.discard(contact_id)
+        self._privacy_beacon.ring("rebuild")
+        self._rebuild_soon()
+        return counts
+
+    def purge(self, now: pd.Timestamp | None = None) -> dict:
+        """Apply the retention as of ``now`` (default: the clock): the store's call-level
+        data past ``retention.call_times_months`` deleted (aggregates kept) and the service's
+        memory rebuilt without it."""
+        done = self._purge_store(now)
+        if done["outcomes"] or done["decisions"] or self._memory_holds_older():
+            self._privacy_beacon.ring("rebuild")
+            self._rebuild_soon(wait=True)
+        return done
+
+    def _purge_store(self, now: pd.Timestamp | None = None) -> dict:
+        self._cutoff = self.config.retention_cutoff(now)
+        self.last_purge = self.store.purge(self._cutoff)
+        if self.last_purge["outcomes"] or self.last_purge["decisions"]:
+            logger.info("retention: purged %d calls and %d rankings older than %s",
+                        self.last_purge["outcomes"], self.last_purge["decisions"],
+                        f"{self._cutoff:%Y-%m-%d %H:%M} UTC")
+        return self.last_purge
+
+    def _memory_holds_older(self) -> bool:
+        h = self.policy.history
+        return bool(len(h)) and self._cutoff is not None and bool(
+            (pd.to_datetime(h["called_at"], utc=True) < self._cutoff).any())
+
+    def _purge_daily(self) -> None:
+        """Purge once a day at ``retention.daily_purge_hour_utc``."""
+        while True:
+            now = pd.Timestamp.now(tz="UTC")
+            due = now.normalize() + pd.Timedelta(hours=self.config.purge_hour_utc)
+            if due <= now:
+                due += pd.Timedelta(days=1)
+            if self._stop.wait((due - now).total_seconds()):
+                return
+            try:
+                self.purge()
+            except Exception:  # noqa: BLE001 - a failed purge is retried the next day
+                logger.exception("retention: the daily purge failed")
+
+    def _privacy_changed(self, rebuild: bool) -> None:
+        """Another worker met a contact's right or purged: read the lists again."""
+        opted, forgotten = self.store.opted_out(), self.store.forgotten_hashes()
+        with self._lock:
+            self._opted_out, self._forgotten = opted, forgotten
+        if rebuild:
+            if self.settings.purge:
+                self._cutoff = self.config.retention_cutoff()
+            self._rebuild_soon()
+
+    def _rebuild_soon(self, wait: bool = False) -> None:
+        """Build the state again from the current bundle and the store (what a reload does)
+        in the background, or now when ``wait``."""
+        def rebuild() -> None:
+            with self._reload_lock:
+                self._install(self.policy.bundle)
+
+        if wait:
+            rebuild()
+        else:
+            threading.Thread(target=rebuild, daemon=True, name="callback-timing-rebuild").start()
+
+    def contact_record(self, contact_id: str) -> dict:
+        """Everything stored about a contact (the right of access) and how its best time is
+        found, in plain words."""
+        data = self.store.contact_data(contact_id)
+        opted = contact_id in self._opted_out
+        forgotten = bool(self._forgotten) and contact_hash(
+            contact_id, self._secret()) in self._forgotten
+        with self._lock:
+            answer = self.policy.rank([{"contact": {"contact_id": contact_id,
+                                                    "opt_out": opted or forgotten},
+                                        "policy": "auto", "top_k": 3}], errors="return")[0]
+            profile = self.policy.history
+            in_memory = int((profile["contact_id"].astype(str) == contact_id).sum()) \
+                if len(profile) else 0
+        return {"contact_id": contact_id, "opted_out": opted, "erased": forgotten,
+                "stored": {k: _records(v) for k, v in data.items()},
+                "calls_in_model_history": in_memory,
+                "explanation": _explanation(answer, opted or forgotten, self.config),
+                "best_windows": answer.get("windows", [])}
 
     #: a recurring problem (a model failure, per reason; the store) is logged at most this
     #: often, with how often it happened since
@@ -593,6 +752,45 @@ def _arm_key(request: dict) -> str:
     contact = request.get("contact")
     cid = contact.get("contact_id") if isinstance(contact, dict) else None
     return f"contact:{cid}"
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """JSON-ready rows (times ISO 8601, missing as ``None``)."""
+    out = frame.astype(object).where(frame.notna(), None)
+    rows = out.to_dict("records")
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, pd.Timestamp | datetime):
+                row[key] = pd.Timestamp(value).isoformat()
+    return rows
+
+
+def _explanation(answer: dict, objected: bool, config) -> list[str]:
+    """How a contact's best time is found, in plain words (Art. 15: meaningful information
+    about the logic involved)."""
+    day = next((d for d in config.hours_for(None, None) if d is not None), (480, 1260))
+    hours = f"{day[0] // 60:02d}:{day[0] % 60:02d}-{day[1] // 60:02d}:{day[1] % 60:02d}"
+    lines = [
+        "We call back inside legal calling hours in your local time zone "
+        f"(by default {hours}), not on public holidays, at most "
+        f"{config.max_attempts_per_request} times per request and "
+        f"{config.max_calls_24h} times in 24 hours.",
+    ]
+    if objected:
+        lines.append("You objected to AI timing: we propose the times a traditional "
+                     "callback desk would, from general answer rates, without your history.")
+    else:
+        lines.append("Among the allowed times we rank those when people like you (same "
+                     "industry and country), and you yourself in your past calls, most often "
+                     "answered, and we prefer sooner times because a callback loses value "
+                     "as hours pass.")
+    reasons = [r for w in answer.get("windows", [])[:1] for r in w.get("reasons", [])]
+    if reasons:
+        lines.append("Right now the best time is chosen because: " + "; ".join(reasons) + ".")
+    lines.append("Call times are kept for "
+                 f"{config.retention_call_months} months; you may ask us to erase them or to "
+                 "stop using them for timing at any time.")
+    return lines
 
 
 def _text(row, key: str) -> str | None:

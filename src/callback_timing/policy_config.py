@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from callback_timing.schema import ConfigError
@@ -111,6 +112,21 @@ class PolicyConfig:
     default_timezone: str = "UTC"
     model_budget_ms: float = 50.0
     model_budget_ms_per_request: float = 1.0
+    retention_call_months: int = 12
+    retention_phone_months: int = 24
+    purge_hour_utc: int = 3
+
+    def retention_cutoff(self, now: pd.Timestamp | None = None) -> pd.Timestamp:
+        """The instant before which call-level data is deleted: ``now`` (UTC) minus
+        ``retention.call_times_months`` calendar months (a month end stays a month end).
+
+        >>> cfg = PolicyConfig()
+        >>> str(cfg.retention_cutoff(pd.Timestamp("2028-02-29T10:00:00+05:00")))
+        '2027-02-28 05:00:00+00:00'
+        """
+        now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+        now = now.tz_localize("UTC") if now.tz is None else now.tz_convert("UTC")
+        return now - pd.DateOffset(months=self.retention_call_months)
 
     def model_budget_s(self, requests: int) -> float | None:
         """Seconds the model may take to score ``requests`` requests before the rules answer
@@ -196,7 +212,7 @@ def load_policy_config(path: str | Path | None = None) -> PolicyConfig:
             raise ConfigError(f"rules file not found: {path}")
         data = _merge(data, _read_yaml(path.read_text("utf-8"), str(path)))
     known = {"calling_hours", "holidays", "attempts", "urgency", "windows", "horizon",
-             "exploration", "model", "default_timezone"}
+             "exploration", "model", "default_timezone", "retention"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in the rules "
@@ -229,6 +245,15 @@ def _build(data: dict) -> PolicyConfig:
     if not 0 < default_h <= max_h:
         raise ConfigError("horizon.default_hours: must be > 0 and <= horizon.max_hours")
     budget = data.get("model") or {}
+    keep = data.get("retention") or {}
+    purge_hour = int(_positive(keep.get("daily_purge_hour_utc", 3),
+                               "retention.daily_purge_hour_utc", True))
+    if purge_hour > 23:
+        raise ConfigError("retention.daily_purge_hour_utc: an hour from 0 to 23")
+    months = {k: int(_positive(keep.get(k, default), f"retention.{k}", True))
+              for k, default in (("call_times_months", 12), ("phone_numbers_months", 24))}
+    if min(months.values()) < 1:
+        raise ConfigError("retention: keep data at least 1 month")
     zone = str(data.get("default_timezone", "UTC"))
     from callback_timing.contacts import is_valid_zone
 
@@ -259,4 +284,7 @@ def _build(data: dict) -> PolicyConfig:
                                   "model.latency_budget_ms"),
         model_budget_ms_per_request=_positive(budget.get("latency_budget_ms_per_request", 1.0),
                                               "model.latency_budget_ms_per_request"),
+        retention_call_months=months["call_times_months"],
+        retention_phone_months=months["phone_numbers_months"],
+        purge_hour_utc=purge_hour,
     )

@@ -32,6 +32,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.requests import cookie_parser
 from starlette.responses import JSONResponse, RedirectResponse
 
+from callback_timing.contacts_api import contacts_app
 from callback_timing.dashboard import KpiSource, dashboard_app, kpis_app
 from callback_timing.http_models import (
     CheckRequest,
@@ -115,10 +116,11 @@ class Guard:
         if self.api_key and path not in OPEN_PATHS and not self._authorised(scope):
             return await _error(401, "X-API-Key: missing or wrong API key")(scope, receive,
                                                                              send)
-        if (not self.api_key and path.startswith("/admin/")
+        if (not self.api_key and path.startswith(("/admin/", "/contacts/"))
                 and (scope.get("client") or ("",))[0] not in LOOPBACK):
-            return await _error(403, "X-API-Key: /admin/ needs CALLBACK_TIMING_API_KEY set, "
-                                     "or a call from this machine")(scope, receive, send)
+            where = path.split("/")[1]
+            return await _error(403, f"X-API-Key: /{where}/ needs CALLBACK_TIMING_API_KEY "
+                                     "set, or a call from this machine")(scope, receive, send)
         if path in ("/docs", "/docs/"):
             return await RedirectResponse("/")(scope, receive, send)
         if path == "/dashboard":  # the page's relative links need the slash
@@ -244,6 +246,11 @@ def _warm_kpis() -> None:
                        type(exc).__name__)
 
 
+#: the service's ranker, for the mounted ``/contacts`` app (set as the service starts)
+_RANKER: dict = {}
+
+
+@bentoml.asgi_app(contacts_app(lambda: _RANKER.get("ranker")), path="/contacts")
 @bentoml.asgi_app(dashboard_app(), path="/dashboard")
 @bentoml.asgi_app(kpis_app(KPIS), path="/kpis")
 @bentoml.service(name="callback_timing", workers=_workers(), traffic={"timeout": 60})
@@ -253,6 +260,7 @@ class CallbackTiming:
     def __init__(self) -> None:
         quiet_client_errors()
         self.ranker = OnlineRanker(ServeSettings.from_env())
+        _RANKER["ranker"] = self.ranker
         threading.Thread(target=_warm_kpis, name="kpis-warm-up", daemon=True).start()
 
     @bentoml.api(route="/rank")

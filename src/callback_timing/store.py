@@ -108,6 +108,37 @@ decisions = sa.Table(
     sa.Column("team", sa.String(128)),
 )
 
+#: Contacts erased (``DELETE /contacts/{id}``, :meth:`OutcomeStore.erase_contact`), as keyed
+#: pseudonyms of their ``contact_id`` (the id itself is not kept): what ``train`` leaves out.
+forgotten = sa.Table(
+    "forgotten", metadata,
+    sa.Column("contact_hash", sa.String(64), primary_key=True),
+    sa.Column("forgotten_at", sa.DateTime, nullable=False),  # UTC
+)
+
+#: Contacts who opted out of AI timing: ranked as a traditional callback, without their
+#: history.
+opt_outs = sa.Table(
+    "opt_outs", metadata,
+    sa.Column("contact_id", sa.Text, primary_key=True),
+    sa.Column("since", sa.DateTime, nullable=False),  # UTC
+)
+
+#: Anonymised aggregates of purged calls, kept without limit: calls and answers per month
+#: (UTC), industry, country and contact-local weekday (Mon=0) and hour. No contact, request
+#: or call id.
+answer_patterns = sa.Table(
+    "answer_patterns", metadata,
+    sa.Column("month", sa.String(7), nullable=False),
+    sa.Column("industry", sa.String(64), nullable=False),
+    sa.Column("country", sa.String(2), nullable=False),
+    sa.Column("weekday", sa.SmallInteger, nullable=False),
+    sa.Column("hour", sa.SmallInteger, nullable=False),
+    sa.Column("calls", sa.BigInteger, nullable=False),
+    sa.Column("answered", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("month", "industry", "country", "weekday", "hour"),
+)
+
 #: Columns added since schema version 1, per version: (table, column).
 ADDED_COLUMNS = {2: (("decisions", "campaign"), ("decisions", "team"))}
 
@@ -353,12 +384,138 @@ class OutcomeStore:
                 except sa.exc.DataError:
                     logger.warning("decision log: a decision the database refuses was dropped")
 
-    def version(self) -> tuple[int, int]:
-        """The last sequence numbers of the decision log and the outcomes (0 when empty):
-        a reader that has seen them has seen everything."""
+    def version(self) -> tuple[int, int, str]:
+        """The last sequence numbers of the decision log and the outcomes (0 when empty), and
+        the deletion generation (:meth:`generation`): a reader that has seen them has seen
+        everything."""
         with self.engine.connect() as conn:
-            return tuple(int(conn.execute(sa.select(sa.func.max(t.c.seq))).scalar() or 0)
+            seqs = tuple(int(conn.execute(sa.select(sa.func.max(t.c.seq))).scalar() or 0)
                          for t in (decisions, outcomes))
+            return (*seqs, self._generation(conn))
+
+    @staticmethod
+    def _generation(conn) -> str:
+        return conn.execute(sa.select(meta.c.value).where(meta.c.key == "generation")
+                            ).scalar() or ""
+
+    def generation(self) -> str:
+        """A token that changes whenever rows are deleted (retention purge, erasure): a
+        reader that keeps what it read looks again at what is left when it changes."""
+        with self.engine.connect() as conn:
+            return self._generation(conn)
+
+    def _new_generation(self, conn) -> None:
+        token = uuid.uuid4().hex
+        if conn.execute(meta.update().where(meta.c.key == "generation")
+                        .values(value=token)).rowcount == 0:
+            conn.execute(meta.insert().values(key="generation", value=token))
+
+    def seqs(self, table: str) -> np.ndarray:
+        """Every sequence number of the ``outcomes`` or ``decisions`` table, sorted."""
+        t = {"outcomes": outcomes, "decisions": decisions}[table]
+        with self.engine.connect() as conn:
+            cursor = conn.connection.dbapi_connection.cursor()
+            try:
+                cursor.execute(f"SELECT seq FROM {t.name} ORDER BY seq")
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    # --- data protection: retention, erasure, opt-out --------------------------------------
+
+    def purge(self, cutoff: pd.Timestamp) -> dict:
+        """Delete the call-level data older than ``cutoff`` (UTC): outcomes called before it,
+        rankings made before it. The purged calls are first added to :data:`answer_patterns`
+        (anonymised, kept). Returns the counts; one transaction."""
+        cut = _naive_utc_one(pd.Timestamp(cutoff))
+        with self.engine.begin() as conn:
+            old = conn.execute(sa.select(outcomes.c.called_at, outcomes.c.timezone,
+                                         outcomes.c.country, outcomes.c.industry,
+                                         outcomes.c.answered)
+                               .where(outcomes.c.called_at < cut)).fetchall()
+            groups = _patterns(pd.DataFrame(old, columns=["called_at", "timezone", "country",
+                                                          "industry", "answered"]))
+            if groups:
+                stmt = self._insert(answer_patterns)
+                if self.dialect in ("sqlite", "postgresql"):
+                    stmt = stmt.on_conflict_do_update(
+                        index_elements=["month", "industry", "country", "weekday", "hour"],
+                        set_={"calls": answer_patterns.c.calls + stmt.excluded.calls,
+                              "answered": answer_patterns.c.answered
+                              + stmt.excluded.answered})
+                conn.execute(stmt, groups)
+            gone_calls = conn.execute(sa.delete(outcomes).where(outcomes.c.called_at < cut)
+                                      ).rowcount
+            gone_rankings = conn.execute(sa.delete(decisions).where(decisions.c.now < cut)
+                                         ).rowcount
+            if gone_calls or gone_rankings:
+                self._new_generation(conn)
+        return {"cutoff": pd.Timestamp(cut, tz="UTC"), "outcomes": gone_calls,
+                "decisions": gone_rankings, "patterns": len(groups)}
+
+    def erase_contact(self, contact_id: str, contact_hash: str) -> dict:
+        """Delete everything stored about a contact (outcomes, rankings, opt-out) and add
+        ``contact_hash`` (its keyed pseudonym) to the forget list. Returns the counts."""
+        now = _naive_utc_one(pd.Timestamp.now(tz="UTC"))
+        with self.engine.begin() as conn:
+            counts = {name: conn.execute(sa.delete(t).where(t.c.contact_id == contact_id)
+                                         ).rowcount
+                      for name, t in (("outcomes", outcomes), ("decisions", decisions),
+                                      ("opt_outs", opt_outs))}
+            stmt = self._insert(forgotten)
+            if self.dialect in ("sqlite", "postgresql"):
+                stmt = stmt.on_conflict_do_nothing(index_elements=["contact_hash"])
+            conn.execute(stmt, {"contact_hash": contact_hash, "forgotten_at": now})
+            if counts["outcomes"] or counts["decisions"]:
+                self._new_generation(conn)
+        return counts
+
+    def forgotten_hashes(self) -> set[str]:
+        """The keyed pseudonyms of the erased contacts."""
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(sa.select(forgotten.c.contact_hash))}
+
+    def set_opt_out(self, contact_id: str, opted_out: bool) -> bool:
+        """Record that a contact opted out of AI timing (or back in); returns whether that
+        changed anything."""
+        with self.engine.begin() as conn:
+            if not opted_out:
+                return conn.execute(sa.delete(opt_outs).where(
+                    opt_outs.c.contact_id == contact_id)).rowcount > 0
+            stmt = self._insert(opt_outs)
+            if self.dialect in ("sqlite", "postgresql"):
+                stmt = stmt.on_conflict_do_nothing(index_elements=["contact_id"])
+            return conn.execute(stmt, {"contact_id": contact_id, "since": _naive_utc_one(
+                pd.Timestamp.now(tz="UTC"))}).rowcount > 0
+
+    def opted_out(self) -> set[str]:
+        """The contact ids that opted out of AI timing."""
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(sa.select(opt_outs.c.contact_id))}
+
+    def contact_data(self, contact_id: str) -> dict[str, pd.DataFrame]:
+        """Everything stored about a contact: its outcomes, its rankings and its opt-out
+        (frames; times UTC)."""
+        out = {}
+        with self.engine.connect() as conn:
+            for name, t in (("outcomes", outcomes), ("decisions", decisions),
+                            ("opt_out", opt_outs)):
+                result = conn.execute(sa.select(t).where(t.c.contact_id == contact_id)
+                                      .order_by(*(t.c.seq,) if "seq" in t.c else ()))
+                frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+                for column in frame.columns:
+                    if isinstance(t.c[column].type, sa.DateTime):
+                        frame[column] = _utc(frame[column])
+                out[name] = frame
+        return out
+
+    def patterns(self) -> pd.DataFrame:
+        """The anonymised aggregates of purged calls (:data:`answer_patterns`)."""
+        with self.engine.connect() as conn:
+            result = conn.execute(sa.select(answer_patterns).order_by(
+                *answer_patterns.primary_key.columns))
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
     def decision_count(self) -> int:
         """How many rankings the decision log holds."""
@@ -401,6 +558,29 @@ class OutcomeStore:
     def close(self) -> None:
         """Close the connection pool."""
         self.engine.dispose()
+
+
+def _patterns(calls: pd.DataFrame) -> list[dict]:
+    """Calls and answers per month, industry, country, contact-local weekday and hour."""
+    if not len(calls):
+        return []
+    from callback_timing import fastpath as fp
+    from callback_timing.calendar import utc_ns_of
+
+    at = _utc(calls["called_at"])
+    minute, weekday = fp.local_parts(utc_ns_of(at),
+                                     calls["timezone"].fillna("UTC").to_numpy(object))
+    frame = pd.DataFrame({
+        "month": at.dt.strftime("%Y-%m"),
+        "industry": calls["industry"].fillna("unknown").astype(str).str[:64],
+        "country": calls["country"].fillna("").astype(str).str[:2],
+        "weekday": weekday.astype(int), "hour": (minute // 60).astype(int),
+        "answered": calls["answered"].astype(int)})
+    keys = ["month", "industry", "country", "weekday", "hour"]
+    table = frame.groupby(keys).agg(calls=("answered", "size"),
+                                    answered=("answered", "sum")).reset_index()
+    return [{k: (int(v) if isinstance(v, np.integer) else v) for k, v in row.items()}
+            for row in table.to_dict("records")]
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -1,0 +1,60 @@
+"""Data-protection commands: ``purge`` (storage limitation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from callback_timing import config
+from callback_timing.schema import ConfigError
+
+
+def parse_instant(text: str | None, option: str) -> pd.Timestamp | None:
+    """An instant given on the command line: ISO 8601 with an offset or ``Z``, or a date
+    (midnight UTC); ``ConfigError`` naming ``option`` otherwise."""
+    if text is None:
+        return None
+    try:
+        at = pd.Timestamp(text.strip())
+    except ValueError:
+        raise ConfigError(f"{option}: not a timestamp: {text[:40]!r}") from None
+    if at.tz is None:
+        if at != at.normalize() or "T" in text or ":" in text:
+            raise ConfigError(f"{option}: give the offset too (e.g. {text.strip()}Z)")
+        return at.tz_localize("UTC")
+    return at.tz_convert("UTC")
+
+
+def purge_cmd(
+    db: Annotated[str, typer.Option(help="Outcome store: a SQLite file or a SQLAlchemy URL.")
+                  ] = config.db_path(),
+    now: Annotated[str | None, typer.Option(
+        help="Purge as of this instant (ISO 8601 with offset, or a date); default: now.")
+                   ] = None,
+    rules: Annotated[Path | None, typer.Option(
+        help="Policy file whose retention section applies (default: the packaged one).")
+                     ] = None,
+) -> None:
+    """Delete call-level data past its retention (calls and rankings older than
+    retention.call_times_months, 12 by default) from the outcome store, keeping anonymised
+    aggregates (calls and answers per month, industry, country, local weekday and hour)."""
+    from callback_timing.cli import console
+    from callback_timing.policy_config import load_policy_config
+    from callback_timing.store import OutcomeStore
+
+    if "://" not in db and not Path(db).is_file():
+        raise ConfigError(f"--db: no outcome store at {db}")
+    cfg = load_policy_config(rules)
+    cutoff = cfg.retention_cutoff(parse_instant(now, "--now"))
+    store = OutcomeStore(db)
+    try:
+        done = store.purge(cutoff)
+    finally:
+        store.close()
+    console.print(f"purged {done['outcomes']:,} calls and {done['decisions']:,} rankings "
+                  f"older than {cutoff:%Y-%m-%d %H:%M:%S} UTC "
+                  f"({cfg.retention_call_months} months); {done['patterns']:,} anonymised "
+                  "aggregate rows updated", highlight=False, soft_wrap=True)

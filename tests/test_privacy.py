@@ -1,0 +1,247 @@
+"""Data protection: retention purge (store, service memory, CLI), erasure, opt-out and the
+right of access, in process and over the HTTP API of a real server behind an API key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from callback_timing.dashboard import KpiSource
+from callback_timing.online import OnlineRanker, ServeSettings
+from callback_timing.policy_config import PolicyConfig, load_policy_config
+from callback_timing.store import OutcomeStore
+from tests.conftest import tiny_bundle
+
+CLI = str(Path(sys.executable).with_name("callback-timing"))
+
+
+def _call(call_id, at, contact="c-1", answered=False, zone="Europe/Warsaw", request=None):
+    return {"call_id": call_id, "contact_id": contact, "called_at": pd.Timestamp(at),
+            "outcome": "answered" if answered else "no_answer", "timezone": zone,
+            "country": zone and {"Europe/Warsaw": "PL", "Pacific/Kiritimati": "KI",
+                                 "Etc/GMT+12": None}.get(zone), "industry": "it",
+            "request_id": request}
+
+
+def _ranking(request_id, now, contact="c-1"):
+    return {"request_id": request_id, "contact_id": contact, "arm": "model", "source": "model",
+            "now": now, "windows": 1, "explored": False, "decided_at": now}
+
+
+# --- retention: the store ---------------------------------------------------------------------
+
+def test_purge_deletes_exactly_what_is_past_retention_and_keeps_aggregates(tmp_path):
+    store = OutcomeStore(tmp_path / "o.db")
+    cutoff = PolicyConfig().retention_cutoff(pd.Timestamp("2027-06-15T12:00:00Z"))
+    assert cutoff == pd.Timestamp("2026-06-15T12:00:00Z")
+    store.add_outcomes(pd.DataFrame([
+        _call("at-limit", "2026-06-15T12:00:00Z"),  # exactly 12 months old: kept
+        _call("just-past", "2026-06-15T11:59:59.999999Z", answered=True),  # purged
+        # the same instant written in other offsets: the instant counts, not the wall clock
+        _call("kiritimati", "2026-06-16T01:59:59+14:00", zone="Pacific/Kiritimati"),  # purged
+        _call("gmt-12", "2026-06-15T00:00:00-12:00", zone="Etc/GMT+12"),  # = cutoff: kept
+        _call("recent", "2027-06-01T09:00:00Z", contact="c-2"),
+    ]))
+    store.log_decisions([_ranking("r-old", "2026-06-15T11:00:00Z"),
+                         _ranking("r-new", "2026-06-15T12:00:00Z")])
+    before = store.generation()
+    done = store.purge(cutoff)
+    assert (done["outcomes"], done["decisions"]) == (2, 1)
+    left = store.outcomes_after(0)
+    assert sorted(left["call_id"]) == ["at-limit", "gmt-12", "recent"]
+    assert store.decisions_frame()["request_id"].tolist() == ["r-new"]
+    assert store.generation() != before  # readers that keep rows look again
+    patterns = store.patterns()  # anonymised: no contact, call or request id
+    assert set(patterns.columns) == {"month", "industry", "country", "weekday", "hour",
+                                     "calls", "answered"}
+    assert patterns["calls"].sum() == 2 and patterns["answered"].sum() == 1
+    # 11:59 UTC is 13:59 in Warsaw, a Monday; 01:59 in Kiritimati, a Tuesday
+    cells = {(r.country, r.weekday, r.hour) for r in patterns.itertuples()}
+    assert cells == {("PL", 0, 13), ("KI", 1, 1)}
+    # a second purge finds nothing and changes nothing
+    again = store.purge(cutoff)
+    assert (again["outcomes"], again["decisions"]) == (0, 0)
+    assert store.patterns()["calls"].sum() == 2
+    # a later purge adds to the same aggregates
+    store.add_outcomes(pd.DataFrame([_call("old-2", "2026-06-08T11:30:00Z", contact="c-9",
+                                           answered=True)]))
+    store.purge(cutoff)
+    same_cell = store.patterns().set_index(["country", "weekday", "hour"]).loc[("PL", 0, 13)]
+    assert (int(same_cell["calls"]), int(same_cell["answered"])) == (2, 2)
+    store.close()
+
+
+def test_the_dashboard_drops_purged_and_erased_rows_while_it_runs(tmp_path):
+    store = OutcomeStore(tmp_path / "o.db")
+    store.log_decisions([_ranking("r-old", "2026-01-05T09:00:00Z"),
+                         _ranking("r-new", "2026-09-07T09:00:00Z", contact="c-2")])
+    store.add_outcomes(pd.DataFrame([
+        _call("a", "2026-01-05T10:00:00Z", request="r-old", answered=True),
+        _call("b", "2026-09-07T10:00:00Z", contact="c-2", request="r-new")]))
+    source = KpiSource(store)
+    assert source.payload()["requests"] == 2
+    source.wait_snapshot()
+    store.purge(pd.Timestamp("2026-06-01T00:00:00Z"))
+    assert source.payload()["requests"] == 1  # the same source, without a restart
+    assert list(source._data.requests.values) == ["r-new"]  # the purged id is gone too
+    source.wait_snapshot()
+    with np.load(source.snapshot_path) as z:  # saved again: no purged request id in it
+        assert b"r-old" not in z["requests.data"].tobytes()
+    store.erase_contact("c-2", "h")
+    assert source.payload()["empty"]
+    store.close()
+
+
+def test_purge_command(tmp_path):
+    db = tmp_path / "o.db"
+    store = OutcomeStore(db)
+    store.add_outcomes(pd.DataFrame([_call("a", "2025-01-10T10:00:00Z"),
+                                     _call("b", "2026-05-10T10:00:00Z")]))
+    store.close()
+    run = subprocess.run([CLI, "purge", "--db", str(db), "--now", "2026-03-01"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("purged 1 calls and 0 rankings older than "
+                                 "2025-03-01 00:00:00 UTC (12 months)")
+    assert OutcomeStore(db).outcomes_after(0)["call_id"].tolist() == ["b"]
+    naive = subprocess.run([CLI, "purge", "--db", str(db), "--now", "2026-03-01T10:00"],
+                           capture_output=True, text=True, timeout=60)
+    assert naive.returncode == 1 and naive.stderr.strip() == (
+        "error: --now: give the offset too (e.g. 2026-03-01T10:00Z)")
+    rules = tmp_path / "keep.yaml"
+    rules.write_text("retention: {call_times_months: 0}\n")
+    zero = subprocess.run([CLI, "purge", "--db", str(db), "--rules", str(rules)],
+                          capture_output=True, text=True, timeout=60)
+    assert zero.returncode == 1 and "retention" in zero.stderr and "Traceback" not in zero.stderr
+
+
+# --- the service: opt-out, erasure, purge of its memory --------------------------------------
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    _, folder, _ = tiny_bundle(tmp_path_factory.mktemp("privacy") / "model", n_calls=2000,
+                               version="v1")
+    return folder
+
+
+def _ranker(tmp_path, bundle_dir, purge=True) -> OnlineRanker:
+    return OnlineRanker(ServeSettings(model_dir=bundle_dir, db=str(tmp_path / "o.db"),
+                                      control_share=0.0, watch_seconds=0, purge=purge))
+
+
+def _rank(ranker, cid, now="2026-05-05T06:00:00Z"):
+    return ranker.rank([{"contact": {"contact_id": cid}, "now": now, "policy": "auto"}])[0]
+
+
+def test_an_opted_out_contact_gets_a_traditional_callback_until_it_opts_back_in(
+        tmp_path, bundle_dir, monkeypatch):
+    monkeypatch.setenv("CALLBACK_TIMING_HOME", str(tmp_path / "home"))
+    ranker = _ranker(tmp_path, bundle_dir)
+    cid = str(ranker.policy.history["contact_id"].iloc[0])
+    assert _rank(ranker, cid)["source"] == "model"
+    assert ranker.opt_out(cid) is True and ranker.opt_out(cid) is False  # once
+    answer = _rank(ranker, cid)
+    assert answer["source"] == "rules" and "opted out" in answer["fallback_reason"]
+    ranker.close()
+    again = _ranker(tmp_path, bundle_dir)  # kept in the store: a restart remembers it
+    assert "opted out" in _rank(again, cid)["fallback_reason"]
+    assert again.contact_record(cid)["opted_out"]
+    again.opt_out(cid, False)
+    assert _rank(again, cid)["source"] == "model"
+    again.close()
+
+
+def test_erasure_removes_the_contact_from_store_memory_and_future_profiling(
+        tmp_path, bundle_dir, monkeypatch):
+    monkeypatch.setenv("CALLBACK_TIMING_HOME", str(tmp_path / "home"))
+    ranker = _ranker(tmp_path, bundle_dir)
+    history = ranker.policy.history
+    cid = str(history["contact_id"].iloc[0])
+    own = int((history["contact_id"] == cid).sum())
+    assert ranker.outcomes([{"call_id": "e-1", "contact_id": cid, "request_id": "r-e",
+                             "called_at": "2026-05-04T10:00:00Z", "outcome": "answered"}]
+                           )["accepted"] == 1
+    _rank(ranker, cid)
+    ranker.flush()
+    record = ranker.contact_record(cid)
+    assert record["calls_in_model_history"] >= own > 0
+    # the ranking above is logged; the one that explains the record is not
+    assert len(record["stored"]["outcomes"]) == 1 and len(record["stored"]["decisions"]) == 1
+    assert any("legal calling hours" in line for line in record["explanation"])
+    deleted = ranker.erase(cid)
+    assert (deleted["outcomes"], deleted["decisions"]) == (1, 1)
+    deadline = time.monotonic() + 30  # the memory is rebuilt in the background
+    while ranker.contact_record(cid)["calls_in_model_history"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    record = ranker.contact_record(cid)
+    assert record["erased"] and record["calls_in_model_history"] == 0
+    assert all(not rows for rows in record["stored"].values())
+    assert "opted out" in _rank(ranker, cid)["fallback_reason"]  # never profiled again
+    # the forget list holds a keyed pseudonym, not the id
+    hashes = ranker.store.forgotten_hashes()
+    assert len(hashes) == 1 and cid not in next(iter(hashes))
+    ranker.close()
+    restarted = _ranker(tmp_path, bundle_dir)  # the bundle still has its calls: left out
+    assert not (restarted.policy.history["contact_id"] == cid).any()
+    restarted.close()
+
+
+def test_purge_takes_old_calls_out_of_the_service_memory(tmp_path, bundle_dir, monkeypatch):
+    monkeypatch.setenv("CALLBACK_TIMING_HOME", str(tmp_path / "home"))
+    ranker = _ranker(tmp_path, bundle_dir)
+    h = pd.to_datetime(ranker.policy.history["called_at"], utc=True)
+    middle = h.min() + (h.max() - h.min()) / 2
+    now = middle + pd.DateOffset(months=12)
+    ranker.purge(now)
+    left = pd.to_datetime(ranker.policy.history["called_at"], utc=True)
+    assert len(left) and left.min() >= middle and len(left) < len(h)
+    ranker.close()
+    off = _ranker(tmp_path, bundle_dir, purge=False)  # replaying old data: all kept
+    assert len(off.policy.history) == len(h)
+    off.close()
+
+
+# --- over HTTP, behind the API key -----------------------------------------------------------
+
+def test_the_contact_endpoints_of_a_real_server(tmp_path, bundle_dir):
+    from tests.test_service import Server
+
+    key = {"X-API-Key": "s3cret"}
+    with Server(tmp_path, bundle_dir, tmp_path / "o.db", CALLBACK_TIMING_API_KEY="s3cret",
+                CALLBACK_TIMING_PURGE="1") as server:
+        base = f"{server.url}/contacts"
+        assert httpx.get(f"{base}/c-0001").status_code == 401
+        assert httpx.delete(f"{base}/c-0001").status_code == 401
+        assert httpx.post(f"{base}/c-0001/opt_out").status_code == 401
+        bad = httpx.get(f"{base}/c%000001", headers=key)
+        assert bad.status_code == 400 and bad.json() == {
+            "error": "contact_id: 1 to 256 characters, no NUL"}
+        record = httpx.get(f"{base}/c-0001", headers=key).json()
+        assert record["contact_id"] == "c-0001" and not record["erased"]
+        assert record["explanation"] and record["calls_in_model_history"] > 0
+        opted = httpx.post(f"{base}/c-0001/opt_out", headers=key).json()
+        assert opted == {"contact_id": "c-0001", "opted_out": True, "changed": True}
+        ranked = server.post("/rank", {"contact": {"contact_id": "c-0001"},
+                                       "now": "2026-05-05T06:00:00Z"}, headers=key).json()
+        assert "opted out" in ranked["fallback_reason"]
+        deadline = time.monotonic() + 10  # the decision log is written within 0.5 s
+        while not httpx.get(f"{base}/c-0001", headers=key).json()["stored"]["decisions"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        back = httpx.delete(f"{base}/c-0001/opt_out", headers=key).json()
+        assert back["opted_out"] is False and back["changed"] is True
+        gone = httpx.delete(f"{base}/c-0001", headers=key).json()
+        assert gone["erased"] and set(gone["deleted"]) == {"outcomes", "decisions", "opt_outs"}
+        assert gone["deleted"]["decisions"] == 1  # the ranking above
+        assert httpx.get(f"{base}/c-0001", headers=key).json()["erased"]
+        log = server.log.read_text()
+    assert "s3cret" not in log and "Traceback" not in log
+    # the rules of the default policy file apply: keep them as the contract expects
+    assert load_policy_config().retention_call_months == 12
