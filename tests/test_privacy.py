@@ -16,6 +16,7 @@ import pytest
 from callback_timing.dashboard import KpiSource
 from callback_timing.online import OnlineRanker, ServeSettings
 from callback_timing.policy_config import PolicyConfig, load_policy_config
+from callback_timing.schema import ConfigError
 from callback_timing.store import OutcomeStore
 from tests.conftest import tiny_bundle
 
@@ -223,6 +224,16 @@ def test_the_contact_endpoints_of_a_real_server(tmp_path, bundle_dir):
         bad = httpx.get(f"{base}/c%000001", headers=key)
         assert bad.status_code == 400 and bad.json() == {
             "error": "contact_id: 1 to 256 characters, no NUL"}
+        phone = "+48512345678"  # a phone number and a contact id must never reach the log
+        assert server.post("/rank", {"contact": {"contact_id": "c-0001", "phone": phone},
+                                     "now": "2026-05-05T06:00:00Z"}, headers=key
+                           ).status_code == 200
+        assert server.post("/outcomes", {"outcomes": [
+            {"call_id": "p-1", "contact_id": "c-0001", "phone": phone, "outcome": "answered",
+             "called_at": "2026-05-05T08:00:00Z"}]}, headers=key).json()["accepted"] == 1
+        assert server.post("/rank", {"contact": {"contact_id": "c-0001", "phone": "+4851"},
+                                     "now": "2026-05-05T06:00:00Z"}, headers=key
+                           ).status_code == 200  # an invalid number: ignored, not logged
         record = httpx.get(f"{base}/c-0001", headers=key).json()
         assert record["contact_id"] == "c-0001" and not record["erased"]
         assert record["explanation"] and record["calls_in_model_history"] > 0
@@ -232,16 +243,84 @@ def test_the_contact_endpoints_of_a_real_server(tmp_path, bundle_dir):
                                        "now": "2026-05-05T06:00:00Z"}, headers=key).json()
         assert "opted out" in ranked["fallback_reason"]
         deadline = time.monotonic() + 10  # the decision log is written within 0.5 s
-        while not httpx.get(f"{base}/c-0001", headers=key).json()["stored"]["decisions"]:
+        while len(httpx.get(f"{base}/c-0001", headers=key).json()["stored"]["decisions"]) < 3:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         back = httpx.delete(f"{base}/c-0001/opt_out", headers=key).json()
         assert back["opted_out"] is False and back["changed"] is True
         gone = httpx.delete(f"{base}/c-0001", headers=key).json()
         assert gone["erased"] and set(gone["deleted"]) == {"outcomes", "decisions", "opt_outs"}
-        assert gone["deleted"]["decisions"] == 1  # the ranking above
+        assert gone["deleted"]["decisions"] == 3 and gone["deleted"]["outcomes"] == 1
         assert httpx.get(f"{base}/c-0001", headers=key).json()["erased"]
         log = server.log.read_text()
     assert "s3cret" not in log and "Traceback" not in log
+    assert "/contacts/<contact>" in log  # the access log, without the id
+    assert "c-0001" not in log and "512345678" not in log and "4851" not in log
     # the rules of the default policy file apply: keep them as the contract expects
     assert load_policy_config().retention_call_months == 12
+
+
+# --- train honours the forget list ---------------------------------------------------------
+
+def test_train_leaves_out_the_calls_of_erased_contacts(tmp_path):
+    import callback_timing as ct
+    from callback_timing.bundle import ModelBundle
+    from callback_timing.privacy import contact_hash
+
+    env = {"PATH": "/usr/bin:/bin", "CALLBACK_TIMING_PSEUDONYM_KEY": "test-key",
+           "CALLBACK_TIMING_HOME": str(tmp_path / "home"), "HOME": str(tmp_path),
+           "CALLBACK_TIMING_MLRUNS": str(tmp_path / "ml"), "COLUMNS": "160"}
+    history = tmp_path / "h.csv"
+    ct.simulate(contacts=150, days=40, seed=3, dirt_rate=0.0).history.to_csv(history, index=False)
+    calls = pd.read_csv(history)
+    erased = calls["contact_id"].value_counts().index[:2].astype(str).tolist()
+    own = int(calls["contact_id"].astype(str).isin(erased).sum())
+    store = OutcomeStore(tmp_path / "o.db")
+    for cid in erased:  # what DELETE /contacts/{id} does, with the same key
+        store.erase_contact(cid, contact_hash(cid, b"test-key"))
+    store.close()
+    run = subprocess.run([CLI, "train", "--history", str(history), "--out", "m",
+                          "--forget-db", str(tmp_path / "o.db"), "--no-track", "--no-bentoml"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert f"left out {own:,} calls of erased contacts" in run.stdout
+    kept = ModelBundle.load(tmp_path / "m").history["contact_id"].astype(str)
+    assert len(kept) and not kept.isin(erased).any()
+
+
+def test_the_processing_register_is_current():
+    """docs/processing-register.md is what `callback-timing register` writes for the
+    packaged policy: a new column, or a changed retention, shows here first."""
+    from callback_timing.privacy import processing_register
+
+    committed = Path(__file__).resolve().parent.parent / "docs" / "processing-register.md"
+    assert committed.read_text(encoding="utf-8") == processing_register(load_policy_config()), \
+        "run: .venv/bin/callback-timing register --out docs/processing-register.md"
+    short = processing_register(PolicyConfig(retention_call_months=6))
+    assert "kept 6 months after the call" in short
+
+
+def test_a_rotated_key_still_honours_the_erasures_made_with_the_old_one(
+        tmp_path, bundle_dir, monkeypatch):
+    secret = tmp_path / "secret" / "pseudonym.key"  # a mounted secret file
+    secret.parent.mkdir()
+    secret.write_text("old-key\n")
+    monkeypatch.delenv("CALLBACK_TIMING_PSEUDONYM_KEY", raising=False)
+    monkeypatch.setenv("CALLBACK_TIMING_PSEUDONYM_KEY_FILE", str(secret))
+    ranker = _ranker(tmp_path, bundle_dir)
+    first, second = (str(c) for c in ranker.policy.history["contact_id"].unique()[:2])
+    ranker.erase(first)
+    ranker.close()
+    secret.write_text("new-key\nold-key\n")  # rotation: the new key first, the old below
+    rotated = _ranker(tmp_path, bundle_dir)
+    assert "opted out" in _rank(rotated, first)["fallback_reason"]
+    assert not (rotated.policy.history["contact_id"].astype(str) == first).any()
+    rotated.erase(second)
+    from callback_timing.privacy import contact_hash
+
+    assert rotated.store.forgotten_hashes() == {contact_hash(first, b"old-key"),
+                                                contact_hash(second, b"new-key")}
+    rotated.close()
+    secret.write_text("")
+    with pytest.raises(ConfigError, match="pseudonymisation key file .* is empty"):
+        _ranker(tmp_path, bundle_dir)

@@ -246,6 +246,11 @@ def _print_training(report) -> None:
         console.print(f"BentoML model store: {report.bentoml_tag}")
 
 
+ForgetDbOption = Annotated[str, typer.Option(
+    help="Outcome store whose forget list (erased contacts) is honoured: their calls are "
+         "left out. Skipped when that SQLite file does not exist.")]
+
+
 @app.command("train")
 def train_cmd(
     history: Annotated[str, typer.Option(
@@ -277,6 +282,7 @@ def train_cmd(
     workers: Annotated[
         int, typer.Option(min=1, help="Worker processes of the LocalCluster (no --scheduler).")
     ] = 2,
+    forget_db: ForgetDbOption = config.db_path(),
 ) -> None:
     """Build features, train and calibrate the answer model, evaluate it on a later period."""
     from callback_timing.data import parse_mapping
@@ -284,14 +290,31 @@ def train_cmd(
 
     if scheduler and engine is not Engine.dask:
         raise ConfigError("--scheduler needs --engine dask")
+    forget = _forget_list(forget_db)
     with _progress(f"training ({engine.value})") as progress:
         report = train(
             history, out, mapping=parse_mapping(map_ or []), assume_tz=assume_tz,
             default_tz=default_tz, params=resolve_params(params), track=track,
             bentoml=bentoml, progress=progress, engine=engine.value, scheduler=scheduler,
-            workers=workers,
+            workers=workers, forget=forget,
         )
+    if report.forgotten_calls:
+        console.print(f"left out {report.forgotten_calls:,} calls of erased contacts (the "
+                      f"forget list of {forget_db})", highlight=False, soft_wrap=True)
     _print_training(report)
+
+
+def _forget_list(db: str) -> set[str]:
+    """The forget list of the outcome store ``db`` (empty when it is a missing file)."""
+    if "://" not in db and not Path(db).is_file():
+        return set()
+    from callback_timing.store import OutcomeStore
+
+    store = OutcomeStore(db)
+    try:
+        return store.forgotten_hashes()
+    finally:
+        store.close()
 
 
 @app.command("tune")
@@ -309,13 +332,16 @@ def tune_cmd(
     track: Annotated[
         bool, typer.Option(help="Log the search (one nested run per trial) to MLflow.")
     ] = True,
+    forget_db: ForgetDbOption = config.db_path(),
 ) -> None:
     """Search XGBoost parameters on the train/validation periods; save the best for `train`."""
     from callback_timing.data import load_history, parse_mapping
     from callback_timing.tuning import tune
+    from callback_timing.workflow import leave_out_forgotten
 
     loaded = load_history(history, mapping=parse_mapping(map_ or []), assume_tz=assume_tz,
                           default_tz=default_tz)
+    leave_out_forgotten(loaded, _forget_list(forget_db))
     with _progress(f"tuning ({trials} trials)") as progress:
         result = tune(loaded.calls, trials, timeout=timeout, seed=seed, track=track,
                       progress=progress, tags={"history": history.name})
@@ -358,6 +384,8 @@ def demo_cmd(
     replay a callback campaign with the traditional desk, the rules, the model and the
     oracle, serve the model on localhost, and send it a month of simulated dialer traffic
     so the ROI dashboard has figures (Ctrl-C stops the server)."""
+    import pandas as pd
+
     from callback_timing.cli_policy import evaluate_cmd
     from callback_timing.cli_serve import check_port
     from callback_timing.workflow import train
@@ -366,7 +394,13 @@ def demo_cmd(
     if serve:  # before the work: a busy port would only show at the end
         check_port("127.0.0.1", port)
     console.rule(f"1/{steps} simulate a call history")
-    path = _run_simulate(contacts, days, seed, workdir / "history.csv", "2026-03-02", 0.03)
+    # dated to end about today (on a Monday's week), so the store's retention (12 months)
+    # keeps the demo's data whenever it runs
+    ahead = days + (traffic_days if serve else 0)
+    start = pd.Timestamp.now(tz="UTC").tz_localize(None).normalize() - pd.Timedelta(days=ahead)
+    start -= pd.Timedelta(days=start.weekday())
+    path = _run_simulate(contacts, days, seed, workdir / "history.csv", f"{start:%Y-%m-%d}",
+                         0.03)
     console.rule(f"2/{steps} validate it")
     _run_validate(path, None, None, None, False, plot=_sidecar(path, "heatmap", ".png"))
     console.rule(f"3/{steps} train the answer model")
@@ -456,13 +490,14 @@ def _serve_with_traffic(history: Path, model: Path, port: int, days: int, per_da
 
 def _register_policy_commands() -> None:
     from callback_timing.cli_policy import evaluate_cmd, rank_cmd, schedule_cmd
-    from callback_timing.cli_privacy import purge_cmd
+    from callback_timing.cli_privacy import purge_cmd, register_cmd
     from callback_timing.cli_serve import roi_cmd, serve_cmd
 
     app.command("rank")(rank_cmd)
     app.command("serve")(serve_cmd)
     app.command("roi")(roi_cmd)
     app.command("purge")(purge_cmd)
+    app.command("register")(register_cmd)
     app.command("schedule")(schedule_cmd)
     app.command("evaluate")(evaluate_cmd)
 

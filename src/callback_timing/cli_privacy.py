@@ -1,4 +1,5 @@
-"""Data-protection commands: ``purge`` (storage limitation)."""
+"""Data-protection commands: ``purge`` (storage limitation) and ``register`` (the record of
+processing)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,26 @@ def purge_cmd(
                   f"older than {cutoff:%Y-%m-%d %H:%M:%S} UTC "
                   f"({cfg.retention_call_months} months); {done['patterns']:,} anonymised "
                   "aggregate rows updated", highlight=False, soft_wrap=True)
+
+
+def register_cmd(
+    out: Annotated[Path | None, typer.Option(
+        help="Write it to this file (default: print it).")] = None,
+    rules: Annotated[Path | None, typer.Option(
+        help="Policy file whose retention section applies (default: the packaged one).")
+                     ] = None,
+) -> None:
+    """The record of processing (GDPR Art. 30) of this configuration: what the service
+    keeps, why, for how long and who can reach it (docs/processing-register.md is this with
+    the packaged policy)."""
+    from callback_timing.cli import console
+    from callback_timing.policy_config import load_policy_config
+    from callback_timing.privacy import processing_register
+
+    text = processing_register(load_policy_config(rules))
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    console.print(f"wrote {out}", highlight=False)

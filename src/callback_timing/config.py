@@ -11,6 +11,9 @@ from pathlib import Path
 
 #: Environment variable that may hold the pseudonymisation key (any string).
 PSEUDONYM_KEY_ENV = "CALLBACK_TIMING_PSEUDONYM_KEY"
+#: Environment variable that may name a key file (a mounted secret): one key per line, the
+#: current one first, earlier ones below it (rotation).
+PSEUDONYM_KEY_FILE_ENV = "CALLBACK_TIMING_PSEUDONYM_KEY_FILE"
 
 
 def home_dir() -> Path:

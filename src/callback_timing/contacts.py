@@ -289,27 +289,46 @@ PSEUDONYM_HEX_CHARS = 20
 
 
 def load_key() -> bytes:
-    """The pseudonymisation key.
+    """The current pseudonymisation key (the first of :func:`load_keys`)."""
+    return load_keys()[0]
 
-    ``$CALLBACK_TIMING_PSEUDONYM_KEY`` (any string) when set; otherwise the key file
-    ``config.home_dir() / "pseudonym.key"``, created once with 256 random bits and file mode
-    0600. Keep the key: pseudonyms computed with another key do not match.
+
+def load_keys() -> list[bytes]:
+    """The pseudonymisation keys, the current one first.
+
+    ``$CALLBACK_TIMING_PSEUDONYM_KEY`` (any string; one key) when set; else the key file
+    ``$CALLBACK_TIMING_PSEUDONYM_KEY_FILE`` (a mounted secret) or ``config.home_dir() /
+    "pseudonym.key"``, the latter created once with 256 random bits and file mode 0600. A
+    key file holds one key per line, the current one first: to rotate, put a new key on the
+    first line and keep the earlier ones below it, so that pseudonyms made with them (the
+    forget list of erased contacts) still match.
     """
     env = os.environ.get(config.PSEUDONYM_KEY_ENV)
     if env:
-        return env.encode()
+        return [env.encode()]
+    secret = os.environ.get(config.PSEUDONYM_KEY_FILE_ENV)
+    if secret:
+        try:
+            return _keys_of(Path(secret).read_bytes(), Path(secret))
+        except OSError as exc:
+            raise ConfigError(f"{config.PSEUDONYM_KEY_FILE_ENV}: cannot read {secret}: "
+                              f"{exc.strerror or exc}") from None
     path = config.home_dir() / "pseudonym.key"
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        key = path.read_bytes().strip()
-        if not key:
-            raise ConfigError(f"pseudonymisation key file {path} is empty") from None
-        return key
+        return _keys_of(path.read_bytes(), path)
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_hex(32) + "\n")
-    return path.read_bytes().strip()
+    return _keys_of(path.read_bytes(), path)
+
+
+def _keys_of(text: bytes, path: Path) -> list[bytes]:
+    keys = [line.strip() for line in text.splitlines() if line.strip()]
+    if not keys:
+        raise ConfigError(f"pseudonymisation key file {path} is empty")
+    return keys
 
 
 def pseudonymise(values: pd.Series, key: bytes) -> pd.Series:

@@ -48,11 +48,11 @@ import pandas as pd
 from sqlalchemy import exc as sa_exc
 
 from callback_timing import config as defaults
-from callback_timing.contacts import load_key
+from callback_timing.contacts import load_keys
 from callback_timing.data import clean_history
 from callback_timing.policy import Policy, load_bundle
 from callback_timing.policy_config import desk_config, load_policy_config
-from callback_timing.privacy import contact_hash, lawful_history
+from callback_timing.privacy import contact_hash, is_forgotten, lawful_history
 from callback_timing.rules import RuleModel
 from callback_timing.schema import CallbackTimingError, ConfigError
 from callback_timing.store import OutcomeStore
@@ -227,7 +227,7 @@ class OnlineRanker:
         self._privacy_beacon = Beacon(_beacon_path(self.store, "privacy"))
         self._opted_out: set[str] = self.store.opted_out()
         self._forgotten: set[str] = self.store.forgotten_hashes()
-        self._key: bytes | None = None
+        self._keys: list[bytes] | None = None
         self._cutoff: pd.Timestamp | None = None
         self.last_purge: dict | None = None
         if self.settings.purge:  # before the state is built: nothing past retention in it
@@ -397,11 +397,11 @@ class OnlineRanker:
 
     # --- data protection -------------------------------------------------------------------
 
-    def _secret(self) -> bytes | None:
-        """The pseudonymisation key, once there is a forget list to match."""
-        if self._key is None and self._forgotten:
-            self._key = load_key()
-        return self._key
+    def _secret(self) -> list[bytes] | None:
+        """The pseudonymisation keys (current first), once there is a forget list to match."""
+        if self._keys is None and self._forgotten:
+            self._keys = load_keys()
+        return self._keys
 
     def _objected(self, request):
         """The request as ranked: an opted-out or erased contact gets a traditional callback
@@ -410,8 +410,7 @@ class OnlineRanker:
         if not isinstance(contact, dict) or contact.get("opt_out"):
             return request
         cid = str(contact.get("contact_id"))
-        if cid in self._opted_out or (self._forgotten and contact_hash(
-                cid, self._secret()) in self._forgotten):
+        if cid in self._opted_out or is_forgotten(cid, self._forgotten, self._secret() or []):
             return {**request, "contact": {**contact, "opt_out": True}}
         return request
 
@@ -429,9 +428,9 @@ class OnlineRanker:
         pseudonym on the forget list (never profiled again, left out of ``train``), its calls
         taken out of the service's memory (rebuilt in the background: seconds). Returns the
         rows deleted per table."""
-        if self._key is None:
-            self._key = load_key()
-        digest = contact_hash(contact_id, self._key)
+        if self._keys is None:
+            self._keys = load_keys()
+        digest = contact_hash(contact_id, self._keys[0])
         counts = self.store.erase_contact(contact_id, digest)
         with self._lock:
             self._forgotten.add(digest)
@@ -505,8 +504,7 @@ class OnlineRanker:
         found, in plain words."""
         data = self.store.contact_data(contact_id)
         opted = contact_id in self._opted_out
-        forgotten = bool(self._forgotten) and contact_hash(
-            contact_id, self._secret()) in self._forgotten
+        forgotten = is_forgotten(contact_id, self._forgotten, self._secret() or [])
         with self._lock:
             answer = self.policy.rank([{"contact": {"contact_id": contact_id,
                                                     "opt_out": opted or forgotten},

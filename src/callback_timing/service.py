@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import threading
 
 import anyio
@@ -92,11 +93,34 @@ class ClientErrorLog(logging.Filter):
         return True
 
 
+class ContactPathLog(logging.Filter):
+    """BentoML's access log writes each request's path: the contact id of a ``/contacts/``
+    path is replaced, so that no contact id reaches the log.
+
+    >>> record = logging.LogRecord("bentoml.access", 20, "", 0, "%s (%s)", (
+    ...     "127.0.0.1:5", "scheme=http,method=GET,path=/contacts/c-42/opt_out"), None)
+    >>> ContactPathLog().filter(record), record.getMessage()
+    (True, '127.0.0.1:5 (scheme=http,method=GET,path=/contacts/<contact>)')
+    """
+
+    _PATH = re.compile(r"/contacts/[^,)\s]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+                isinstance(a, str) and "/contacts/" in a for a in record.args):
+            record.args = tuple(self._PATH.sub("/contacts/<contact>", a) if isinstance(a, str)
+                                else a for a in record.args)
+        return True
+
+
 def quiet_client_errors() -> None:
-    """Install :class:`ClientErrorLog` on BentoML's request logger (once)."""
-    target = logging.getLogger("bentoml._internal.server.http_app")
-    if not any(isinstance(f, ClientErrorLog) for f in target.filters):
-        target.addFilter(ClientErrorLog())
+    """Install :class:`ClientErrorLog` on BentoML's request logger and
+    :class:`ContactPathLog` on its access log (once)."""
+    for name, kind in (("bentoml._internal.server.http_app", ClientErrorLog),
+                       ("bentoml.access", ContactPathLog)):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in target.filters):
+            target.addFilter(kind())
 
 
 class Guard:

@@ -38,6 +38,8 @@ class TrainReport:
     promoted: bool | None = None
     decision: str | None = None
     bentoml_tag: str | None = None
+    #: calls left out because their contact is on the forget list (erased)
+    forgotten_calls: int = 0
 
 
 def resolve_params(spec: str | None) -> dict:
@@ -90,6 +92,7 @@ def train(
     engine: str = "pandas",
     scheduler=None,
     workers: int = 2,
+    forget: set[str] | None = None,
 ) -> TrainReport:
     """Train, calibrate and evaluate the answer model on a history file; track and store it.
 
@@ -103,9 +106,15 @@ def train(
     cluster object (Coiled, Dask Gateway: their credentials come with it); default a
     ``LocalCluster`` of ``workers`` processes. See :mod:`callback_timing.dask_engine`. The
     simulator's truth is not used there.
+
+    ``forget``: keyed pseudonyms of erased contacts (the outcome store's forget list,
+    :meth:`~callback_timing.store.OutcomeStore.forgotten_hashes`): their calls are left out.
     """
     if engine not in ("pandas", "dask"):
         raise ConfigError(f"unknown engine {engine!r}: expected 'pandas' or 'dask'")
+    if forget and engine == "dask":
+        raise ConfigError("--engine dask cannot leave out the erased contacts of the forget "
+                          "list yet: remove them from the export, or train with pandas")
     out_dir = Path(out_dir) if out_dir is not None else config.model_dir()
     if engine == "dask":
         from callback_timing.dask_engine import dask_client, fit_and_evaluate_dask, read_history
@@ -120,13 +129,30 @@ def train(
         return report
     history = Path(history)
     result = load_history(history, mapping=mapping, assume_tz=assume_tz, default_tz=default_tz)
+    left_out = leave_out_forgotten(result, forget)
     truth, world = load_ground_truth(history) if use_truth else (None, None)
     evaluation = fit_and_evaluate(result.calls, params, truth=truth, world=world,
                                   progress=progress)
-    report = TrainReport(evaluation=evaluation, load=result, bundle_dir=out_dir)
+    report = TrainReport(evaluation=evaluation, load=result, bundle_dir=out_dir,
+                         forgotten_calls=left_out)
     _store(report, history.name, track, bentoml,
            lambda bundle: evaluate_bundle_on(bundle, result.calls, evaluation.split))
     return report
+
+
+def leave_out_forgotten(result: LoadResult, forget: set[str] | None) -> int:
+    """Drop the calls of erased contacts from ``result`` (in place); returns how many."""
+    if not forget:
+        return 0
+    from callback_timing.contacts import load_keys
+    from callback_timing.privacy import forgotten_ids
+
+    calls = result.calls
+    gone = calls["contact_id"].astype(str).isin(
+        forgotten_ids(calls["contact_id"], forget, load_keys()))
+    if gone.any():
+        result.calls = calls[~gone].reset_index(drop=True)
+    return int(gone.sum())
 
 
 def _source_name(source: str | Path) -> str:
