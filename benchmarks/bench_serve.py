@@ -75,6 +75,8 @@ def isolated_env(tmp: Path) -> dict[str, str]:
         "BENTOML_HOME": str(tmp / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "True",
         "PYTHONUNBUFFERED": "1",
+        # a synthetic world of fixed dates (2026): no retention purge as it ages
+        "CALLBACK_TIMING_PURGE": "0",
     }
 
 

@@ -271,7 +271,9 @@ def test_train_leaves_out_the_calls_of_erased_contacts(tmp_path):
            "CALLBACK_TIMING_HOME": str(tmp_path / "home"), "HOME": str(tmp_path),
            "CALLBACK_TIMING_MLRUNS": str(tmp_path / "ml"), "COLUMNS": "160"}
     history = tmp_path / "h.csv"
-    ct.simulate(contacts=150, days=40, seed=3, dirt_rate=0.0).history.to_csv(history, index=False)
+    # calls of 2025: past the retention of 12 months whenever this runs
+    ct.simulate(contacts=150, days=40, seed=3, dirt_rate=0.0, start="2025-06-02").history.to_csv(
+        history, index=False)
     calls = pd.read_csv(history)
     erased = calls["contact_id"].value_counts().index[:2].astype(str).tolist()
     own = int(calls["contact_id"].astype(str).isin(erased).sum())
@@ -286,6 +288,8 @@ def test_train_leaves_out_the_calls_of_erased_contacts(tmp_path):
     assert f"left out {own:,} calls of erased contacts" in run.stdout
     kept = ModelBundle.load(tmp_path / "m").history["contact_id"].astype(str)
     assert len(kept) and not kept.isin(erased).any()
+    assert (f"note: {len(kept):,} calls of this history are older than the retention of 12 "
+            "months") in " ".join(run.stdout.split())
 
 
 def test_the_processing_register_is_current():
@@ -324,3 +328,24 @@ def test_a_rotated_key_still_honours_the_erasures_made_with_the_old_one(
     secret.write_text("")
     with pytest.raises(ConfigError, match="pseudonymisation key file .* is empty"):
         _ranker(tmp_path, bundle_dir)
+
+
+def test_another_worker_follows_an_opt_out_and_an_erasure_at_once(tmp_path, bundle_dir,
+                                                                   monkeypatch):
+    """Two workers (instances) on one SQLite file: the beacon, not the periodic sync."""
+    monkeypatch.setenv("CALLBACK_TIMING_HOME", str(tmp_path / "home"))
+    a, b = (OnlineRanker(ServeSettings(model_dir=bundle_dir, db=str(tmp_path / "o.db"),
+                                       control_share=0, watch_seconds=0, sync_seconds=3600))
+            for _ in range(2))
+    first, second = (str(c) for c in a.policy.history["contact_id"].unique()[:2])
+    assert _rank(b, first)["source"] == "model"
+    a.opt_out(first)
+    assert "opted out" in _rank(b, first)["fallback_reason"]
+    a.erase(second)
+    assert "opted out" in _rank(b, second)["fallback_reason"]
+    deadline = time.monotonic() + 30  # b rebuilds its memory in the background
+    while (b.policy.history["contact_id"].astype(str) == second).any():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    a.close()
+    b.close()

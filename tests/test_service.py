@@ -179,6 +179,11 @@ def test_a_body_over_the_limit_is_refused(client):
     local = TestClient(open_guard, client=("127.0.0.1", 40000))
     assert remote.post("/admin/reload", json={}).status_code == 403
     assert local.post("/admin/reload", json={}).status_code == 200
+    # a contact's data and rights: the same without a key
+    assert remote.get("/contacts/c-1").json()["error"].startswith(
+        "X-API-Key: /contacts/ needs CALLBACK_TIMING_API_KEY")
+    assert remote.delete("/contacts/c-1").status_code == 403
+    assert local.delete("/contacts/c-1").status_code == 200
     assert remote.post("/rank", json={}).status_code == 200
 
 

@@ -301,7 +301,26 @@ def train_cmd(
     if report.forgotten_calls:
         console.print(f"left out {report.forgotten_calls:,} calls of erased contacts (the "
                       f"forget list of {forget_db})", highlight=False, soft_wrap=True)
+    _note_retention(report.load.calls)
     _print_training(report)
+
+
+def _note_retention(calls) -> None:
+    """Say how many calls of a history are past the retention (the export's owner keeps
+    it within it; the service's own store is purged)."""
+    import pandas as pd
+
+    from callback_timing.policy_config import load_policy_config
+
+    if not isinstance(calls, pd.DataFrame) or not len(calls):
+        return
+    cfg = load_policy_config()
+    old = int((pd.to_datetime(calls["called_at"], utc=True) < cfg.retention_cutoff()).sum())
+    if old:
+        console.print(f"note: {old:,} calls of this history are older than the retention of "
+                      f"{cfg.retention_call_months} months: delete them from the export "
+                      "(callback-timing keeps no call past it)", highlight=False,
+                      soft_wrap=True)
 
 
 def _forget_list(db: str) -> set[str]:

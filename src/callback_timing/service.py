@@ -274,7 +274,12 @@ def _warm_kpis() -> None:
 _RANKER: dict = {}
 
 
-@bentoml.asgi_app(contacts_app(lambda: _RANKER.get("ranker")), path="/contacts")
+def _kpis_follow() -> None:
+    """Let the dashboard drop an erased contact's rows now (and save its snapshot again)."""
+    threading.Thread(target=_warm_kpis, name="kpis-after-erasure", daemon=True).start()
+
+
+@bentoml.asgi_app(contacts_app(lambda: _RANKER.get("ranker"), _kpis_follow), path="/contacts")
 @bentoml.asgi_app(dashboard_app(), path="/dashboard")
 @bentoml.asgi_app(kpis_app(KPIS), path="/kpis")
 @bentoml.service(name="callback_timing", workers=_workers(), traffic={"timeout": 60})
