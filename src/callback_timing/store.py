@@ -486,8 +486,10 @@ class OutcomeStore:
             stmt = self._insert(opt_outs)
             if self.dialect in ("sqlite", "postgresql"):
                 stmt = stmt.on_conflict_do_nothing(index_elements=["contact_id"])
-            return conn.execute(stmt, {"contact_id": contact_id, "since": _naive_utc_one(
-                pd.Timestamp.now(tz="UTC"))}).rowcount > 0
+            # what was inserted, from RETURNING: a driver's rowcount is not reliable here
+            return conn.execute(stmt.returning(opt_outs.c.contact_id), {
+                "contact_id": contact_id,
+                "since": _naive_utc_one(pd.Timestamp.now(tz="UTC"))}).first() is not None
 
     def opted_out(self) -> set[str]:
         """The contact ids that opted out of AI timing."""
