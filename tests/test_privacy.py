@@ -262,34 +262,55 @@ def test_the_contact_endpoints_of_a_real_server(tmp_path, bundle_dir):
 
 # --- train honours the forget list ---------------------------------------------------------
 
-def test_train_leaves_out_the_calls_of_erased_contacts(tmp_path):
+def test_train_leaves_out_erased_contacts_and_calls_past_retention(tmp_path):
     import callback_timing as ct
     from callback_timing.bundle import ModelBundle
     from callback_timing.privacy import contact_hash
 
     env = {"PATH": "/usr/bin:/bin", "CALLBACK_TIMING_PSEUDONYM_KEY": "test-key",
            "CALLBACK_TIMING_HOME": str(tmp_path / "home"), "HOME": str(tmp_path),
-           "CALLBACK_TIMING_MLRUNS": str(tmp_path / "ml"), "COLUMNS": "160"}
+           "CALLBACK_TIMING_MLRUNS": str(tmp_path / "ml"), "COLUMNS": "160"}  # retention on
     history = tmp_path / "h.csv"
-    # calls of 2025: past the retention of 12 months whenever this runs
-    ct.simulate(contacts=150, days=40, seed=3, dirt_rate=0.0, start="2025-06-02").history.to_csv(
-        history, index=False)
+    # 40 days around the retention's cutoff (12 months ago): about half of them past it
+    start = pd.Timestamp.now(tz="UTC").normalize() - pd.DateOffset(months=12) - pd.Timedelta(
+        days=20)
+    ct.simulate(contacts=500, days=40, seed=3, dirt_rate=0.0,
+                start=f"{start:%Y-%m-%d}").history.to_csv(history, index=False)
     calls = pd.read_csv(history)
+    at = pd.to_datetime(calls["called_at"], utc=True, format="ISO8601")
     erased = calls["contact_id"].value_counts().index[:2].astype(str).tolist()
-    own = int(calls["contact_id"].astype(str).isin(erased).sum())
+    mine = calls["contact_id"].astype(str).isin(erased)
     store = OutcomeStore(tmp_path / "o.db")
     for cid in erased:  # what DELETE /contacts/{id} does, with the same key
         store.erase_contact(cid, contact_hash(cid, b"test-key"))
     store.close()
+
+    def expired() -> int:  # calls of the others past the retention as of now
+        cutoff = load_policy_config().retention_cutoff()
+        return int(((at < cutoff) & ~mine).sum())
+
+    low = expired()
     run = subprocess.run([CLI, "train", "--history", str(history), "--out", "m",
                           "--forget-db", str(tmp_path / "o.db"), "--no-track", "--no-bentoml"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    high = expired()
     assert run.returncode == 0, run.stderr
-    assert f"left out {own:,} calls of erased contacts" in run.stdout
-    kept = ModelBundle.load(tmp_path / "m").history["contact_id"].astype(str)
-    assert len(kept) and not kept.isin(erased).any()
-    assert (f"note: {len(kept):,} calls of this history are older than the retention of 12 "
-            "months") in " ".join(run.stdout.split())
+    out = " ".join(run.stdout.split())
+    assert f"left out {int(mine.sum()):,} calls of erased contacts" in out
+    told = int(out.split(" calls older than the retention of 12 months")[0].split()[-1]
+               .replace(",", ""))
+    assert 0 < low <= told <= high < len(calls)
+    kept = ModelBundle.load(tmp_path / "m").history
+    assert len(kept) and not kept["contact_id"].astype(str).isin(erased).any()
+    assert pd.to_datetime(kept["called_at"], utc=True).min() >= (
+        load_policy_config().retention_cutoff() - pd.Timedelta(minutes=10))
+    # a history wholly past the retention: nothing to train on, said in one line
+    calls[at < start + pd.Timedelta(days=10)].to_csv(tmp_path / "old.csv", index=False)
+    old = subprocess.run([CLI, "train", "--history", "old.csv", "--out", "m2", "--no-track",
+                          "--no-bentoml"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert old.returncode == 1 and old.stderr.startswith(
+        "error: every call of the history is older than the retention")
 
 
 def test_the_processing_register_is_current():

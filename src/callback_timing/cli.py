@@ -291,36 +291,31 @@ def train_cmd(
     if scheduler and engine is not Engine.dask:
         raise ConfigError("--scheduler needs --engine dask")
     forget = _forget_list(forget_db)
+    cutoff, months = _retention()
     with _progress(f"training ({engine.value})") as progress:
         report = train(
             history, out, mapping=parse_mapping(map_ or []), assume_tz=assume_tz,
             default_tz=default_tz, params=resolve_params(params), track=track,
             bentoml=bentoml, progress=progress, engine=engine.value, scheduler=scheduler,
-            workers=workers, forget=forget,
+            workers=workers, forget=forget, older_than=cutoff,
         )
     if report.forgotten_calls:
         console.print(f"left out {report.forgotten_calls:,} calls of erased contacts (the "
                       f"forget list of {forget_db})", highlight=False, soft_wrap=True)
-    _note_retention(report.load.calls)
+    if report.expired_calls:
+        console.print(f"left out {report.expired_calls:,} calls older than the retention of "
+                      f"{months} months (retention.call_times_months)", highlight=False,
+                      soft_wrap=True)
     _print_training(report)
 
 
-def _note_retention(calls) -> None:
-    """Say how many calls of a history are past the retention (the export's owner keeps
-    it within it; the service's own store is purged)."""
-    import pandas as pd
-
+def _retention():
+    """The retention's cutoff for training (``None`` when ``CALLBACK_TIMING_PURGE=0``:
+    replaying old data) and its months."""
     from callback_timing.policy_config import load_policy_config
 
-    if not isinstance(calls, pd.DataFrame) or not len(calls):
-        return
     cfg = load_policy_config()
-    old = int((pd.to_datetime(calls["called_at"], utc=True) < cfg.retention_cutoff()).sum())
-    if old:
-        console.print(f"note: {old:,} calls of this history are older than the retention of "
-                      f"{cfg.retention_call_months} months: delete them from the export "
-                      "(callback-timing keeps no call past it)", highlight=False,
-                      soft_wrap=True)
+    return (cfg.retention_cutoff() if config.retention_on() else None), cfg.retention_call_months
 
 
 def _forget_list(db: str) -> set[str]:
@@ -356,11 +351,12 @@ def tune_cmd(
     """Search XGBoost parameters on the train/validation periods; save the best for `train`."""
     from callback_timing.data import load_history, parse_mapping
     from callback_timing.tuning import tune
-    from callback_timing.workflow import leave_out_forgotten
+    from callback_timing.workflow import leave_out_expired, leave_out_forgotten
 
     loaded = load_history(history, mapping=parse_mapping(map_ or []), assume_tz=assume_tz,
                           default_tz=default_tz)
     leave_out_forgotten(loaded, _forget_list(forget_db))
+    leave_out_expired(loaded, _retention()[0])
     with _progress(f"tuning ({trials} trials)") as progress:
         result = tune(loaded.calls, trials, timeout=timeout, seed=seed, track=track,
                       progress=progress, tags={"history": history.name})

@@ -74,3 +74,11 @@ REGISTERED_MODEL_NAME = "callback-timing-answer"
 def best_params_path() -> Path:
     """Where ``tune`` persists the best XGBoost parameters (read by ``train --params best``)."""
     return home_dir() / "best_params.json"
+
+
+def retention_on() -> bool:
+    """Whether the retention applies (server purge, training cut): ``CALLBACK_TIMING_PURGE``,
+    default on; ``0``, ``false``, ``no`` or ``off`` turn it off, only to replay old data
+    (the test suite's synthetic worlds are dated 2026)."""
+    return os.environ.get("CALLBACK_TIMING_PURGE", "1").strip().lower() not in (
+        "0", "false", "no", "off")

@@ -86,7 +86,7 @@ class ServeSettings:
     #: apply the retention (``policy.yaml`` ``retention``): purge the store as the service
     #: starts and daily, keep no older call in memory. Off only to replay old data (tests on
     #: a synthetic world of fixed dates): ``CALLBACK_TIMING_PURGE=0``
-    purge: bool = field(default_factory=lambda: _purge_from_env())
+    purge: bool = field(default_factory=defaults.retention_on)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.control_share < 1.0:
@@ -115,13 +115,8 @@ class ServeSettings:
                    rules_path=path("CALLBACK_TIMING_RULES"),
                    rules_table_path=path("CALLBACK_TIMING_RULES_TABLE"),
                    watch_seconds=number("CALLBACK_TIMING_WATCH_SECONDS", 5.0),
-                   purge=_purge_from_env())
+                   purge=defaults.retention_on())
 
-
-def _purge_from_env() -> bool:
-    """``CALLBACK_TIMING_PURGE`` (default on; ``0``, ``false``, ``no`` or ``off``: off)."""
-    return os.environ.get("CALLBACK_TIMING_PURGE", "1").strip().lower() not in (
-        "0", "false", "no", "off")
 
 
 def in_control(key: str, share: float) -> bool:

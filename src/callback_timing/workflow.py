@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from callback_timing import config
 from callback_timing.bundle import ModelBundle
 from callback_timing.data import LoadResult, load_history
@@ -40,6 +42,8 @@ class TrainReport:
     bentoml_tag: str | None = None
     #: calls left out because their contact is on the forget list (erased)
     forgotten_calls: int = 0
+    #: calls left out because they are older than the retention (``older_than``)
+    expired_calls: int = 0
 
 
 def resolve_params(spec: str | None) -> dict:
@@ -93,6 +97,7 @@ def train(
     scheduler=None,
     workers: int = 2,
     forget: set[str] | None = None,
+    older_than: pd.Timestamp | None = None,
 ) -> TrainReport:
     """Train, calibrate and evaluate the answer model on a history file; track and store it.
 
@@ -109,12 +114,14 @@ def train(
 
     ``forget``: keyed pseudonyms of erased contacts (the outcome store's forget list,
     :meth:`~callback_timing.store.OutcomeStore.forgotten_hashes`): their calls are left out.
+    ``older_than``: calls before this instant (the retention's cutoff) are left out too.
     """
     if engine not in ("pandas", "dask"):
         raise ConfigError(f"unknown engine {engine!r}: expected 'pandas' or 'dask'")
-    if forget and engine == "dask":
-        raise ConfigError("--engine dask cannot leave out the erased contacts of the forget "
-                          "list yet: remove them from the export, or train with pandas")
+    if (forget or older_than is not None) and engine == "dask":
+        raise ConfigError("--engine dask cannot leave out erased contacts or calls past the "
+                          "retention yet: remove them from the export (and set "
+                          "CALLBACK_TIMING_PURGE=0), or train with pandas")
     out_dir = Path(out_dir) if out_dir is not None else config.model_dir()
     if engine == "dask":
         from callback_timing.dask_engine import dask_client, fit_and_evaluate_dask, read_history
@@ -130,11 +137,12 @@ def train(
     history = Path(history)
     result = load_history(history, mapping=mapping, assume_tz=assume_tz, default_tz=default_tz)
     left_out = leave_out_forgotten(result, forget)
+    expired = leave_out_expired(result, older_than)
     truth, world = load_ground_truth(history) if use_truth else (None, None)
     evaluation = fit_and_evaluate(result.calls, params, truth=truth, world=world,
                                   progress=progress)
     report = TrainReport(evaluation=evaluation, load=result, bundle_dir=out_dir,
-                         forgotten_calls=left_out)
+                         forgotten_calls=left_out, expired_calls=expired)
     _store(report, history.name, track, bentoml,
            lambda bundle: evaluate_bundle_on(bundle, result.calls, evaluation.split))
     return report
@@ -153,6 +161,21 @@ def leave_out_forgotten(result: LoadResult, forget: set[str] | None) -> int:
     if gone.any():
         result.calls = calls[~gone].reset_index(drop=True)
     return int(gone.sum())
+
+
+def leave_out_expired(result: LoadResult, older_than: pd.Timestamp | None) -> int:
+    """Drop the calls before ``older_than`` from ``result`` (in place); returns how many.
+    ``ConfigError`` when none is left."""
+    if older_than is None or not len(result.calls):
+        return 0
+    calls = result.calls
+    old = pd.to_datetime(calls["called_at"], utc=True) < older_than
+    if old.all():
+        raise ConfigError(f"every call of the history is older than the retention (before "
+                          f"{older_than:%Y-%m-%d %H:%M} UTC): nothing to train on")
+    if old.any():
+        result.calls = calls[~old].reset_index(drop=True)
+    return int(old.sum())
 
 
 def _source_name(source: str | Path) -> str:
