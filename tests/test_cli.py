@@ -20,6 +20,7 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*command, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
         env={"PATH": "/usr/bin:/bin", "CALLBACK_TIMING_PSEUDONYM_KEY": "test-key",
+             "CALLBACK_TIMING_PURGE": "0",  # fixed-date synthetic data
              "COLUMNS": "120", "HOME": str(cwd), "BENTOML_HOME": str(cwd / "bentoml")},
     )
 
@@ -141,6 +142,7 @@ def test_demo_runs_the_main_job_and_ends_serving(tmp_path):
          "--traffic-days", "3", "--traffic-per-day", "20"],
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True,
         env={"PATH": "/usr/bin:/bin", "CALLBACK_TIMING_PSEUDONYM_KEY": "test-key",
+             "CALLBACK_TIMING_PURGE": "0",  # fixed-date synthetic data
              "COLUMNS": "120", "HOME": str(tmp_path), "BENTOML_HOME": str(tmp_path / "bentoml")})
     try:
         deadline, ready = time.monotonic() + 280, False

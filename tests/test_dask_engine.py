@@ -154,6 +154,7 @@ def test_the_bundle_has_the_same_form_and_serves(tmp_path, pandas_path, dask_pat
 
 def _run(tmp: Path, *args: str) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", "CALLBACK_TIMING_PSEUDONYM_KEY": "test-key",
+           "CALLBACK_TIMING_PURGE": "0",  # fixed-date synthetic data
            "CALLBACK_TIMING_HOME": str(tmp / "home"), "CALLBACK_TIMING_MLRUNS": str(tmp / "ml"),
            "BENTOML_HOME": str(tmp / "bentoml"), "HOME": str(tmp), "COLUMNS": "160"}
     return subprocess.run([str(EXE), *args], cwd=tmp, env=env, capture_output=True, text=True,
@@ -219,6 +220,7 @@ def test_scheduled_job_trains_on_the_cluster_its_config_names(tmp_path, history_
               .replace("bentoml = true", "bentoml = false"))
     (tmp_path / "job.toml").write_text(config)
     env = {"PATH": "/usr/bin:/bin", "CALLBACK_TIMING_PSEUDONYM_KEY": "test-key",
+           "CALLBACK_TIMING_PURGE": "0",  # fixed-date synthetic data
            "CALLBACK_TIMING_HOME": str(tmp_path / "home"), "HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, str(root / "training" / "train.py"), "--config",
                           "job.toml"], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -234,3 +236,22 @@ def test_an_unusable_scheduler_address_is_one_line(tmp_path, history_dir):
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Dask scheduler 'no-port-here'" in lines[0]
     assert not (tmp_path / "models").exists()
+
+
+def test_the_cluster_leaves_out_erased_contacts_and_calls_past_retention(history_dir,
+                                                                          pandas_path, cluster):
+    from callback_timing.privacy import contact_hash
+
+    calls = pandas_path[0].calls
+    erased = calls["contact_id"].astype(str).value_counts().index[:3].tolist()
+    at = pd.to_datetime(calls["called_at"], utc=True)
+    cutoff = at.min() + (at.max() - at.min()) / 2
+    spread = read_history(str(history_dir), cluster, key=KEY)
+    gone, old, left = spread.leave_out(cutoff, {contact_hash(c, b"old") for c in erased},
+                                       [b"new", b"old"])  # a rotated key still matches
+    kept = spread.gather()
+    mine = calls["contact_id"].astype(str).isin(erased)
+    assert gone == int(mine.sum()) and old == int(((at < cutoff) & ~mine).sum())
+    assert left == len(kept) == len(calls) - gone - old
+    assert not kept["contact_id"].astype(str).isin(erased).any()
+    assert pd.to_datetime(kept["called_at"], utc=True).min() >= cutoff

@@ -167,6 +167,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     command = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "callback_timing.cli"]
     env = {  # no MLFLOW_TRACKING_URI: the default store under CALLBACK_TIMING_MLRUNS
         "PATH": "/usr/bin:/bin", "COLUMNS": "120", "CALLBACK_TIMING_PSEUDONYM_KEY": "test-key",
+        "CALLBACK_TIMING_PURGE": "0",  # fixed-date synthetic data
         "CALLBACK_TIMING_HOME": str(cwd / "state"), "CALLBACK_TIMING_MLRUNS": str(cwd / "runs"),
         "BENTOML_HOME": str(cwd / "bentoml"),
     }

@@ -118,10 +118,37 @@ class DistributedHistory:
         calls = pd.concat(frames, ignore_index=True)
         return calls.sort_values(["contact_id", "called_at"], kind="stable", ignore_index=True)
 
+    def leave_out(self, older_than: pd.Timestamp | None, forgotten: set[str] | None,
+                  keys: list[bytes] | None) -> tuple[int, int, int]:
+        """Drop, on the workers, the calls of forgotten (erased) contacts and the calls before
+        ``older_than`` (the retention); returns (forgotten, expired, left) call counts."""
+        if older_than is None and not forgotten:
+            return 0, 0, -1
+        futures = [self.client.submit(_leave_out_part, p, older_than, forgotten or set(),
+                                      keys or []) for p in self.parts]
+        self.parts = [self.client.submit(_pick, f, 0) for f in futures]
+        counts = np.asarray(self.client.gather([self.client.submit(_pick, f, 1)
+                                                for f in futures]), dtype=np.int64)
+        gone, old, left = counts.reshape(-1, 3).sum(axis=0)
+        return int(gone), int(old), int(left)
+
     def load_result(self, calls: pd.DataFrame) -> LoadResult:
         """The :class:`LoadResult` of the whole history, with ``calls`` gathered."""
         return LoadResult(calls=calls, rejects=self.rejects, n_input_rows=self.n_input_rows,
                           n_duplicates=self.n_duplicates, warnings=self.warnings)
+
+
+def _leave_out_part(frame: pd.DataFrame, older_than, forgotten: set[str],
+                    keys: list[bytes]) -> tuple[pd.DataFrame, tuple[int, int, int]]:
+    from callback_timing.privacy import forgotten_ids
+
+    gone = frame["contact_id"].astype(str).isin(forgotten_ids(frame["contact_id"], forgotten,
+                                                              keys))
+    old = (pd.to_datetime(frame["called_at"], utc=True) < older_than
+           if older_than is not None else pd.Series(False, index=frame.index)) & ~gone
+    keep = ~(gone | old)
+    return (frame[keep].reset_index(drop=True),
+            (int(gone.sum()), int(old.sum()), int(keep.sum())))
 
 
 def _columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

@@ -227,6 +227,9 @@ class OnlineRanker:
         self.last_purge: dict | None = None
         if self.settings.purge:  # before the state is built: nothing past retention in it
             self.last_purge = self._purge_store()
+        self._generation = self.store.generation()  # deletions seen (purges, erasures)
+        self._rebuild_lock = threading.Lock()
+        self._rebuild_queued = False
         shared = self._shared_model()
         if shared is not None:  # a worker of this server reloaded from another folder
             self.settings.model_dir = shared
@@ -305,7 +308,7 @@ class OnlineRanker:
                 threading.Thread(target=self.reload, args=(folder,), kwargs={"ring": False},
                                  daemon=True, name="callback-timing-reload").start()
         if self._privacy_beacon.changed():  # an opt-out, an erasure or a purge elsewhere
-            self._privacy_changed(rebuild=self._privacy_beacon.read() == "rebuild")
+            self._privacy_changed()
         force = self._outcome_beacon.changed()
         with self._lock:
             self._sync(force)
@@ -415,7 +418,7 @@ class OnlineRanker:
         changed = self.store.set_opt_out(contact_id, opted_out)
         with self._lock:
             (self._opted_out.add if opted_out else self._opted_out.discard)(contact_id)
-        self._privacy_beacon.ring("opt-out")
+        self._privacy_beacon.ring()
         return changed
 
     def erase(self, contact_id: str) -> dict:
@@ -430,7 +433,8 @@ class OnlineRanker:
         with self._lock:
             self._forgotten.add(digest)
             self._opted_out.discard(contact_id)
-        self._privacy_beacon.ring("rebuild")
+        self._generation = self.store.generation()
+        self._privacy_beacon.ring()
         self._rebuild_soon()
         return counts
 
@@ -439,8 +443,9 @@ class OnlineRanker:
         data past ``retention.call_times_months`` deleted (aggregates kept) and the service's
         memory rebuilt without it."""
         done = self._purge_store(now)
+        self._generation = self.store.generation()
         if done["outcomes"] or done["decisions"] or self._memory_holds_older():
-            self._privacy_beacon.ring("rebuild")
+            self._privacy_beacon.ring()
             self._rebuild_soon(wait=True)
         return done
 
@@ -472,12 +477,15 @@ class OnlineRanker:
             except Exception:  # noqa: BLE001 - a failed purge is retried the next day
                 logger.exception("retention: the daily purge failed")
 
-    def _privacy_changed(self, rebuild: bool) -> None:
-        """Another worker met a contact's right or purged: read the lists again."""
+    def _privacy_changed(self) -> None:
+        """Another worker met a contact's right or purged: read the lists again, and build
+        the state again when rows were deleted since this worker last looked."""
         opted, forgotten = self.store.opted_out(), self.store.forgotten_hashes()
+        generation = self.store.generation()
         with self._lock:
             self._opted_out, self._forgotten = opted, forgotten
-        if rebuild:
+        if generation != self._generation:
+            self._generation = generation
             if self.settings.purge:
                 self._cutoff = self.config.retention_cutoff()
             self._rebuild_soon()
@@ -487,12 +495,18 @@ class OnlineRanker:
         in the background, or now when ``wait``."""
         def rebuild() -> None:
             with self._reload_lock:
+                with self._rebuild_lock:  # a change from now on needs another rebuild
+                    self._rebuild_queued = False
                 self._install(self.policy.bundle)
 
         if wait:
             rebuild()
-        else:
-            threading.Thread(target=rebuild, daemon=True, name="callback-timing-rebuild").start()
+            return
+        with self._rebuild_lock:  # several erasures in a row: one rebuild waiting is enough
+            if self._rebuild_queued:
+                return
+            self._rebuild_queued = True
+        threading.Thread(target=rebuild, daemon=True, name="callback-timing-rebuild").start()
 
     def contact_record(self, contact_id: str) -> dict:
         """Everything stored about a contact (the right of access) and how its best time is

@@ -467,8 +467,7 @@ class OutcomeStore:
             if self.dialect in ("sqlite", "postgresql"):
                 stmt = stmt.on_conflict_do_nothing(index_elements=["contact_hash"])
             conn.execute(stmt, {"contact_hash": contact_hash, "forgotten_at": now})
-            if counts["outcomes"] or counts["decisions"]:
-                self._new_generation(conn)
+            self._new_generation(conn)  # readers rebuild: a model's history may hold it too
         return counts
 
     def forgotten_hashes(self) -> set[str]:

@@ -118,10 +118,6 @@ def train(
     """
     if engine not in ("pandas", "dask"):
         raise ConfigError(f"unknown engine {engine!r}: expected 'pandas' or 'dask'")
-    if (forget or older_than is not None) and engine == "dask":
-        raise ConfigError("--engine dask cannot leave out erased contacts or calls past the "
-                          "retention yet: remove them from the export (and set "
-                          "CALLBACK_TIMING_PURGE=0), or train with pandas")
     out_dir = Path(out_dir) if out_dir is not None else config.model_dir()
     if engine == "dask":
         from callback_timing.dask_engine import dask_client, fit_and_evaluate_dask, read_history
@@ -129,9 +125,14 @@ def train(
         with dask_client(scheduler, workers) as client:
             spread = read_history(str(history), client, mapping=mapping, assume_tz=assume_tz,
                                   default_tz=default_tz)
+            gone, expired, left = spread.leave_out(older_than, forget,
+                                                   _keys() if forget else None)
+            if left == 0:
+                raise ConfigError(_nothing_left(older_than))
             trained = fit_and_evaluate_dask(spread, params, progress=progress)
             report = TrainReport(evaluation=trained.evaluation,
-                                 load=spread.load_result(trained.calls), bundle_dir=out_dir)
+                                 load=spread.load_result(trained.calls), bundle_dir=out_dir,
+                                 forgotten_calls=gone, expired_calls=expired)
             _store(report, _source_name(history), track, bentoml, trained.champion_metrics)
         return report
     history = Path(history)
@@ -152,15 +153,26 @@ def leave_out_forgotten(result: LoadResult, forget: set[str] | None) -> int:
     """Drop the calls of erased contacts from ``result`` (in place); returns how many."""
     if not forget:
         return 0
-    from callback_timing.contacts import load_keys
     from callback_timing.privacy import forgotten_ids
 
     calls = result.calls
     gone = calls["contact_id"].astype(str).isin(
-        forgotten_ids(calls["contact_id"], forget, load_keys()))
+        forgotten_ids(calls["contact_id"], forget, _keys()))
     if gone.any():
         result.calls = calls[~gone].reset_index(drop=True)
     return int(gone.sum())
+
+
+def _nothing_left(at: pd.Timestamp | None) -> str:
+    before = f" (before {at:%Y-%m-%d %H:%M} UTC)" if at is not None else ""
+    return (f"every call of the history is older than the retention{before} or of an erased "
+            "contact: nothing to train on")
+
+
+def _keys() -> list[bytes]:
+    from callback_timing.contacts import load_keys
+
+    return load_keys()
 
 
 def leave_out_expired(result: LoadResult, older_than: pd.Timestamp | None) -> int:
@@ -171,8 +183,7 @@ def leave_out_expired(result: LoadResult, older_than: pd.Timestamp | None) -> in
     calls = result.calls
     old = pd.to_datetime(calls["called_at"], utc=True) < older_than
     if old.all():
-        raise ConfigError(f"every call of the history is older than the retention (before "
-                          f"{older_than:%Y-%m-%d %H:%M} UTC): nothing to train on")
+        raise ConfigError(_nothing_left(older_than))
     if old.any():
         result.calls = calls[~old].reset_index(drop=True)
     return int(old.sum())
