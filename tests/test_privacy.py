@@ -53,6 +53,7 @@ def test_purge_deletes_exactly_what_is_past_retention_and_keeps_aggregates(tmp_p
     store.log_decisions([_ranking("r-old", "2026-06-15T11:00:00Z"),
                          _ranking("r-new", "2026-06-15T12:00:00Z")])
     before = store.generation()
+    store.purge_batch = 1  # one row per transaction: batches add up to the same
     done = store.purge(cutoff)
     assert (done["outcomes"], done["decisions"]) == (2, 1)
     left = store.outcomes_after(0)

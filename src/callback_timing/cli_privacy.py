@@ -57,8 +57,8 @@ def purge_cmd(
         store.close()
     console.print(f"purged {done['outcomes']:,} calls and {done['decisions']:,} rankings "
                   f"older than {cutoff:%Y-%m-%d %H:%M:%S} UTC "
-                  f"({cfg.retention_call_months} months); {done['patterns']:,} anonymised "
-                  "aggregate rows updated", highlight=False, soft_wrap=True)
+                  f"({cfg.retention_call_months} months); their counts are kept in the "
+                  "anonymised aggregates (answer_patterns)", highlight=False, soft_wrap=True)
 
 
 def register_cmd(

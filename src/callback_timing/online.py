@@ -226,7 +226,12 @@ class OnlineRanker:
         self._cutoff: pd.Timestamp | None = None
         self.last_purge: dict | None = None
         if self.settings.purge:  # before the state is built: nothing past retention in it
-            self.last_purge = self._purge_store()
+            try:
+                self.last_purge = self._purge_store()
+            except sa_exc.SQLAlchemyError as exc:  # busy or away: the daily purge retries
+                self._cutoff = self.config.retention_cutoff()  # memory is kept within it
+                logger.warning("retention: the purge at start failed (%s); retried daily",
+                               type(exc).__name__)
         self._generation = self.store.generation()  # deletions seen (purges, erasures)
         self._rebuild_lock = threading.Lock()
         self._rebuild_queued = False

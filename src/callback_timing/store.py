@@ -424,35 +424,53 @@ class OutcomeStore:
 
     # --- data protection: retention, erasure, opt-out --------------------------------------
 
+    #: rows deleted per transaction by :meth:`purge` (short locks: writers go on meanwhile)
+    purge_batch = 20_000
+
     def purge(self, cutoff: pd.Timestamp) -> dict:
         """Delete the call-level data older than ``cutoff`` (UTC): outcomes called before it,
-        rankings made before it. The purged calls are first added to :data:`answer_patterns`
-        (anonymised, kept). Returns the counts; one transaction."""
+        rankings made before it, in transactions of :attr:`purge_batch` rows. Purged calls
+        are added to :data:`answer_patterns` (anonymised, kept) in the transaction that
+        deletes them. Returns the counts (``patterns``: aggregate rows written, per batch)."""
         cut = _naive_utc_one(pd.Timestamp(cutoff))
-        with self.engine.begin() as conn:
-            old = conn.execute(sa.select(outcomes.c.called_at, outcomes.c.timezone,
-                                         outcomes.c.country, outcomes.c.industry,
-                                         outcomes.c.answered)
-                               .where(outcomes.c.called_at < cut)).fetchall()
-            groups = _patterns(pd.DataFrame(old, columns=["called_at", "timezone", "country",
-                                                          "industry", "answered"]))
-            if groups:
-                stmt = self._insert(answer_patterns)
-                if self.dialect in ("sqlite", "postgresql"):
-                    stmt = stmt.on_conflict_do_update(
-                        index_elements=["month", "industry", "country", "weekday", "hour"],
-                        set_={"calls": answer_patterns.c.calls + stmt.excluded.calls,
-                              "answered": answer_patterns.c.answered
-                              + stmt.excluded.answered})
-                conn.execute(stmt, groups)
-            gone_calls = conn.execute(sa.delete(outcomes).where(outcomes.c.called_at < cut)
-                                      ).rowcount
-            gone_rankings = conn.execute(sa.delete(decisions).where(decisions.c.now < cut)
-                                         ).rowcount
-            if gone_calls or gone_rankings:
-                self._new_generation(conn)
-        return {"cutoff": pd.Timestamp(cut, tz="UTC"), "outcomes": gone_calls,
-                "decisions": gone_rankings, "patterns": len(groups)}
+        counts = {"outcomes": 0, "decisions": 0, "patterns": 0}
+        for name, table, when in (("outcomes", outcomes, outcomes.c.called_at),
+                                  ("decisions", decisions, decisions.c.now)):
+            while True:
+                with self.engine.begin() as conn:
+                    if name == "outcomes":
+                        rows = conn.execute(
+                            sa.select(outcomes.c.seq, outcomes.c.called_at,
+                                      outcomes.c.timezone, outcomes.c.country,
+                                      outcomes.c.industry, outcomes.c.answered)
+                            .where(when < cut).order_by(outcomes.c.seq)
+                            .limit(self.purge_batch)).fetchall()
+                        seqs = [r[0] for r in rows]
+                        groups = _patterns(pd.DataFrame(
+                            [r[1:] for r in rows], columns=["called_at", "timezone", "country",
+                                                            "industry", "answered"]))
+                        if groups:
+                            conn.execute(self._add_patterns(), groups)
+                        counts["patterns"] += len(groups)
+                    else:
+                        seqs = list(conn.execute(sa.select(table.c.seq).where(when < cut)
+                                                 .order_by(table.c.seq)
+                                                 .limit(self.purge_batch)).scalars())
+                    if not seqs:
+                        break
+                    conn.execute(sa.delete(table).where(table.c.seq.in_(seqs)))
+                    self._new_generation(conn)
+                    counts[name] += len(seqs)
+        return {"cutoff": pd.Timestamp(cut, tz="UTC"), **counts}
+
+    def _add_patterns(self):
+        stmt = self._insert(answer_patterns)
+        if self.dialect in ("sqlite", "postgresql"):
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["month", "industry", "country", "weekday", "hour"],
+                set_={"calls": answer_patterns.c.calls + stmt.excluded.calls,
+                      "answered": answer_patterns.c.answered + stmt.excluded.answered})
+        return stmt
 
     def erase_contact(self, contact_id: str, contact_hash: str) -> dict:
         """Delete everything stored about a contact (outcomes, rankings, opt-out) and add
