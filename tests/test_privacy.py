@@ -305,6 +305,11 @@ def test_train_leaves_out_erased_contacts_and_calls_past_retention(tmp_path):
     assert len(kept) and not kept["contact_id"].astype(str).isin(erased).any()
     assert pd.to_datetime(kept["called_at"], utc=True).min() >= (
         load_policy_config().retention_cutoff() - pd.Timedelta(minutes=10))
+    missing = subprocess.run([CLI, "train", "--history", str(history), "--forget-db",
+                              "none.db"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert missing.returncode == 1 and missing.stderr.strip() == (
+        "error: --forget-db: no outcome store at none.db")
     # a history wholly past the retention: nothing to train on, said in one line
     calls[at < start + pd.Timedelta(days=10)].to_csv(tmp_path / "old.csv", index=False)
     old = subprocess.run([CLI, "train", "--history", "old.csv", "--out", "m2", "--no-track",
@@ -350,6 +355,14 @@ def test_a_rotated_key_still_honours_the_erasures_made_with_the_old_one(
     secret.write_text("")
     with pytest.raises(ConfigError, match="pseudonymisation key file .* is empty"):
         _ranker(tmp_path, bundle_dir)
+    # matching a forget list needs the server's key: never a new one made on the spot
+    from callback_timing.contacts import load_keys
+
+    monkeypatch.delenv("CALLBACK_TIMING_PSEUDONYM_KEY_FILE")
+    monkeypatch.setenv("CALLBACK_TIMING_HOME", str(tmp_path / "elsewhere"))
+    with pytest.raises(ConfigError, match="no pseudonymisation key"):
+        load_keys(create=False)
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_another_worker_follows_an_opt_out_and_an_erasure_at_once(tmp_path, bundle_dir,
@@ -368,6 +381,30 @@ def test_another_worker_follows_an_opt_out_and_an_erasure_at_once(tmp_path, bund
     assert "opted out" in _rank(b, gone[0])["fallback_reason"]
     deadline = time.monotonic() + 30  # both rebuild their memory in the background
     while any(r.policy.history["contact_id"].astype(str).isin(gone).any() for r in (a, b)):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    a.close()
+    b.close()
+
+
+def test_an_instance_on_another_machine_follows_through_the_store(tmp_path, bundle_dir,
+                                                                  monkeypatch):
+    """No beacon between them (other machines share a database server): the privacy tokens
+    of the store, compared at each sync."""
+    from callback_timing.online import Beacon
+
+    monkeypatch.setenv("CALLBACK_TIMING_HOME", str(tmp_path / "home"))
+    a, b = (OnlineRanker(ServeSettings(model_dir=bundle_dir, db=str(tmp_path / "o.db"),
+                                       control_share=0, watch_seconds=0, sync_seconds=0))
+            for _ in range(2))
+    b._privacy_beacon = Beacon(None)  # deaf to this machine's beacon
+    first, second = (str(c) for c in a.policy.history["contact_id"].unique()[:2])
+    a.opt_out(first)
+    assert "opted out" in _rank(b, first)["fallback_reason"]
+    a.erase(second)
+    assert "opted out" in _rank(b, second)["fallback_reason"]
+    deadline = time.monotonic() + 30
+    while (b.policy.history["contact_id"].astype(str) == second).any():
         assert time.monotonic() < deadline
         time.sleep(0.1)
     a.close()

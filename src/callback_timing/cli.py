@@ -319,8 +319,11 @@ def _retention():
 
 
 def _forget_list(db: str) -> set[str]:
-    """The forget list of the outcome store ``db`` (empty when it is a missing file)."""
+    """The forget list of the outcome store ``db`` (empty when the default store does not
+    exist; another missing file is a mistake)."""
     if "://" not in db and not Path(db).is_file():
+        if Path(db) != Path(config.db_path()):
+            raise ConfigError(f"--forget-db: no outcome store at {db}")
         return set()
     from callback_timing.store import OutcomeStore
 

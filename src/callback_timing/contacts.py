@@ -293,7 +293,7 @@ def load_key() -> bytes:
     return load_keys()[0]
 
 
-def load_keys() -> list[bytes]:
+def load_keys(create: bool = True) -> list[bytes]:
     """The pseudonymisation keys, the current one first.
 
     ``$CALLBACK_TIMING_PSEUDONYM_KEY`` (any string; one key) when set; else the key file
@@ -301,7 +301,8 @@ def load_keys() -> list[bytes]:
     "pseudonym.key"``, the latter created once with 256 random bits and file mode 0600. A
     key file holds one key per line, the current one first: to rotate, put a new key on the
     first line and keep the earlier ones below it, so that pseudonyms made with them (the
-    forget list of erased contacts) still match.
+    forget list of erased contacts) still match. ``create=False``: a missing key file is a
+    ``ConfigError`` (matching pseudonyms made elsewhere needs their key, not a new one).
     """
     env = os.environ.get(config.PSEUDONYM_KEY_ENV)
     if env:
@@ -314,6 +315,9 @@ def load_keys() -> list[bytes]:
             raise ConfigError(f"{config.PSEUDONYM_KEY_FILE_ENV}: cannot read {secret}: "
                               f"{exc.strerror or exc}") from None
     path = config.home_dir() / "pseudonym.key"
+    if not create and not path.is_file():
+        raise ConfigError(f"no pseudonymisation key: set {config.PSEUDONYM_KEY_ENV}, "
+                          f"{config.PSEUDONYM_KEY_FILE_ENV} or {path} to the server's key")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -19,10 +19,9 @@ from collections.abc import Callable
 _ID = re.compile(r"^[^\x00]{1,256}$")
 
 
-def contacts_app(ranker: Callable[[], object], changed: Callable[[], None] | None = None):
+def contacts_app(ranker: Callable[[], object]):
     """A Starlette app for the routes above; ``ranker()`` returns the service's
-    :class:`~callback_timing.online.OnlineRanker` (``None`` while it starts); ``changed()``
-    is called after an erasure (the dashboard then drops the contact's rows at once)."""
+    :class:`~callback_timing.online.OnlineRanker` (``None`` while it starts)."""
     import anyio
     from sqlalchemy.exc import SQLAlchemyError
     from starlette.applications import Starlette
@@ -48,14 +47,9 @@ def contacts_app(ranker: Callable[[], object], changed: Callable[[], None] | Non
     async def record(request):
         return await call(request, lambda s, cid: s.contact_record(cid))
 
-    def erased(service, contact_id: str) -> dict:
-        deleted = service.erase(contact_id)
-        if changed is not None:
-            changed()
-        return {"contact_id": contact_id, "erased": True, "deleted": deleted}
-
     async def erase(request):
-        return await call(request, erased)
+        return await call(request, lambda s, cid: {"contact_id": cid, "erased": True,
+                                                   "deleted": s.erase(cid)})
 
     async def opt_out(request):
         on = request.method == "POST"

@@ -75,12 +75,13 @@ class KpiSource:
         self._lock = threading.Lock()
         self._data: KpiData | None = None
         self._seqs = {"decisions": np.zeros(0, np.int64), "outcomes": np.zeros(0, np.int64)}
-        self._version: tuple[int, int] | None = None
+        self._version: tuple[int, int, str] | None = None
         self._fates: pd.DataFrame | None = None
         self._pages: dict = {}
         self._unsaved = 0
         self._saved_at = -float("inf")  # the first read is saved at once
         self._writer: threading.Thread | None = None
+        self._again = False  # a save came due while one was being written
         self._opened = False
         self._unchecked = False
         self._generation: str | None = None
@@ -128,10 +129,10 @@ class KpiSource:
         must not keep what was erased)."""
         gone = {}
         for table in self._seqs:
-            present = self._store.seqs(table)
+            present = self._store.rows_after(table, ("seq",))["seq"].to_numpy(np.int64)
             seen = self._seqs[table]
-            gone[table] = seen[~np.isin(seen, present)]
-            self._seqs[table] = seen[np.isin(seen, present)]
+            here = np.isin(seen, present)
+            gone[table], self._seqs[table] = seen[~here], seen[here]
         self._data.drop(gone["decisions"], gone["outcomes"])
         self._unsaved += self.snapshot_rows + 1  # due at once
 
@@ -172,20 +173,36 @@ class KpiSource:
         self._saved_at = time.monotonic()
 
     def _save_now_and_then(self) -> None:
+        """Save a snapshot when due (call with the lock held); while one is being written,
+        the writer saves again when it is done."""
         if self.snapshot_path is None or not self._unsaved:
             return
         due = (self._unsaved >= self.snapshot_rows
                or time.monotonic() - self._saved_at >= self.snapshot_seconds)
-        if not due or (self._writer is not None and self._writer.is_alive()):
+        if not due:
             return
+        if self._writer is not None and self._writer.is_alive():
+            self._again = True
+            return
+        self._writer = threading.Thread(target=self._write, args=(self._snapshot_arrays(),),
+                                        name="kpis-snapshot", daemon=True)
+        self._writer.start()
+
+    def _snapshot_arrays(self) -> dict[str, np.ndarray]:
         arrays = self._data.snapshot()
         arrays["store_id"] = np.array(self._store.store_id)
         arrays["generation"] = np.array(self._generation or "")
         arrays.update({f"seq.{t}": seen for t, seen in self._seqs.items()})
-        self._unsaved, self._saved_at = 0, time.monotonic()
-        self._writer = threading.Thread(target=_write_snapshot, name="kpis-snapshot",
-                                        args=(self.snapshot_path, arrays), daemon=True)
-        self._writer.start()
+        self._unsaved, self._saved_at, self._again = 0, time.monotonic(), False
+        return arrays
+
+    def _write(self, arrays: dict[str, np.ndarray]) -> None:
+        """The writer thread: the snapshot, then again while a save came due meanwhile (what
+        an erasure needs: no erased id left in the file)."""
+        while arrays is not None:
+            _write_snapshot(self.snapshot_path, arrays)
+            with self._lock:
+                arrays = self._snapshot_arrays() if self._again else None
 
     def wait_snapshot(self, timeout: float | None = None) -> None:
         """Wait for a snapshot being written (tests, benchmarks, a clean stop)."""

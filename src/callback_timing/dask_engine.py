@@ -121,11 +121,19 @@ class DistributedHistory:
     def leave_out(self, older_than: pd.Timestamp | None, forgotten: set[str] | None,
                   keys: list[bytes] | None) -> tuple[int, int, int]:
         """Drop, on the workers, the calls of forgotten (erased) contacts and the calls before
-        ``older_than`` (the retention); returns (forgotten, expired, left) call counts."""
+        ``older_than`` (the retention); returns (forgotten, expired, left) call counts. The
+        erased ids are found on the driver: the keys never leave it."""
         if older_than is None and not forgotten:
             return 0, 0, -1
-        futures = [self.client.submit(_leave_out_part, p, older_than, forgotten or set(),
-                                      keys or []) for p in self.parts]
+        erased: set[str] = set()
+        if forgotten:
+            from callback_timing.privacy import forgotten_ids
+
+            ids = self.client.gather([self.client.submit(_contact_ids, p) for p in self.parts])
+            erased = forgotten_ids(pd.Series(np.concatenate(ids) if ids else []), forgotten,
+                                   keys or [])
+        futures = [self.client.submit(_leave_out_part, p, older_than, erased)
+                   for p in self.parts]
         self.parts = [self.client.submit(_pick, f, 0) for f in futures]
         counts = np.asarray(self.client.gather([self.client.submit(_pick, f, 1)
                                                 for f in futures]), dtype=np.int64)
@@ -138,12 +146,13 @@ class DistributedHistory:
                           n_duplicates=self.n_duplicates, warnings=self.warnings)
 
 
-def _leave_out_part(frame: pd.DataFrame, older_than, forgotten: set[str],
-                    keys: list[bytes]) -> tuple[pd.DataFrame, tuple[int, int, int]]:
-    from callback_timing.privacy import forgotten_ids
+def _contact_ids(frame: pd.DataFrame) -> np.ndarray:
+    return pd.unique(frame["contact_id"].astype(str))
 
-    gone = frame["contact_id"].astype(str).isin(forgotten_ids(frame["contact_id"], forgotten,
-                                                              keys))
+
+def _leave_out_part(frame: pd.DataFrame, older_than, erased: set[str]
+                    ) -> tuple[pd.DataFrame, tuple[int, int, int]]:
+    gone = frame["contact_id"].astype(str).isin(erased)
     old = (pd.to_datetime(frame["called_at"], utc=True) < older_than
            if older_than is not None else pd.Series(False, index=frame.index)) & ~gone
     keep = ~(gone | old)

@@ -39,6 +39,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -232,9 +233,15 @@ class OnlineRanker:
                 self._cutoff = self.config.retention_cutoff()  # memory is kept within it
                 logger.warning("retention: the purge at start failed (%s); retried daily",
                                type(exc).__name__)
-        self._generation = self.store.generation()  # deletions seen (purges, erasures)
+        # deletions (purges, erasures) and opt-outs seen: instances on other machines are
+        # followed through these tokens at each sync, workers on this one by the beacon
+        self._tokens = self.store.privacy_tokens()
+        self._generation = self._tokens[0]
         self._rebuild_lock = threading.Lock()
         self._rebuild_queued = False
+        #: called after rows were deleted (the service lets its dashboard follow at once)
+        self.after_deletion: Callable[[], None] | None = None
+        self._keys = load_keys()  # a key problem shows at start, not in a ranking
         shared = self._shared_model()
         if shared is not None:  # a worker of this server reloaded from another folder
             self.settings.model_dir = shared
@@ -269,6 +276,8 @@ class OnlineRanker:
                       history=policy.history, priors=policy.priors)
         known = own["called_at"].max() if own is not None and len(own) else None
         calls = self.store.outcomes_after(0, called_after=known)
+        if len(calls) and self._cutoff is not None:  # a purge that failed: not in memory
+            calls = calls[calls["called_at"] >= self._cutoff]
         if len(calls):
             for p in (policy, desk):
                 p.add_calls(calls[_CALL_COLUMNS])
@@ -339,6 +348,12 @@ class OnlineRanker:
         if len(theirs):
             for p in (self.policy, self.desk):
                 p.add_calls(theirs[_CALL_COLUMNS])
+        try:
+            moved = self.store.privacy_tokens() != self._tokens  # another machine met a right
+        except sa_exc.SQLAlchemyError:
+            return
+        if moved:
+            self._privacy_changed()
 
     @property
     def model_version(self) -> str | None:
@@ -400,10 +415,8 @@ class OnlineRanker:
 
     # --- data protection -------------------------------------------------------------------
 
-    def _secret(self) -> list[bytes] | None:
-        """The pseudonymisation keys (current first), once there is a forget list to match."""
-        if self._keys is None and self._forgotten:
-            self._keys = load_keys()
+    def _secret(self) -> list[bytes]:
+        """The pseudonymisation keys (current first; loaded as the service starts)."""
         return self._keys
 
     def _objected(self, request):
@@ -413,7 +426,7 @@ class OnlineRanker:
         if not isinstance(contact, dict) or contact.get("opt_out"):
             return request
         cid = str(contact.get("contact_id"))
-        if cid in self._opted_out or is_forgotten(cid, self._forgotten, self._secret() or []):
+        if cid in self._opted_out or is_forgotten(cid, self._forgotten, self._keys):
             return {**request, "contact": {**contact, "opt_out": True}}
         return request
 
@@ -423,6 +436,7 @@ class OnlineRanker:
         changed = self.store.set_opt_out(contact_id, opted_out)
         with self._lock:
             (self._opted_out.add if opted_out else self._opted_out.discard)(contact_id)
+            self._tokens = self.store.privacy_tokens()
         self._privacy_beacon.ring()
         return changed
 
@@ -431,27 +445,39 @@ class OnlineRanker:
         pseudonym on the forget list (never profiled again, left out of ``train``), its calls
         taken out of the service's memory (rebuilt in the background: seconds). Returns the
         rows deleted per table."""
-        if self._keys is None:
-            self._keys = load_keys()
         digest = contact_hash(contact_id, self._keys[0])
+        self.flush()  # rankings of it still queued go to the log first, then are deleted
         counts = self.store.erase_contact(contact_id, digest)
         with self._lock:
             self._forgotten.add(digest)
             self._opted_out.discard(contact_id)
-        self._generation = self.store.generation()
+            self._tokens = self.store.privacy_tokens()
+            self._generation = self._tokens[0]
         self._privacy_beacon.ring()
         self._rebuild_soon()
+        self._deleted()
         return counts
+
+    def _deleted(self) -> None:
+        if self.after_deletion is not None:
+            try:
+                self.after_deletion()
+            except Exception:  # noqa: BLE001 - a follower must not fail the erasure
+                logger.exception("after a deletion: the follower failed")
 
     def purge(self, now: pd.Timestamp | None = None) -> dict:
         """Apply the retention as of ``now`` (default: the clock): the store's call-level
         data past ``retention.call_times_months`` deleted (aggregates kept) and the service's
         memory rebuilt without it."""
         done = self._purge_store(now)
-        self._generation = self.store.generation()
+        with self._lock:
+            self._tokens = self.store.privacy_tokens()
+            self._generation = self._tokens[0]
         if done["outcomes"] or done["decisions"] or self._memory_holds_older():
             self._privacy_beacon.ring()
             self._rebuild_soon(wait=True)
+        if done["outcomes"] or done["decisions"]:
+            self._deleted()
         return done
 
     def _purge_store(self, now: pd.Timestamp | None = None) -> dict:
@@ -485,15 +511,17 @@ class OnlineRanker:
     def _privacy_changed(self) -> None:
         """Another worker met a contact's right or purged: read the lists again, and build
         the state again when rows were deleted since this worker last looked."""
-        opted, forgotten = self.store.opted_out(), self.store.forgotten_hashes()
-        generation = self.store.generation()
-        with self._lock:
-            self._opted_out, self._forgotten = opted, forgotten
-        if generation != self._generation:
-            self._generation = generation
+        with self._lock:  # read and set together: a local change is not overwritten
+            self._tokens = self.store.privacy_tokens()
+            self._opted_out = self.store.opted_out()
+            self._forgotten = self.store.forgotten_hashes()
+            deleted = self._tokens[0] != self._generation
+            self._generation = self._tokens[0]
+        if deleted:
             if self.settings.purge:
                 self._cutoff = self.config.retention_cutoff()
             self._rebuild_soon()
+            self._deleted()
 
     def _rebuild_soon(self, wait: bool = False) -> None:
         """Build the state again from the current bundle and the store (what a reload does)
@@ -502,7 +530,14 @@ class OnlineRanker:
             with self._reload_lock:
                 with self._rebuild_lock:  # a change from now on needs another rebuild
                     self._rebuild_queued = False
-                self._install(self.policy.bundle)
+                try:
+                    self._install(self.policy.bundle)
+                    return
+                except Exception as exc:  # noqa: BLE001 - e.g. the store busy: try again
+                    logger.warning("rebuild after a deletion failed (%s): again in 30 s",
+                                   type(exc).__name__)
+            if not wait and not self._stop.wait(30):
+                self._rebuild_soon()
 
         if wait:
             rebuild()
@@ -518,7 +553,7 @@ class OnlineRanker:
         found, in plain words."""
         data = self.store.contact_data(contact_id)
         opted = contact_id in self._opted_out
-        forgotten = is_forgotten(contact_id, self._forgotten, self._secret() or [])
+        forgotten = is_forgotten(contact_id, self._forgotten, self._keys)
         with self._lock:
             answer = self.policy.rank([{"contact": {"contact_id": contact_id,
                                                     "opt_out": opted or forgotten},

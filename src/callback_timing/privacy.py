@@ -136,7 +136,7 @@ COLUMNS: dict[str, dict[str, tuple[str, bool]]] = {
 
 _RETENTION = {
     "outcomes": "{calls} months after the call (`called_at`), then deleted",
-    "decisions": "{calls} months after the ranking (`now`), then deleted",
+    "decisions": "{calls} months after the ranking (`decided_at`), then deleted",
     "opt_outs": "until the contact opts back in or is erased",
     "forgotten": "without limit (to keep honouring the erasure); holds no id in clear",
     "answer_patterns": "without limit (anonymised: no id of any kind)",

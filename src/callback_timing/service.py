@@ -275,11 +275,12 @@ _RANKER: dict = {}
 
 
 def _kpis_follow() -> None:
-    """Let the dashboard drop an erased contact's rows now (and save its snapshot again)."""
+    """Let the dashboard drop deleted rows now (an erasure, a purge; and save its snapshot
+    again)."""
     threading.Thread(target=_warm_kpis, name="kpis-after-erasure", daemon=True).start()
 
 
-@bentoml.asgi_app(contacts_app(lambda: _RANKER.get("ranker"), _kpis_follow), path="/contacts")
+@bentoml.asgi_app(contacts_app(lambda: _RANKER.get("ranker")), path="/contacts")
 @bentoml.asgi_app(dashboard_app(), path="/dashboard")
 @bentoml.asgi_app(kpis_app(KPIS), path="/kpis")
 @bentoml.service(name="callback_timing", workers=_workers(), traffic={"timeout": 60})
@@ -289,6 +290,7 @@ class CallbackTiming:
     def __init__(self) -> None:
         quiet_client_errors()
         self.ranker = OnlineRanker(ServeSettings.from_env())
+        self.ranker.after_deletion = _kpis_follow
         _RANKER["ranker"] = self.ranker
         threading.Thread(target=_warm_kpis, name="kpis-warm-up", daemon=True).start()
 

@@ -250,12 +250,13 @@ class OutcomeStore:
                                  f"{SCHEMA_VERSION}: upgrade callback-timing")
             elif int(found) < SCHEMA_VERSION:
                 self._upgrade(conn, int(found))
-        with self.engine.begin() as conn:  # a store made before store ids gets one now
-            if conn.execute(sa.select(meta.c.value).where(meta.c.key == "store_id")
-                            ).scalar() is None:
-                conn.execute(self._insert(meta).on_conflict_do_nothing(index_elements=["key"])
-                             if self.dialect in ("sqlite", "postgresql") else meta.insert(),
-                             {"key": "store_id", "value": uuid.uuid4().hex})
+        with self.engine.begin() as conn:  # a store made before these rows gets them now
+            for key in ("store_id", "generation", "opt_outs"):
+                if conn.execute(sa.select(meta.c.value).where(meta.c.key == key)
+                                ).scalar() is None:
+                    conn.execute(self._insert(meta).on_conflict_do_nothing(
+                        index_elements=["key"]) if self.dialect in ("sqlite", "postgresql")
+                        else meta.insert(), {"key": key, "value": uuid.uuid4().hex})
             self.store_id = conn.execute(sa.select(meta.c.value)
                                          .where(meta.c.key == "store_id")).scalar_one()
 
@@ -271,7 +272,12 @@ class OutcomeStore:
                 col = metadata.tables[table].c[column]
                 kind = col.type.compile(dialect=self.engine.dialect)
                 guard = "IF NOT EXISTS " if self.dialect == "postgresql" else ""  # two servers
-                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {guard}{column} {kind}")
+                try:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {guard}{column} "
+                                         f"{kind}")
+                except sa.exc.OperationalError as exc:  # SQLite: another server was first
+                    if "duplicate column" not in str(exc.orig):
+                        raise
         conn.execute(meta.update().where(meta.c.key == "schema_version")
                      .values(value=str(SCHEMA_VERSION)))
         logger.info("outcome store: schema version %d -> %d", found, SCHEMA_VERSION)
@@ -404,23 +410,19 @@ class OutcomeStore:
         with self.engine.connect() as conn:
             return self._generation(conn)
 
-    def _new_generation(self, conn) -> None:
-        token = uuid.uuid4().hex
-        if conn.execute(meta.update().where(meta.c.key == "generation")
-                        .values(value=token)).rowcount == 0:
-            conn.execute(meta.insert().values(key="generation", value=token))
+    @staticmethod
+    def _new_token(conn, key: str = "generation") -> None:
+        conn.execute(meta.update().where(meta.c.key == key).values(value=uuid.uuid4().hex))
 
-    def seqs(self, table: str) -> np.ndarray:
-        """Every sequence number of the ``outcomes`` or ``decisions`` table, sorted."""
-        t = {"outcomes": outcomes, "decisions": decisions}[table]
+    _new_generation = _new_token
+
+    def privacy_tokens(self) -> tuple[str, str]:
+        """The deletion generation and a token that changes with every opt-out or opt-in:
+        what instances on other machines compare to follow them."""
         with self.engine.connect() as conn:
-            cursor = conn.connection.dbapi_connection.cursor()
-            try:
-                cursor.execute(f"SELECT seq FROM {t.name} ORDER BY seq")
-                rows = cursor.fetchall()
-            finally:
-                cursor.close()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            rows = dict(conn.execute(sa.select(meta.c.key, meta.c.value).where(
+                meta.c.key.in_(("generation", "opt_outs")))).all())
+        return rows.get("generation", ""), rows.get("opt_outs", "")
 
     # --- data protection: retention, erasure, opt-out --------------------------------------
 
@@ -429,38 +431,33 @@ class OutcomeStore:
 
     def purge(self, cutoff: pd.Timestamp) -> dict:
         """Delete the call-level data older than ``cutoff`` (UTC): outcomes called before it,
-        rankings made before it, in transactions of :attr:`purge_batch` rows. Purged calls
-        are added to :data:`answer_patterns` (anonymised, kept) in the transaction that
-        deletes them. Returns the counts (``patterns``: aggregate rows written, per batch)."""
+        rankings the service made before it (``decided_at``: its own clock), in transactions
+        of :attr:`purge_batch` rows. The calls a transaction deletes (``RETURNING``: what it
+        really deleted, whoever else purges at the same time) are added to
+        :data:`answer_patterns` (anonymised, kept) in it. Returns the counts (``patterns``:
+        aggregate rows written, per batch)."""
         cut = _naive_utc_one(pd.Timestamp(cutoff))
         counts = {"outcomes": 0, "decisions": 0, "patterns": 0}
         for name, table, when in (("outcomes", outcomes, outcomes.c.called_at),
-                                  ("decisions", decisions, decisions.c.now)):
+                                  ("decisions", decisions, decisions.c.decided_at)):
+            batch = (sa.select(table.c.seq).where(when < cut).order_by(table.c.seq)
+                     .limit(self.purge_batch).scalar_subquery())
+            kept = ((outcomes.c.called_at, outcomes.c.timezone, outcomes.c.country,
+                     outcomes.c.industry, outcomes.c.answered) if name == "outcomes"
+                    else (table.c.seq,))
             while True:
                 with self.engine.begin() as conn:
-                    if name == "outcomes":
-                        rows = conn.execute(
-                            sa.select(outcomes.c.seq, outcomes.c.called_at,
-                                      outcomes.c.timezone, outcomes.c.country,
-                                      outcomes.c.industry, outcomes.c.answered)
-                            .where(when < cut).order_by(outcomes.c.seq)
-                            .limit(self.purge_batch)).fetchall()
-                        seqs = [r[0] for r in rows]
-                        groups = _patterns(pd.DataFrame(
-                            [r[1:] for r in rows], columns=["called_at", "timezone", "country",
-                                                            "industry", "answered"]))
-                        if groups:
-                            conn.execute(self._add_patterns(), groups)
-                        counts["patterns"] += len(groups)
-                    else:
-                        seqs = list(conn.execute(sa.select(table.c.seq).where(when < cut)
-                                                 .order_by(table.c.seq)
-                                                 .limit(self.purge_batch)).scalars())
-                    if not seqs:
+                    rows = conn.execute(sa.delete(table).where(table.c.seq.in_(batch))
+                                        .returning(*kept)).fetchall()
+                    if not rows:
                         break
-                    conn.execute(sa.delete(table).where(table.c.seq.in_(seqs)))
+                    if name == "outcomes":
+                        groups = _patterns(pd.DataFrame(rows, columns=[
+                            "called_at", "timezone", "country", "industry", "answered"]))
+                        conn.execute(self._add_patterns(), groups)
+                        counts["patterns"] += len(groups)
                     self._new_generation(conn)
-                    counts[name] += len(seqs)
+                    counts[name] += len(rows)
         return {"cutoff": pd.Timestamp(cut, tz="UTC"), **counts}
 
     def _add_patterns(self):
@@ -498,15 +495,19 @@ class OutcomeStore:
         changed anything."""
         with self.engine.begin() as conn:
             if not opted_out:
-                return conn.execute(sa.delete(opt_outs).where(
+                changed = conn.execute(sa.delete(opt_outs).where(
                     opt_outs.c.contact_id == contact_id)).rowcount > 0
-            stmt = self._insert(opt_outs)
-            if self.dialect in ("sqlite", "postgresql"):
-                stmt = stmt.on_conflict_do_nothing(index_elements=["contact_id"])
-            # what was inserted, from RETURNING: a driver's rowcount is not reliable here
-            return conn.execute(stmt.returning(opt_outs.c.contact_id), {
-                "contact_id": contact_id,
-                "since": _naive_utc_one(pd.Timestamp.now(tz="UTC"))}).first() is not None
+            else:
+                stmt = self._insert(opt_outs)
+                if self.dialect in ("sqlite", "postgresql"):
+                    stmt = stmt.on_conflict_do_nothing(index_elements=["contact_id"])
+                # what was inserted, from RETURNING: a driver's rowcount is not reliable here
+                changed = conn.execute(stmt.returning(opt_outs.c.contact_id), {
+                    "contact_id": contact_id,
+                    "since": _naive_utc_one(pd.Timestamp.now(tz="UTC"))}).first() is not None
+            if changed:
+                self._new_token(conn, "opt_outs")
+            return changed
 
     def opted_out(self) -> set[str]:
         """The contact ids that opted out of AI timing."""
