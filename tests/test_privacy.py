@@ -409,3 +409,56 @@ def test_an_instance_on_another_machine_follows_through_the_store(tmp_path, bund
         time.sleep(0.1)
     a.close()
     b.close()
+
+
+# --- export: the store as a call history, within retention and erasures ---------------------
+
+def test_export_writes_the_store_as_a_clean_call_history(tmp_path, bundle_dir, monkeypatch):
+    from callback_timing.data import load_history
+
+    monkeypatch.setenv("CALLBACK_TIMING_PSEUDONYM_KEY", "test-key")
+    db = tmp_path / "o.db"
+    ranker = _ranker(tmp_path, bundle_dir, purge=False)
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    asked = [{"request_id": f"r-{i}", "contact": {"contact_id": f"c-{i:04d}",
+                                                   "timezone": "Europe/Warsaw"},
+              "now": (now - pd.Timedelta(days=3)).isoformat()} for i in range(4)]
+    answers = ranker.rank(asked)
+    old = (now - pd.DateOffset(months=13)).isoformat()
+    ranker.outcomes([
+        {"call_id": "k-0", "request_id": "r-0", "contact_id": "c-0000", "attempt": 1,
+         "called_at": answers[0]["windows"][0]["start"], "outcome": "answered"},
+        {"call_id": "k-1", "request_id": "r-1", "contact_id": "c-0001", "attempt": 1,
+         "called_at": answers[1]["windows"][0]["start"], "outcome": "no_answer",
+         "requested_at": (now - pd.Timedelta(days=4)).isoformat()},
+        {"call_id": "k-2", "request_id": "r-2", "contact_id": "c-0002",
+         "called_at": answers[2]["windows"][0]["start"], "outcome": "busy"},
+        {"call_id": "k-old", "contact_id": "c-0003", "called_at": old, "outcome": "answered"},
+    ])
+    ranker.flush()
+    ranker.erase("c-0002")
+    ranker.outcomes([{"call_id": "k-3", "contact_id": "c-0002", "outcome": "no_answer",
+                      "called_at": (now - pd.Timedelta(days=1)).isoformat()}])  # after it
+    ranker.close()
+    env = {"PATH": "/usr/bin:/bin", "CALLBACK_TIMING_PSEUDONYM_KEY": "test-key",
+           "CALLBACK_TIMING_HOME": str(tmp_path / "home"), "HOME": str(tmp_path),
+           "COLUMNS": "200"}  # the retention on
+    out = tmp_path / "export" / "calls.csv"
+    run = subprocess.run([CLI, "export", "--db", str(db), "--out", str(out)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert " ".join(run.stdout.split()).startswith(
+        f"exported 2 calls of 2 contacts to {out} (left out: 1 past the retention of 12 "
+        "months, 1 of erased contacts)")  # c-0002: its calls since; the rest went with it
+    calls = pd.read_csv(out).set_index("call_id")
+    assert list(calls.index) == ["k-0", "k-1"] or list(calls.index) == ["k-1", "k-0"]
+    assert set(calls.columns) >= {"contact_id", "called_at", "outcome", "arm", "propensity"}
+    assert calls.loc["k-0", "arm"] == answers[0]["arm"]
+    # requested_at: the call's own, else the request's first ranking
+    assert pd.Timestamp(calls.loc["k-1", "requested_at"]) == now - pd.Timedelta(days=4)
+    assert pd.Timestamp(calls.loc["k-0", "requested_at"]) == now - pd.Timedelta(days=3)
+    loaded = load_history(out, key=b"test-key")  # the contract's schema: nothing rejected
+    assert len(loaded.calls) == 2 and not len(loaded.rejects)
+    missing = subprocess.run([CLI, "export", "--db", str(tmp_path / "none.db"), "--out", "x"],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "no outcome store" in missing.stderr

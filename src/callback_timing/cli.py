@@ -508,7 +508,7 @@ def _serve_with_traffic(history: Path, model: Path, port: int, days: int, per_da
 
 def _register_policy_commands() -> None:
     from callback_timing.cli_policy import evaluate_cmd, rank_cmd, schedule_cmd
-    from callback_timing.cli_privacy import purge_cmd, register_cmd
+    from callback_timing.cli_privacy import export_cmd, purge_cmd, register_cmd
     from callback_timing.cli_serve import roi_cmd, serve_cmd
 
     app.command("rank")(rank_cmd)
@@ -516,6 +516,7 @@ def _register_policy_commands() -> None:
     app.command("roi")(roi_cmd)
     app.command("purge")(purge_cmd)
     app.command("register")(register_cmd)
+    app.command("export")(export_cmd)
     app.command("schedule")(schedule_cmd)
     app.command("evaluate")(evaluate_cmd)
 

@@ -1,5 +1,5 @@
-"""Data-protection commands: ``purge`` (storage limitation) and ``register`` (the record of
-processing)."""
+"""Data-protection commands: ``purge`` (storage limitation), ``register`` (the record of
+processing) and ``export`` (the store as a call history, within retention and erasures)."""
 
 from __future__ import annotations
 
@@ -82,3 +82,33 @@ def register_cmd(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     console.print(f"wrote {out}", highlight=False)
+
+
+def export_cmd(
+    out: Annotated[Path, typer.Option(help="The call history to write (.csv or .parquet).")],
+    db: Annotated[str, typer.Option(help="Outcome store: a SQLite file or a SQLAlchemy URL.")
+                  ] = config.db_path(),
+) -> None:
+    """Export the outcome store as a call history in the contract's schema (plus arm and
+    propensity of each call's request from the decision log), for retraining; calls past the
+    retention and those of erased contacts are left out."""
+    from callback_timing.cli import console
+    from callback_timing.contacts import load_keys
+    from callback_timing.export import export_history
+    from callback_timing.policy_config import load_policy_config
+    from callback_timing.store import OutcomeStore
+
+    if "://" not in db and not Path(db).is_file():
+        raise ConfigError(f"--db: no outcome store at {db}")
+    cfg = load_policy_config()
+    cutoff = cfg.retention_cutoff() if config.retention_on() else None
+    store = OutcomeStore(db)
+    try:
+        keys = load_keys(create=False) if store.forgotten_hashes() else None
+        done = export_history(store, out, cutoff, keys)
+    finally:
+        store.close()
+    console.print(f"exported {done.calls:,} calls of {done.contacts:,} contacts to {done.path}"
+                  f" (left out: {done.expired:,} past the retention of "
+                  f"{cfg.retention_call_months} months, {done.erased:,} of erased contacts)",
+                  highlight=False, soft_wrap=True)
