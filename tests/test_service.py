@@ -476,5 +476,12 @@ def test_kpis_follow_rankings_and_outcomes_and_the_dashboard_is_served(client):
     assert moved.status_code == 307 and moved.headers["location"] == "/dashboard/"
     page = client.get("/dashboard/")
     assert page.status_code == 200 and '<script src="plotly.min.js">' in page.text
+    # monitoring: the model's calibration and the traffic's drift, as JSON
+    monitor = client.get("/monitor", params={"days": "30"}).json()
+    assert monitor["days"] == 30 and monitor["model_version"] == "v1"
+    assert monitor["rankings"] >= 1 and set(monitor) >= {"calibration", "drift", "fallbacks",
+                                                          "psi", "alerts"}
+    assert client.get("/monitor", params={"days": "-1"}).json() == {
+        "error": "days: a number of days from 0 to 366, not '-1'"}
     script = client.get("/dashboard/plotly.min.js")
     assert script.status_code == 200 and "plotly" in script.text[:2000].lower()

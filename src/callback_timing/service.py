@@ -48,6 +48,7 @@ from callback_timing.http_models import (
     ReloadRequest,
     ReloadResponse,
 )
+from callback_timing.monitor import monitor_app
 from callback_timing.online import OnlineRanker, ServeSettings
 from callback_timing.policy import ModelUnavailable
 from callback_timing.rank_requests import RankRequestError
@@ -149,8 +150,8 @@ class Guard:
             return await RedirectResponse("/")(scope, receive, send)
         if path == "/dashboard":  # the page's relative links need the slash
             return await RedirectResponse("/dashboard/")(scope, receive, send)
-        if path == "/kpis":
-            scope = {**scope, "path": "/kpis/", "raw_path": b"/kpis/"}
+        if path in ("/kpis", "/monitor"):  # the mounted apps answer at their root
+            scope = {**scope, "path": path + "/", "raw_path": (path + "/").encode()}
         if path == "/info" and scope["method"] == "GET":  # BentoML's APIs are POST only
             scope = {**scope, "method": "POST",
                      "headers": [(b"content-type", b"application/json")]}
@@ -280,6 +281,7 @@ def _kpis_follow() -> None:
     threading.Thread(target=_warm_kpis, name="kpis-after-erasure", daemon=True).start()
 
 
+@bentoml.asgi_app(monitor_app(lambda: _RANKER.get("ranker")), path="/monitor")
 @bentoml.asgi_app(contacts_app(lambda: _RANKER.get("ranker")), path="/contacts")
 @bentoml.asgi_app(dashboard_app(), path="/dashboard")
 @bentoml.asgi_app(kpis_app(KPIS), path="/kpis")
