@@ -20,10 +20,11 @@ def _ranking(rid, at, p=None, source="model", arm="model", reason=None, policy="
             "explored": False, "decided_at": at, "p_answer": p}
 
 
-def _call(rid, at, answered, industry="it", country="PL"):
+def _call(rid, at, answered, industry="it", country="PL", asked=None):
     return {"call_id": f"{rid}@{at}", "contact_id": f"c-{rid}", "request_id": rid,
             "called_at": pd.Timestamp(at), "outcome": "answered" if answered else "no_answer",
-            "timezone": "Europe/Warsaw", "country": country, "industry": industry}
+            "timezone": "Europe/Warsaw", "country": country, "industry": industry,
+            "requested_at": pd.Timestamp(asked or at)}
 
 
 @pytest.fixture
@@ -54,9 +55,9 @@ def store():
 
 def test_the_report_measures_calibration_drift_and_fallbacks(store, caplog):
     reference = pd.DataFrame([_call(f"h{i}", NOW - pd.Timedelta(days=90, hours=i % 9), True)
-                              for i in range(50)])  # all "it", at other hours
+                              for i in range(50)])  # all "it", requested at other hours
     with caplog.at_level(logging.WARNING, logger="callback_timing.monitor"):
-        report = monitor_report(store, reference, days=14, now=NOW)
+        report = monitor_report(store, reference, days=14, now=NOW, min_sample=10)
     cal = report["calibration"]
     assert cal["n"] == 40 and cal["bins"] == [{"predicted": pytest.approx(0.2),
                                                "observed": pytest.approx(0.4), "n": 40}]
@@ -69,13 +70,22 @@ def test_the_report_measures_calibration_drift_and_fallbacks(store, caplog):
     assert report["fallbacks"] == {"share": pytest.approx(10 / 50),
                                    "reasons": {"no model loaded": 10}}
     assert report["psi"]["industry"] > 0.25  # retail appeared
+    # requested at 02:00-03:00 in Warsaw now, at 02:00 only in the fortnight before
+    assert report["psi"]["request_hour"] > 0.25
     assert any(a.startswith("calibration: expected calibration error 0.200") for a in
                report["alerts"])
     assert any("population stability index of industry" in a for a in report["alerts"])
     assert [r.getMessage() for r in caplog.records] == [f"monitor: {a}"
                                                         for a in report["alerts"]]
+    stored = store.outcomes_after(0)
+    recent = stored[stored["called_at"] >= NOW - pd.Timedelta(days=14)]
+    same = monitor_report(store, recent, days=14, now=NOW, min_sample=10)  # against itself
+    assert (same["psi"]["industry"], same["psi"]["country"]) == (0.0, 0.0)
+    bundle_like = monitor_report(store, reference.drop(columns="requested_at"), days=14,
+                                 now=NOW, min_sample=10)  # a bundle's history: no requested_at
+    assert set(bundle_like["psi"]) == {"industry", "country", "request_hour"}
     quiet = monitor_report(store, None, days=14, now=NOW, thresholds={"ece": 0.5})
-    assert quiet["alerts"] == [] and quiet["psi"] == {}
+    assert quiet["alerts"] == [] and quiet["psi"] == {}  # samples under 200: no PSI
 
 
 def test_psi_is_zero_for_the_same_shares_and_grows_with_the_shift():

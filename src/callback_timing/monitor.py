@@ -9,8 +9,10 @@ drifted, how often do the rules answer instead?
 - ``drift``: the answer rate per industry and per country, this period against the one
   before;
 - ``fallbacks``: the share of rankings meant for the model that the rules answered, and why;
-- ``psi``: the population stability index of the calls' industry, country and contact-local
-  hour against a reference (the model's training history);
+- ``psi``: the population stability index of the calls' industry and country against a
+  reference (the model's training history), and of the contact-local hour the callbacks
+  were requested at (not the hours called at: the policy chooses those) against the period
+  before;
 - ``alerts``: what passed its threshold (``ece``, ``psi``), also logged as warnings.
 
 >>> round(psi(pd.Series(["a", "a", "b"]), pd.Series(["a", "b", "b"])), 3)
@@ -45,17 +47,26 @@ def psi(reference: pd.Series, recent: pd.Series, floor: float = 1e-4) -> float:
     return float(((r - e) * np.log(r / e)).sum())
 
 
-def _local_hour(calls: pd.DataFrame) -> pd.Series:
-    at = pd.to_datetime(calls["called_at"], utc=True)
-    minute, _ = fp.local_parts(utc_ns_of(at), calls["timezone"].fillna("UTC").to_numpy(object))
-    return pd.Series(minute // 60, index=calls.index)
+def _request_hour(calls: pd.DataFrame) -> pd.Series:
+    """The contact-local hour at which each callback was requested (one per request): an
+    input the policy does not choose, unlike the hours it calls at."""
+    if "requested_at" not in calls:  # a model bundle's history does not keep it
+        return pd.Series([], dtype=float)
+    asked = calls[calls["requested_at"].notna()]
+    if "request_id" in asked:
+        asked = asked[asked["request_id"].isna() | ~asked["request_id"].duplicated()]
+    at = pd.to_datetime(asked["requested_at"], utc=True)
+    minute, _ = fp.local_parts(utc_ns_of(at), asked["timezone"].fillna("UTC").to_numpy(object))
+    return pd.Series(minute // 60, index=asked.index)
 
 
 def monitor_report(store, reference: pd.DataFrame | None = None, days: float = 14.0,
                    now: pd.Timestamp | None = None, bins: int = 10,
-                   thresholds: dict | None = None) -> dict:
+                   thresholds: dict | None = None, min_sample: int = 200) -> dict:
     """The monitoring report of the last ``days`` before ``now`` (see the module docstring);
-    ``reference``: clean calls to compare the traffic with (``None``: no PSI)."""
+    ``reference``: clean calls to compare the traffic with (``None``: none for industry and
+    country). A PSI is given only when both samples hold ``min_sample`` values at least (a
+    small sample's PSI is noise)."""
     limits = {**THRESHOLDS, **(thresholds or {})}
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
     since, before = now - pd.Timedelta(days=days), now - pd.Timedelta(days=2 * days)
@@ -107,11 +118,16 @@ def monitor_report(store, reference: pd.DataFrame | None = None, days: float = 1
                                        fell["fallback_reason"].value_counts().items()}}
 
     report["psi"] = {}
-    if reference is not None and len(reference) and len(recent):
+    enough = min(len(recent), len(reference) if reference is not None else 0) >= min_sample
+    if enough:
         for key in ("industry", "country"):
             report["psi"][key] = psi(reference[key].fillna("unknown").astype(str),
                                      recent[key].fillna("unknown").astype(str))
-        report["psi"]["local_hour"] = psi(_local_hour(reference), _local_hour(recent))
+    # the hours callbacks are asked for: against the period before (a model's history does
+    # not keep requested_at)
+    hours = _request_hour(previous), _request_hour(recent)
+    if min(len(h) for h in hours) >= min_sample:
+        report["psi"]["request_hour"] = psi(*hours)
 
     alerts = []
     if calibration["ece"] is not None and calibration["ece"] > limits["ece"]:
