@@ -101,3 +101,29 @@ def test_an_empty_store_reports_nothing_to_measure():
     report = monitor_report(OutcomeStore("sqlite://"), None, now=NOW)
     assert report["calls"] == 0 and report["calibration"] == {"n": 0, "ece": None, "bins": []}
     assert report["fallbacks"]["share"] is None and report["alerts"] == []
+
+
+def test_the_monitoring_section_of_the_policy_file(tmp_path):
+    from starlette.testclient import TestClient
+
+    from callback_timing.monitor import monitor_app
+    from callback_timing.online import OnlineRanker, ServeSettings
+    from callback_timing.policy_config import load_policy_config
+    from callback_timing.schema import ConfigError
+
+    rules = tmp_path / "policy.yaml"
+    rules.write_text("monitoring: {days: 7, ece_alert: 0.01, psi_alert: 0.1, min_sample: 50}\n")
+    cfg = load_policy_config(rules)
+    assert (cfg.monitor_days, cfg.monitor_ece_alert, cfg.monitor_psi_alert,
+            cfg.monitor_min_sample) == (7, 0.01, 0.1, 50)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("monitoring: {days: 0}\n")
+    with pytest.raises(ConfigError, match="monitoring.days"):
+        load_policy_config(bad)
+    ranker = OnlineRanker(ServeSettings(model_dir=None, db=str(tmp_path / "o.db"),
+                                        rules_path=rules, watch_seconds=0, purge=False))
+    client = TestClient(monitor_app(lambda: ranker))
+    assert client.get("/").json()["days"] == 7  # the policy file's default period
+    assert client.get("/", params={"days": "30"}).json()["days"] == 30
+    assert client.get("/", params={"days": "x"}).status_code == 400
+    ranker.close()

@@ -150,7 +150,8 @@ def _num(value) -> float | None:
 def monitor_app(ranker):
     """A Starlette app answering ``GET /`` (mounted at ``/monitor``) with
     :func:`monitor_report` of the service's store, the model's training history as the
-    reference; query parameter ``days`` (default 14)."""
+    reference, the thresholds of ``policy.yaml``'s ``monitoring`` section; query parameter
+    ``days`` (default: ``monitoring.days``)."""
     import anyio
     from sqlalchemy.exc import SQLAlchemyError
     from starlette.applications import Starlette
@@ -158,7 +159,12 @@ def monitor_app(ranker):
     from starlette.routing import Route
 
     async def monitor(request):
-        raw = request.query_params.get("days", "14")
+        service = ranker()
+        if service is None:
+            return JSONResponse({"error": "the service is starting: try again"},
+                                status_code=503)
+        cfg = service.config
+        raw = request.query_params.get("days", f"{cfg.monitor_days:g}")
         try:
             days = float(raw)
         except ValueError:
@@ -166,15 +172,12 @@ def monitor_app(ranker):
         if not 0 < days <= 366:
             return JSONResponse({"error": f"days: a number of days from 0 to 366, not "
                                           f"{raw[:20]!r}"}, status_code=400)
-        service = ranker()
-        if service is None:
-            return JSONResponse({"error": "the service is starting: try again"},
-                                status_code=503)
         bundle = service.policy.bundle
         reference = bundle.history if bundle is not None else None
         try:
-            report = await anyio.to_thread.run_sync(
-                lambda: monitor_report(service.store, reference, days=days))
+            report = await anyio.to_thread.run_sync(lambda: monitor_report(
+                service.store, reference, days=days, min_sample=cfg.monitor_min_sample,
+                thresholds={"ece": cfg.monitor_ece_alert, "psi": cfg.monitor_psi_alert}))
         except SQLAlchemyError as exc:
             return JSONResponse({"error": f"the outcome store is unavailable "
                                           f"({type(exc).__name__}); try again"},

@@ -115,6 +115,10 @@ class PolicyConfig:
     retention_call_months: int = 12
     retention_phone_months: int = 24
     purge_hour_utc: int = 3
+    monitor_days: float = 14.0
+    monitor_ece_alert: float = 0.05
+    monitor_psi_alert: float = 0.25
+    monitor_min_sample: int = 200
 
     def retention_cutoff(self, now: pd.Timestamp | None = None) -> pd.Timestamp:
         """The instant before which call-level data is deleted: ``now`` (UTC) minus
@@ -212,7 +216,7 @@ def load_policy_config(path: str | Path | None = None) -> PolicyConfig:
             raise ConfigError(f"rules file not found: {path}")
         data = _merge(data, _read_yaml(path.read_text("utf-8"), str(path)))
     known = {"calling_hours", "holidays", "attempts", "urgency", "windows", "horizon",
-             "exploration", "model", "default_timezone", "retention"}
+             "exploration", "model", "default_timezone", "retention", "monitoring"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in the rules "
@@ -254,6 +258,10 @@ def _build(data: dict) -> PolicyConfig:
               for k, default in (("call_times_months", 12), ("phone_numbers_months", 24))}
     if min(months.values()) < 1:
         raise ConfigError("retention: keep data at least 1 month")
+    watch = data.get("monitoring") or {}
+    monitor_days = _positive(watch.get("days", 14), "monitoring.days")
+    if not 0 < monitor_days <= 366:
+        raise ConfigError("monitoring.days: from 0 to 366 days")
     zone = str(data.get("default_timezone", "UTC"))
     from callback_timing.contacts import is_valid_zone
 
@@ -287,4 +295,9 @@ def _build(data: dict) -> PolicyConfig:
         retention_call_months=months["call_times_months"],
         retention_phone_months=months["phone_numbers_months"],
         purge_hour_utc=purge_hour,
+        monitor_days=monitor_days,
+        monitor_ece_alert=_positive(watch.get("ece_alert", 0.05), "monitoring.ece_alert"),
+        monitor_psi_alert=_positive(watch.get("psi_alert", 0.25), "monitoring.psi_alert"),
+        monitor_min_sample=int(_positive(watch.get("min_sample", 200), "monitoring.min_sample",
+                                         True)),
     )
