@@ -315,7 +315,7 @@ def _retention():
     from callback_timing.policy_config import load_policy_config
 
     cfg = load_policy_config()
-    return (cfg.retention_cutoff() if config.retention_on() else None), cfg.retention_call_months
+    return cfg.active_cutoff(), cfg.retention_call_months
 
 
 def _forget_list(db: str) -> set[str]:

@@ -101,7 +101,7 @@ def export_cmd(
     if "://" not in db and not Path(db).is_file():
         raise ConfigError(f"--db: no outcome store at {db}")
     cfg = load_policy_config()
-    cutoff = cfg.retention_cutoff() if config.retention_on() else None
+    cutoff = cfg.active_cutoff()
     store = OutcomeStore(db)
     try:
         keys = load_keys(create=False) if store.forgotten_hashes() else None

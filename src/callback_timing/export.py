@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from callback_timing.privacy import forgotten_ids
+from callback_timing.privacy import forgotten_mask
 from callback_timing.schema import ConfigError
 
 #: the exported columns: the contract's (but ``phone``: never stored), then the decision log's
@@ -50,8 +50,7 @@ def history_of(store, cutoff: pd.Timestamp | None, keys: list[bytes] | None) -> 
         if not keys:
             raise ConfigError("the store has erased contacts: the pseudonymisation key is "
                               "needed to leave them out")
-        gone = calls["contact_id"].astype(str).isin(
-            forgotten_ids(calls["contact_id"], forgotten, keys))
+        gone = forgotten_mask(calls["contact_id"], forgotten, keys)
         erased = int(gone.sum())
         calls = calls[~gone]
     log = store.rows_after("decisions", ("seq", "request_id", "arm", "propensity",

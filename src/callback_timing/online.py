@@ -115,8 +115,7 @@ class ServeSettings:
                    control_share=number("CALLBACK_TIMING_CONTROL_SHARE", 0.10),
                    rules_path=path("CALLBACK_TIMING_RULES"),
                    rules_table_path=path("CALLBACK_TIMING_RULES_TABLE"),
-                   watch_seconds=number("CALLBACK_TIMING_WATCH_SECONDS", 5.0),
-                   purge=defaults.retention_on())
+                   watch_seconds=number("CALLBACK_TIMING_WATCH_SECONDS", 5.0))
 
 
 
@@ -269,7 +268,7 @@ class OnlineRanker:
         """The policy of ``bundle``, the control arm's desk, both with every stored outcome
         after the bundle's history added, and those outcomes."""
         own = bundle.history if bundle is not None else None
-        history = (lawful_history(own, self._cutoff, self._forgotten, self._secret())
+        history = (lawful_history(own, self._cutoff, self._forgotten, self._keys)
                    if own is not None else None)
         policy = Policy(bundle, config=self.config, rules=self.rules, history=history)
         desk = Policy(None, config=desk_config(self.config), rules=self.rules,
@@ -414,10 +413,6 @@ class OnlineRanker:
         return out
 
     # --- data protection -------------------------------------------------------------------
-
-    def _secret(self) -> list[bytes]:
-        """The pseudonymisation keys (current first; loaded as the service starts)."""
-        return self._keys
 
     def _objected(self, request):
         """The request as ranked: an opted-out or erased contact gets a traditional callback

@@ -120,6 +120,13 @@ class PolicyConfig:
     monitor_psi_alert: float = 0.25
     monitor_min_sample: int = 200
 
+    def active_cutoff(self) -> pd.Timestamp | None:
+        """:meth:`retention_cutoff` as of now, or ``None`` when ``CALLBACK_TIMING_PURGE=0``
+        turns the retention off (replays of old data)."""
+        from callback_timing import config
+
+        return self.retention_cutoff() if config.retention_on() else None
+
     def retention_cutoff(self, now: pd.Timestamp | None = None) -> pd.Timestamp:
         """The instant before which call-level data is deleted: ``now`` (UTC) minus
         ``retention.call_times_months`` calendar months (a month end stays a month end).

@@ -17,7 +17,6 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 import pandas as pd
@@ -29,8 +28,7 @@ def contact_hash(contact_id: str, key: bytes) -> str:
     """The keyed pseudonym of a contact id (what the forget list holds): the same as
     :func:`~callback_timing.contacts.pseudonymise`, for one id (a few microseconds: it runs
     per ranked request once the forget list is not empty)."""
-    digest = hmac.new(key, str(contact_id).encode(), hashlib.sha256).hexdigest()
-    return digest[:PSEUDONYM_HEX_CHARS]
+    return hmac.digest(key, str(contact_id).encode(), "sha256").hex()[:PSEUDONYM_HEX_CHARS]
 
 
 def is_forgotten(contact_id: str, forgotten: set[str], keys: list[bytes]) -> bool:
@@ -51,6 +49,15 @@ def forgotten_ids(contact_ids: pd.Series, forgotten: set[str], keys: list[bytes]
     return set(ids[hit])
 
 
+def forgotten_mask(contact_ids: pd.Series, forgotten: set[str] | None,
+                   keys: list[bytes] | None) -> pd.Series:
+    """Which rows of ``contact_ids`` belong to an erased contact (a boolean Series on the same
+    index)."""
+    if not forgotten or not keys:
+        return pd.Series(False, index=contact_ids.index)
+    return contact_ids.astype(str).isin(forgotten_ids(contact_ids, forgotten, keys))
+
+
 def lawful_history(history: pd.DataFrame, cutoff: pd.Timestamp | None,
                    forgotten: set[str], keys: list[bytes] | None) -> pd.DataFrame:
     """``history`` without calls before ``cutoff`` and without the calls of forgotten
@@ -60,9 +67,7 @@ def lawful_history(history: pd.DataFrame, cutoff: pd.Timestamp | None,
     keep = pd.Series(True, index=history.index)
     if cutoff is not None:
         keep &= pd.to_datetime(history["called_at"], utc=True) >= cutoff
-    if forgotten and keys:
-        keep &= ~history["contact_id"].astype(str).isin(
-            forgotten_ids(history["contact_id"], forgotten, keys))
+    keep &= ~forgotten_mask(history["contact_id"], forgotten, keys)
     return history if keep.all() else history[keep].reset_index(drop=True)
 
 

@@ -599,8 +599,7 @@ def _patterns(calls: pd.DataFrame) -> list[dict]:
     keys = ["month", "industry", "country", "weekday", "hour"]
     table = frame.groupby(keys).agg(calls=("answered", "size"),
                                     answered=("answered", "sum")).reset_index()
-    return [{k: (int(v) if isinstance(v, np.integer) else v) for k, v in row.items()}
-            for row in table.to_dict("records")]
+    return table.to_dict("records")  # Python ints already: what the driver binds
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

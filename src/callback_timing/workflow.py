@@ -153,11 +153,10 @@ def leave_out_forgotten(result: LoadResult, forget: set[str] | None) -> int:
     """Drop the calls of erased contacts from ``result`` (in place); returns how many."""
     if not forget:
         return 0
-    from callback_timing.privacy import forgotten_ids
+    from callback_timing.privacy import forgotten_mask
 
     calls = result.calls
-    gone = calls["contact_id"].astype(str).isin(
-        forgotten_ids(calls["contact_id"], forget, _keys()))
+    gone = forgotten_mask(calls["contact_id"], forget, _keys())
     if gone.any():
         result.calls = calls[~gone].reset_index(drop=True)
     return int(gone.sum())
