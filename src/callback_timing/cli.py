@@ -489,6 +489,10 @@ def _serve_with_traffic(history: Path, model: Path, port: int, days: int, per_da
                               f"({counts['rankings']} rankings, {counts['calls']} calls) "
                               f"through the API: the dashboard has figures at "
                               f"{base}/dashboard", highlight=False, soft_wrap=True)
+                console.print(f"close the learning loop on it (in another shell): "
+                              f"[bold].venv/bin/callback-timing retrain --history {history} "
+                              f"--model {model} --server {base}[/]", highlight=False,
+                              soft_wrap=True)
         elif days:
             console.print("the outcome store already holds rankings: no simulated traffic "
                           f"sent; the dashboard shows them at {base}/dashboard",
@@ -507,6 +511,7 @@ def _serve_with_traffic(history: Path, model: Path, port: int, days: int, per_da
 
 
 def _register_policy_commands() -> None:
+    from callback_timing.cli_loop import retrain_cmd
     from callback_timing.cli_policy import evaluate_cmd, rank_cmd, schedule_cmd
     from callback_timing.cli_privacy import export_cmd, purge_cmd, register_cmd
     from callback_timing.cli_serve import roi_cmd, serve_cmd
@@ -517,6 +522,7 @@ def _register_policy_commands() -> None:
     app.command("purge")(purge_cmd)
     app.command("register")(register_cmd)
     app.command("export")(export_cmd)
+    app.command("retrain")(retrain_cmd)
     app.command("schedule")(schedule_cmd)
     app.command("evaluate")(evaluate_cmd)
 

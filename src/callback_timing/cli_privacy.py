@@ -44,13 +44,11 @@ def purge_cmd(
     aggregates (calls and answers per month, industry, country, local weekday and hour)."""
     from callback_timing.cli import console
     from callback_timing.policy_config import load_policy_config
-    from callback_timing.store import OutcomeStore
+    from callback_timing.store import open_store
 
-    if "://" not in db and not Path(db).is_file():
-        raise ConfigError(f"--db: no outcome store at {db}")
     cfg = load_policy_config(rules)
     cutoff = cfg.retention_cutoff(parse_instant(now, "--now"))
-    store = OutcomeStore(db)
+    store = open_store(db)
     try:
         done = store.purge(cutoff)
     finally:
@@ -96,13 +94,11 @@ def export_cmd(
     from callback_timing.contacts import load_keys
     from callback_timing.export import export_history
     from callback_timing.policy_config import load_policy_config
-    from callback_timing.store import OutcomeStore
+    from callback_timing.store import open_store
 
-    if "://" not in db and not Path(db).is_file():
-        raise ConfigError(f"--db: no outcome store at {db}")
     cfg = load_policy_config()
     cutoff = cfg.active_cutoff()
-    store = OutcomeStore(db)
+    store = open_store(db)
     try:
         keys = load_keys(create=False) if store.forgotten_hashes() else None
         done = export_history(store, out, cutoff, keys)

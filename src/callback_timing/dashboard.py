@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -287,8 +288,19 @@ def parse_query(query) -> tuple[Filters, str]:
                                                            "team")}), period
 
 
-def kpis_app(source: KpiSource):
-    """A Starlette app answering ``GET /`` with the KPIs as JSON."""
+def store_unavailable(exc: Exception):
+    """The 503 a page or report answers when the outcome store does not (it names the
+    error's type only: a database error's text can carry parameters)."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": f"the outcome store is unavailable "
+                                  f"({type(exc).__name__}); try again"}, status_code=503)
+
+
+def kpis_app(source: KpiSource, before: Callable[[], None] | None = None):
+    """A Starlette app answering ``GET /`` with the KPIs as JSON; ``before()`` is called
+    first (in a worker thread): the service writes the rankings it has queued for the
+    decision log, so that a page asked right after a ranking counts it."""
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
@@ -301,15 +313,18 @@ def kpis_app(source: KpiSource):
         import anyio
         from sqlalchemy.exc import SQLAlchemyError
 
+        def answer() -> dict:
+            if before is not None:
+                before()
+            return source.payload(filters, period, False)
+
         try:
-            payload = await anyio.to_thread.run_sync(source.payload, filters, period, False)
+            payload = await anyio.to_thread.run_sync(answer)
         except StillReading as exc:
             return JSONResponse({"error": str(exc), "retry": True}, status_code=503,
                                 headers={"Retry-After": "2"})
         except SQLAlchemyError as exc:
-            return JSONResponse({"error": f"the outcome store is unavailable "
-                                          f"({type(exc).__name__}); try again"},
-                                status_code=503)
+            return store_unavailable(exc)
         return JSONResponse(payload)
 
     return Starlette(routes=[Route("/", kpis, methods=["GET"])])

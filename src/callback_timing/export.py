@@ -56,10 +56,14 @@ def history_of(store, cutoff: pd.Timestamp | None, keys: list[bytes] | None) -> 
     log = store.rows_after("decisions", ("seq", "request_id", "arm", "propensity",
                                          "requested_at", "now"))
     first = log.drop_duplicates("request_id", keep="first").set_index("request_id")
-    asked = first["requested_at"].fillna(first["now"])
     by_request = calls["request_id"]
+    if len(first):
+        asked = first["requested_at"].fillna(first["now"])
+        logged_at = by_request.map(asked).astype(calls["requested_at"].dtype)
+    else:  # no ranking logged (outcomes only): its columns hold no times
+        logged_at = pd.Series(pd.NaT, index=calls.index, dtype=calls["requested_at"].dtype)
     out = calls.assign(
-        requested_at=calls["requested_at"].fillna(by_request.map(asked)),
+        requested_at=calls["requested_at"].fillna(logged_at),
         arm=by_request.map(first["arm"]),
         propensity=by_request.map(first["propensity"]),
     ).sort_values(["called_at", "call_id"], kind="stable")

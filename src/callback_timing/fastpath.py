@@ -44,6 +44,8 @@ from callback_timing.feature_block import FeatureBlock
 from callback_timing.slots import SLOT_MINUTES
 
 STEP_NS = SLOT_MINUTES * 60 * 10**9
+#: The fallback reason of a server without a model (it explores like the model would).
+NO_MODEL = "no model loaded"
 #: Up to this many rows, the policy predicts with a single-threaded copy of the booster.
 SMALL_PREDICT_ROWS = 2048
 _MINUTE_NS = 60 * 10**9

@@ -74,7 +74,8 @@ def monitor_report(store, reference: pd.DataFrame | None = None, days: float = 1
     calls = calls[calls["called_at"] < now]
     recent, previous = calls[calls["called_at"] >= since], calls[calls["called_at"] < since]
     log = store.rows_after("decisions", ("request_id", "arm", "source", "fallback_reason",
-                                         "policy", "p_answer", "decided_at"))
+                                         "policy", "p_answer", "decided_at"),
+                           since=("decided_at", since))
     log = log[(log["decided_at"] >= since) & (log["decided_at"] < now)]
     report = {"since": since.isoformat(), "until": now.isoformat(), "days": days,
               "calls": len(recent), "rankings": len(log)}
@@ -147,6 +148,22 @@ def _num(value) -> float | None:
     return None if pd.isna(value) else float(value)
 
 
+def service_report(service, days: float | None = None) -> dict:
+    """:func:`monitor_report` of a running service (an
+    :class:`~callback_timing.online.OnlineRanker`): its store, its model's training history
+    as the reference, the thresholds and default period of its ``monitoring`` section; the
+    rankings it has queued for the decision log are written first."""
+    service.flush(timeout=2.0)
+    cfg = service.config
+    bundle = service.policy.bundle
+    report = monitor_report(
+        service.store, bundle.history if bundle is not None else None,
+        days=cfg.monitor_days if days is None else days, min_sample=cfg.monitor_min_sample,
+        thresholds={"ece": cfg.monitor_ece_alert, "psi": cfg.monitor_psi_alert})
+    report["model_version"] = service.model_version
+    return report
+
+
 def monitor_app(ranker):
     """A Starlette app answering ``GET /`` (mounted at ``/monitor``) with
     :func:`monitor_report` of the service's store, the model's training history as the
@@ -157,6 +174,8 @@ def monitor_app(ranker):
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
+
+    from callback_timing.dashboard import store_unavailable
 
     async def monitor(request):
         service = ranker()
@@ -172,17 +191,10 @@ def monitor_app(ranker):
         if not 0 < days <= 366:
             return JSONResponse({"error": f"days: a number of days from 0 to 366, not "
                                           f"{raw[:20]!r}"}, status_code=400)
-        bundle = service.policy.bundle
-        reference = bundle.history if bundle is not None else None
         try:
-            report = await anyio.to_thread.run_sync(lambda: monitor_report(
-                service.store, reference, days=days, min_sample=cfg.monitor_min_sample,
-                thresholds={"ece": cfg.monitor_ece_alert, "psi": cfg.monitor_psi_alert}))
+            report = await anyio.to_thread.run_sync(lambda: service_report(service, days))
         except SQLAlchemyError as exc:
-            return JSONResponse({"error": f"the outcome store is unavailable "
-                                          f"({type(exc).__name__}); try again"},
-                                status_code=503)
-        report["model_version"] = service.model_version
+            return store_unavailable(exc)
         return JSONResponse(report)
 
     return Starlette(routes=[Route("/", monitor, methods=["GET"])])

@@ -241,6 +241,8 @@ class OnlineRanker:
         #: called after rows were deleted (the service lets its dashboard follow at once)
         self.after_deletion: Callable[[], None] | None = None
         self._keys = load_keys()  # a key problem shows at start, not in a ranking
+        #: called with the model version whenever a bundle is installed (metrics)
+        self.on_model: Callable[[str | None], None] | None = None
         shared = self._shared_model()
         if shared is not None:  # a worker of this server reloaded from another folder
             self.settings.model_dir = shared
@@ -248,6 +250,7 @@ class OnlineRanker:
         self._install(bundle)
         self._log: queue.Queue = queue.Queue()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # the decision writer writes now (flush, close)
         self._writer = threading.Thread(target=self._write_decisions, daemon=True,
                                         name="callback-timing-decisions")
         self._writer.start()
@@ -293,6 +296,8 @@ class OnlineRanker:
             self._synced = time.monotonic()
             self._sync_from = since - pd.Timedelta(seconds=self.settings.sync_overlap_seconds)
             self._sync(force=True)  # outcomes stored while the new policy was built
+        if self.on_model is not None:
+            self.on_model(bundle.version if bundle is not None else None)
 
     def _remember(self, calls: pd.DataFrame) -> None:
         """Note the call ids of ``calls`` as added (and forget those out of the overlap)."""
@@ -674,7 +679,8 @@ class OnlineRanker:
         while not self._stop.is_set() or not self._log.empty():
             # sleep, then take what is queued: waiting on the queue itself would wake this
             # thread (and take the GIL) once per answer
-            self._stop.wait(self.decision_interval_s)
+            self._wake.wait(self.decision_interval_s)
+            self._wake.clear()
             items = []
             while len(items) < 5000:  # whatever is queued
                 try:
@@ -693,10 +699,15 @@ class OnlineRanker:
                 self._log.task_done()
 
     def flush(self, timeout: float = 10.0) -> None:
-        """Wait (at most ``timeout`` seconds) until every queued decision is written."""
+        """Write the queued decisions now and wait (at most ``timeout`` seconds) until they
+        are in the log: what this ranker answered is then in the store for a reader (the
+        dashboard's ``/kpis``, ``/monitor``)."""
+        if not self._log.unfinished_tasks:
+            return
+        self._wake.set()
         deadline = time.monotonic() + timeout
         while self._log.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(0.005)
 
     # --- reload ----------------------------------------------------------------------------
 
@@ -759,9 +770,15 @@ class OnlineRanker:
                 except Exception:  # noqa: BLE001 - a bad bundle must not stop the server
                     logger.exception("reload of the watched model folder failed")
 
+    @property
+    def stopped(self) -> threading.Event:
+        """Set when the ranker closes (background loops wait on it)."""
+        return self._stop
+
     def close(self) -> None:
         """Write the queued decisions and release the database."""
         self._stop.set()
+        self._wake.set()
         self._writer.join(timeout=10)
         self.store.close()
 
@@ -847,6 +864,13 @@ def _label(request, key: str) -> str | None:
     return (str(value)[:128] or None) if value is not None else None
 
 
+def _horizon(request) -> float | None:
+    """The request's ``horizon_hours`` as asked (``None``: the default applied)."""
+    value = request.get("horizon_hours") if isinstance(request, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else None
+
+
 def _decisions(answers: list[dict], requests: list[dict], now: pd.Timestamp) -> list[dict]:
     """Decision-log rows of ranked answers (errors are not decisions)."""
     rows = []
@@ -868,5 +892,6 @@ def _decisions(answers: list[dict], requests: list[dict], now: pd.Timestamp) -> 
             "windows": len(answer["windows"]), "explored": bool(answer.get("explored")),
             "propensity": answer.get("propensity"), "decided_at": now,
             "campaign": _label(request, "campaign"), "team": _label(request, "team"),
+            "horizon_hours": _horizon(request),
         })
     return rows

@@ -366,7 +366,7 @@ class Policy:
             elif r["policy"] == "rules":
                 b.reason[i] = "policy=rules"
             elif self.bundle is None:
-                b.reason[i] = "no model loaded"
+                b.reason[i] = fp.NO_MODEL
             else:
                 use_model[i] = True
         if b.X is None or not use_model.any():

@@ -119,6 +119,9 @@ class PolicyConfig:
     monitor_ece_alert: float = 0.05
     monitor_psi_alert: float = 0.25
     monitor_min_sample: int = 200
+    retrain_min_new_calls: int = 200
+    retrain_offpolicy_min_ess: float = 100.0
+    retrain_offpolicy_tolerance: float = 0.02
 
     def active_cutoff(self) -> pd.Timestamp | None:
         """:meth:`retention_cutoff` as of now, or ``None`` when ``CALLBACK_TIMING_PURGE=0``
@@ -223,7 +226,8 @@ def load_policy_config(path: str | Path | None = None) -> PolicyConfig:
             raise ConfigError(f"rules file not found: {path}")
         data = _merge(data, _read_yaml(path.read_text("utf-8"), str(path)))
     known = {"calling_hours", "holidays", "attempts", "urgency", "windows", "horizon",
-             "exploration", "model", "default_timezone", "retention", "monitoring"}
+             "exploration", "model", "default_timezone", "retention", "monitoring",
+             "retraining"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in the rules "
@@ -269,6 +273,7 @@ def _build(data: dict) -> PolicyConfig:
     monitor_days = _positive(watch.get("days", 14), "monitoring.days")
     if not 0 < monitor_days <= 366:
         raise ConfigError("monitoring.days: from 0 to 366 days")
+    loop = data.get("retraining") or {}
     zone = str(data.get("default_timezone", "UTC"))
     from callback_timing.contacts import is_valid_zone
 
@@ -307,4 +312,10 @@ def _build(data: dict) -> PolicyConfig:
         monitor_psi_alert=_positive(watch.get("psi_alert", 0.25), "monitoring.psi_alert"),
         monitor_min_sample=int(_positive(watch.get("min_sample", 200), "monitoring.min_sample",
                                          True)),
+        retrain_min_new_calls=int(_positive(loop.get("min_new_calls", 200),
+                                            "retraining.min_new_calls", True)),
+        retrain_offpolicy_min_ess=_positive(loop.get("offpolicy_min_ess", 100),
+                                            "retraining.offpolicy_min_ess"),
+        retrain_offpolicy_tolerance=_positive(loop.get("offpolicy_tolerance", 0.02),
+                                              "retraining.offpolicy_tolerance"),
     )

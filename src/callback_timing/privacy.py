@@ -115,6 +115,7 @@ COLUMNS: dict[str, dict[str, tuple[str, bool]]] = {
         "decided_at": ("when the service answered", True),
         "campaign": ("the dialer's campaign label", True),
         "team": ("the dialer's team label", True),
+        "horizon_hours": ("how far ahead the ranking looked", True),
     },
     "opt_outs": {
         "contact_id": ("a contact who objected to AI timing", True),

@@ -48,10 +48,11 @@ from callback_timing.http_models import (
     ReloadRequest,
     ReloadResponse,
 )
-from callback_timing.monitor import monitor_app
+from callback_timing.monitor import monitor_app, service_report
 from callback_timing.online import OnlineRanker, ServeSettings
 from callback_timing.policy import ModelUnavailable
 from callback_timing.rank_requests import RankRequestError
+from callback_timing.service_metrics import ServiceMetrics
 from callback_timing.store import OutcomeStore
 
 logger = logging.getLogger(__name__)
@@ -275,6 +276,30 @@ def _warm_kpis() -> None:
 _RANKER: dict = {}
 
 
+#: seconds between two monitoring reports for the ``/metrics`` gauges (the first worker's)
+MONITOR_REFRESH_SECONDS = float(os.environ.get("CALLBACK_TIMING_MONITOR_SECONDS", "300"))
+
+
+def _refresh_monitor(ranker: OnlineRanker, metrics: ServiceMetrics) -> None:
+    """Compute the monitoring report every :data:`MONITOR_REFRESH_SECONDS` for the gauges
+    of ``/metrics`` (its alerts are logged as warnings)."""
+    wait = min(30.0, MONITOR_REFRESH_SECONDS)
+    while not ranker.stopped.wait(wait):
+        wait = MONITOR_REFRESH_SECONDS
+        try:
+            metrics.observe_monitor(service_report(ranker))
+        except Exception as exc:  # noqa: BLE001 - monitoring must never stop the service
+            logger.warning("monitor: no report for /metrics (%s)", type(exc).__name__)
+
+
+def _flush_decisions() -> None:
+    """Write this worker's queued rankings to the decision log now (before ``/kpis`` reads
+    it; another worker's are written within ``decision_interval_s``)."""
+    ranker = _RANKER.get("ranker")
+    if ranker is not None:
+        ranker.flush(timeout=2.0)
+
+
 def _kpis_follow() -> None:
     """Let the dashboard drop deleted rows now (an erasure, a purge; and save its snapshot
     again)."""
@@ -284,7 +309,7 @@ def _kpis_follow() -> None:
 @bentoml.asgi_app(monitor_app(lambda: _RANKER.get("ranker")), path="/monitor")
 @bentoml.asgi_app(contacts_app(lambda: _RANKER.get("ranker")), path="/contacts")
 @bentoml.asgi_app(dashboard_app(), path="/dashboard")
-@bentoml.asgi_app(kpis_app(KPIS), path="/kpis")
+@bentoml.asgi_app(kpis_app(KPIS, before=_flush_decisions), path="/kpis")
 @bentoml.service(name="callback_timing", workers=_workers(), traffic={"timeout": 60})
 class CallbackTiming:
     """Ranked call windows for callback requests; the rules answer when the model cannot."""
@@ -293,7 +318,14 @@ class CallbackTiming:
         quiet_client_errors()
         self.ranker = OnlineRanker(ServeSettings.from_env())
         self.ranker.after_deletion = _kpis_follow
+        self.metrics = ServiceMetrics()
+        self.ranker.on_model = self.metrics.observe_model
+        self.metrics.observe_model(self.ranker.model_version)
         _RANKER["ranker"] = self.ranker
+        if bentoml.server_context.worker_index in (None, 1) and MONITOR_REFRESH_SECONDS > 0:
+            self.metrics.monitoring()
+            threading.Thread(target=_refresh_monitor, args=(self.ranker, self.metrics),
+                             name="monitor-metrics", daemon=True).start()
         threading.Thread(target=_warm_kpis, name="kpis-warm-up", daemon=True).start()
 
     @bentoml.api(route="/rank")
@@ -307,6 +339,7 @@ class CallbackTiming:
             if answers is None:
                 answers = await anyio.to_thread.run_sync(
                     functools.partial(self.ranker.rank, body, errors="raise"))
+            self.metrics.observe_rankings(answers)
             return JSONResponse(answers[0])
         except RankRequestError as exc:
             return _error(400, str(exc))
@@ -317,16 +350,19 @@ class CallbackTiming:
     def rank_batch(self, body: RankBatchRequest, /) -> RankBatchResponse:
         """Several rankings at once, answered in order; a request that cannot be ranked as
         given is answered by ``{"request_id", "error"}`` in its place."""
-        return RankBatchResponse.model_validate(
-            {"results": self.ranker.rank([r.to_policy() for r in body.requests])})
+        results = self.ranker.rank([r.to_policy() for r in body.requests])
+        self.metrics.observe_rankings(results)
+        return RankBatchResponse.model_validate({"results": results})
 
     @bentoml.api(route="/outcomes")
     def outcomes(self, body: OutcomesRequest, /) -> OutcomesResponse:
         """Store call outcomes (idempotent by ``call_id``; durable before the answer); the
         next ranking of the contact takes them into account."""
         try:
-            return OutcomesResponse.model_validate(
-                self.ranker.outcomes([o.model_dump(exclude_none=True) for o in body.outcomes]))
+            result = self.ranker.outcomes([o.model_dump(exclude_none=True)
+                                           for o in body.outcomes])
+            self.metrics.observe_outcomes(result)
+            return OutcomesResponse.model_validate(result)
         except sa_exc.OperationalError:  # one transaction: nothing of this call was stored
             logger.warning("outcomes: the outcome store did not answer; asked to resend")
             return _error(503, "outcomes: the outcome store is unavailable; nothing was "

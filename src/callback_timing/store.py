@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 #: Version of the tables below; a database written by a newer version is refused, an older
 #: one is brought up to date as it is opened (:data:`ADDED_COLUMNS`).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 
@@ -106,6 +106,7 @@ decisions = sa.Table(
     sa.Column("decided_at", sa.DateTime, nullable=False),  # UTC
     sa.Column("campaign", sa.String(128)),  # the dialer's labels, for the dashboard's filters
     sa.Column("team", sa.String(128)),
+    sa.Column("horizon_hours", sa.Float),  # the request's horizon: an off-policy replay's
 )
 
 #: Contacts erased (``DELETE /contacts/{id}``, :meth:`OutcomeStore.erase_contact`), as keyed
@@ -140,7 +141,8 @@ answer_patterns = sa.Table(
 )
 
 #: Columns added since schema version 1, per version: (table, column).
-ADDED_COLUMNS = {2: (("decisions", "campaign"), ("decisions", "team"))}
+ADDED_COLUMNS = {2: (("decisions", "campaign"), ("decisions", "team")),
+                 3: (("decisions", "horizon_hours"),)}
 
 #: Columns of a clean call history (:mod:`callback_timing.data`) the store keeps.
 OUTCOME_COLUMNS = ("call_id", "contact_id", "request_id", "attempt", "called_at", "outcome",
@@ -554,18 +556,29 @@ class OutcomeStore:
             frame[column] = _utc(frame[column])
         return frame
 
-    def rows_after(self, table: str, columns: tuple[str, ...], seq: int = 0) -> pd.DataFrame:
+    def rows_after(self, table: str, columns: tuple[str, ...], seq: int = 0,
+                   since: tuple[str, pd.Timestamp] | None = None) -> pd.DataFrame:
         """``columns`` of the ``outcomes`` or ``decisions`` rows with a sequence number above
-        ``seq``, in order, read straight through the database driver (no per-row work in
+        ``seq`` (and, with ``since=(column, instant)``, that time column at or after the
+        instant), in order, read straight through the database driver (no per-row work in
         SQLAlchemy: ~10x faster for a whole log, what the dashboard reads); times are UTC."""
         t = {"outcomes": outcomes, "decisions": decisions}[table]
         names = [t.c[c].name for c in columns]  # a KeyError for a column that is not there
         mark = "?" if self.engine.dialect.paramstyle in ("qmark", "numeric") else "%s"
-        sql = f"SELECT {', '.join(names)} FROM {t.name} WHERE seq > {mark} ORDER BY seq"
+        where, params = f"seq > {mark}", [int(seq)]
+        if since is not None:
+            column, at = since
+            if not isinstance(t.c[column].type, sa.DateTime):
+                raise ValueError(f"since: {column} is not a time column of {table}")
+            at = _naive_utc_one(at)
+            # SQLite compares the text SQLAlchemy wrote: the same format
+            params.append(f"{at:%Y-%m-%d %H:%M:%S.%f}" if self.dialect == "sqlite" else at)
+            where += f" AND {t.c[column].name} >= {mark}"
+        sql = f"SELECT {', '.join(names)} FROM {t.name} WHERE {where} ORDER BY seq"
         with self.engine.connect() as conn:
             cursor = conn.connection.dbapi_connection.cursor()
             try:
-                cursor.execute(sql, (int(seq),))
+                cursor.execute(sql, tuple(params))
                 rows = cursor.fetchall()
             finally:
                 cursor.close()
@@ -578,6 +591,14 @@ class OutcomeStore:
     def close(self) -> None:
         """Close the connection pool."""
         self.engine.dispose()
+
+
+def open_store(db: str, option: str = "--db") -> OutcomeStore:
+    """The existing outcome store ``db`` (a SQLite file that is not there is a mistake,
+    not a new store: ``ConfigError`` naming ``option``)."""
+    if "://" not in db and not Path(db).is_file():
+        raise ConfigError(f"{option}: no outcome store at {db}")
+    return OutcomeStore(db)
 
 
 def _patterns(calls: pd.DataFrame) -> list[dict]:

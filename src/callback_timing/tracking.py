@@ -407,6 +407,17 @@ def set_tags(tags: Mapping[str, object]) -> None:
     mlflow.set_tags({key: str(value) for key, value in tags.items()})
 
 
+def log_to_run(run_id: str, metrics: Mapping, tags: Mapping[str, object] | None = None
+               ) -> None:
+    """Add finite ``metrics`` (nested keys joined by ``.``) and ``tags`` to a run that has
+    ended (e.g. the champion's scores on the run's test slice, or the decision about it)."""
+    client = _client()
+    for key, value in clean_metrics(metrics).items():
+        client.log_metric(run_id, key, value)
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, str(value)[:5000])
+
+
 def log_report(params: Mapping, metrics: Mapping, figures: Mapping[str, Path],
                tables: Mapping[str, dict | pd.DataFrame],
                extra_artifacts: Sequence[Path] = ()) -> None:

@@ -58,16 +58,20 @@ def ranker_poster(ranker) -> Callable[[str, dict], dict]:
 
 def seed_traffic(post: Callable[[str, dict], dict], world: World, contacts: list[str] | None,
                  start: pd.Timestamp, days: int = 30, per_day: int = 80, seed: int = 0,
-                 progress: Callable[[int], None] | None = None) -> dict:
+                 progress: Callable[[int], None] | None = None,
+                 profiles: pd.DataFrame | None = None) -> dict:
     """Play ``days`` days of callback requests from ``start`` (``per_day`` a day, for
     ``contacts`` of ``world``, default all) through ``post``; requests and outcomes carry the
     contact's time zone, country, subdivision and industry, and each request a campaign and a
     team (:data:`CAMPAIGNS`, :data:`TEAMS`), as a dialer's would. Returns the counts:
     requests, rankings, calls, answered, rankings with no window. ``progress(1)`` is called
-    after each day."""
+    after each day. ``profiles``: what the dialer's CRM says of each contact (``contact_id``
+    and the contact columns), when it is not what the world knows (default: the world's
+    contacts)."""
     rng = np.random.default_rng(seed)
     labels = np.random.default_rng([seed, 1])  # its own stream: the traffic stays as it was
-    table = world.contacts.set_index(world.contacts["contact_id"].astype(str))
+    crm = world.contacts if profiles is None else profiles
+    table = crm.set_index(crm["contact_id"].astype(str))
     if contacts is None:
         contacts = list(table.index)
     known = {cid: {k: v for k, v in row.items() if isinstance(v, str) and v}

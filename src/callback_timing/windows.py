@@ -22,7 +22,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from callback_timing.fastpath import STEP_NS, SlotBatch, iso_local, iso_utc
+from callback_timing.fastpath import NO_MODEL, STEP_NS, SlotBatch, iso_local, iso_utc
 from callback_timing.slots import SLOT_MINUTES
 
 _REASON_COLUMNS = ("weekday", "hour", "hist_n", "hist_rate", "prior_industry", "hist_wdband_n",
@@ -102,7 +102,10 @@ def _plan(batch: SlotBatch, i: int) -> dict:
                        urgent=r["urgency"] == "urgent")
     explored, propensity = False, None
     share = cfg.exploration_share
-    if batch.source[i] == "model" and share > 0 and r["urgency"] != "urgent":
+    # the model explores; so do the rules of a server without a model, so that its log can
+    # evaluate the first model off-policy (not a fallback the caller or contact chose)
+    exploring = batch.source[i] == "model" or batch.reason[i] == NO_MODEL
+    if exploring and share > 0 and r["urgency"] != "urgent":
         total = score.sum()
         best = windows[0][0] if windows else 0
         if stable_unit(r["request_id"], "explore") < share and total > 0:

@@ -11,7 +11,8 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,20 @@ def _replace_folder(new: Path, target: Path) -> None:
         target.rename(old)
     new.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """A new folder beside ``target``, to be filled in the block; it replaces ``target``
+    (:func:`_replace_folder`) when the block ends, and is removed if the block fails (no
+    half-written bundle is ever served)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield staging
+        _replace_folder(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _flat_metrics(evaluation: Evaluation) -> dict[str, float]:
@@ -140,12 +155,42 @@ def train(
     left_out = leave_out_forgotten(result, forget)
     expired = leave_out_expired(result, older_than)
     truth, world = load_ground_truth(history) if use_truth else (None, None)
+    report = train_loaded(result, history.name, out_dir, params=params, track=track,
+                          bentoml=bentoml, progress=progress, truth=truth, world=world)
+    report.forgotten_calls, report.expired_calls = left_out, expired
+    return report
+
+
+#: ``veto(challenger)`` of :func:`train_loaded`: further metrics of the challenger bundle
+#: (logged to its run) and a reason not to promote it, or ``None``
+Veto = Callable[[ModelBundle], tuple[dict, str | None]]
+
+
+def train_loaded(
+    result: LoadResult,
+    name: str,
+    out_dir: str | Path | None = None,
+    params: dict | None = None,
+    track: bool = True,
+    bentoml: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    truth: pd.DataFrame | None = None,
+    world=None,
+    veto: Veto | None = None,
+    incumbent: ModelBundle | None = None,
+) -> TrainReport:
+    """:func:`train` on a call history already loaded (and cleaned): ``name`` names it in
+    MLflow. ``veto`` (with ``track``) may keep a challenger that is not worse on the test
+    slice from being promoted (e.g. an off-policy estimate on the live traffic).
+    ``incumbent``: the model being served, the one to beat when the registry has no
+    champion (a new tracking store)."""
+    out_dir = Path(out_dir) if out_dir is not None else config.model_dir()
     evaluation = fit_and_evaluate(result.calls, params, truth=truth, world=world,
                                   progress=progress)
-    report = TrainReport(evaluation=evaluation, load=result, bundle_dir=out_dir,
-                         forgotten_calls=left_out, expired_calls=expired)
-    _store(report, history.name, track, bentoml,
-           lambda bundle: evaluate_bundle_on(bundle, result.calls, evaluation.split))
+    report = TrainReport(evaluation=evaluation, load=result, bundle_dir=out_dir)
+    _store(report, name, track, bentoml,
+           lambda bundle: evaluate_bundle_on(bundle, result.calls, evaluation.split), veto,
+           incumbent)
     return report
 
 
@@ -195,22 +240,18 @@ def _source_name(source: str | Path) -> str:
 
 
 def _store(report: TrainReport, name: str, track: bool, bentoml: bool,
-           champion_metrics: Callable[[ModelBundle], dict]) -> None:
+           champion_metrics: Callable[[ModelBundle], dict], veto: Veto | None = None,
+           incumbent: ModelBundle | None = None) -> None:
     """Write the bundle (atomically), track and register it, save it to BentoML."""
     out_dir, evaluation = report.bundle_dir, report.evaluation
     bundle = evaluation.bundle
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        with tempfile.TemporaryDirectory(prefix="callback-timing-train-") as tmp:
-            if track:
-                _track(report, name, Path(tmp), staging, champion_metrics)
-            else:
-                bundle.metadata["version"] = bundle.metadata["trained_at"]
-                bundle.save(staging)
-        _replace_folder(staging, out_dir)
-    finally:  # a failed run leaves no half-written bundle behind
-        shutil.rmtree(staging, ignore_errors=True)
+    with (staged_folder(out_dir) as staging,
+          tempfile.TemporaryDirectory(prefix="callback-timing-train-") as tmp):
+        if track:
+            _track(report, name, Path(tmp), staging, champion_metrics, veto, incumbent)
+        else:
+            bundle.metadata["version"] = bundle.metadata["trained_at"]
+            bundle.save(staging)
     if bentoml:
         from callback_timing.model_store import save_to_bentoml
 
@@ -226,7 +267,8 @@ def _store(report: TrainReport, name: str, track: bool, bentoml: bool,
 
 
 def _track(report: TrainReport, name: str, tmp: Path, staging: Path,
-           champion_metrics: Callable[[ModelBundle], dict]) -> None:
+           champion_metrics: Callable[[ModelBundle], dict], veto: Veto | None = None,
+           incumbent: ModelBundle | None = None) -> None:
     """Log the run to MLflow, register the model and decide champion or challenger."""
     from callback_timing import tracking
     from callback_timing.report import quality_report
@@ -272,8 +314,26 @@ def _track(report: TrainReport, name: str, tmp: Path, staging: Path,
         except Exception as exc:  # an unreadable champion must not block a new model
             log.warning("champion version %s cannot be evaluated (%s): replacing it",
                         champion.version, type(exc).__name__)
+    elif champion is None and incumbent is not None:  # a registry that never saw it
+        champion_on_test = champion_metrics(incumbent)
     decision = tracking.decide_promotion(evaluation.metrics["model"], champion_on_test)
+    if champion is None and champion_on_test is not None:
+        decision = tracking.Decision(decision.promote, "no registered champion, compared "
+                                                       f"with the served model: {decision.reason}")
+    if champion_on_test is not None:
+        tracking.log_to_run(report.run_id, {f"champion.{k}": v
+                                            for k, v in champion_on_test.items()})
+    if veto is not None:
+        extra, why = veto(bundle)
+        tracking.log_to_run(report.run_id, extra)
+        if why and decision.promote:
+            offline = decision.reason.removeprefix("promoted: ")
+            decision = tracking.Decision(False, f"not promoted: {why} (the offline "
+                                                f"comparison passed: {offline})")
     tracking.apply_decision(config.REGISTERED_MODEL_NAME, report.model_version, decision)
+    tracking.log_to_run(report.run_id, {}, {"decision": "champion" if decision.promote
+                                            else "challenger",
+                                            "decision_reason": decision.reason})
     report.promoted, report.decision = decision.promote, decision.reason
 
 
