@@ -403,11 +403,13 @@ def test_outcomes_answer_503_when_the_store_is_down(tmp_path, bundle_dir, monkey
     import sqlalchemy as sa
 
     from callback_timing.http_models import OutcomesRequest, RankBatchRequest, RankRequest
-    from callback_timing.service import CallbackTiming
+    from callback_timing.service import _RANKER, CallbackTiming
 
     monkeypatch.setenv("CALLBACK_TIMING_MODEL_DIR", str(bundle_dir))
     monkeypatch.setenv("CALLBACK_TIMING_DB", str(tmp_path / "o.db"))
     monkeypatch.setenv("CALLBACK_TIMING_WATCH_SECONDS", "0")
+    # a second instance in this process: the mounted apps go on with the `client` fixture's
+    monkeypatch.setitem(_RANKER, "ranker", _RANKER.get("ranker"))
     service = CallbackTiming()
     body = OutcomesRequest(outcomes=[{"call_id": "d1", "contact_id": "c-0001",
                                       "called_at": "2026-05-04T06:00:00Z", "outcome": "busy"}])
