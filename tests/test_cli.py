@@ -124,6 +124,59 @@ def test_unwritable_output_is_one_line(tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
 
 
+# A native library that aborts as the C runtime tears down at exit, as pyarrow's thread pools
+# now and then do after a command has done its work (apache/arrow#34314): glibc's on_exit
+# runs abort() at that point, every time.
+ABORT_AT_EXIT = "import ctypes; ctypes.CDLL(None).on_exit(ctypes.CDLL(None).abort, None)\n"
+
+
+@pytest.mark.parametrize("args, code", [
+    (["validate", "--history", "h.csv", "--json"], 0),
+    (["validate", "--history", "h.csv", "--map", "called_at=when"], 1),
+])
+def test_a_command_ends_with_its_own_exit_code_whatever_the_native_teardown(tmp_path, args,
+                                                                            code):
+    (tmp_path / "h.csv").write_text("contact_id,called_at,outcome,timezone\n"
+                                    "c-1,2026-06-01T10:00:00+02:00,answered,Europe/Warsaw\n")
+    script = (ABORT_AT_EXIT + "import sys\n"
+              f"sys.argv = ['callback-timing', *{args!r}]\n"
+              "from callback_timing.cli import main\nmain()\n")
+    plain = subprocess.run([sys.executable, "-c", ABORT_AT_EXIT + "import sys; sys.exit(0)"],
+                           capture_output=True, timeout=60)
+    assert plain.returncode == -6  # what an ordinary exit would have given
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120, env={"PATH": "/usr/bin:/bin",
+                                                      "HOME": str(tmp_path), "COLUMNS": "120"})
+    if code == 0:
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["rows"]["clean"] == 1  # all of the output, flushed
+    else:
+        _one_line_error(out, "when")
+
+
+def test_leave_waits_for_threads_and_runs_exit_handlers_first(tmp_path):
+    log = tmp_path / "log.txt"
+    script = ABORT_AT_EXIT + f"""
+import atexit, threading, time
+from callback_timing.exits import leave
+def note(text):
+    with open({str(log)!r}, "a") as f:
+        f.write(text + "\\n")
+def work():
+    time.sleep(0.5)
+    note("thread")
+atexit.register(note, "atexit")
+threading.Thread(target=work).start()
+print("printed, not yet flushed", end="")
+leave(3)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 3, out.stderr
+    assert out.stdout == "printed, not yet flushed"
+    assert log.read_text().split() == ["thread", "atexit"]
+
+
 @pytest.mark.slow
 def test_demo_runs_the_main_job_and_ends_serving(tmp_path):
     import socket

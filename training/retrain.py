@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from train import run_job  # noqa: E402
 
 from callback_timing import config  # noqa: E402
+from callback_timing.exits import leave  # noqa: E402
 from callback_timing.retrain import retrain  # noqa: E402
 from callback_timing.schema import CallbackTimingError  # noqa: E402
 from callback_timing.workflow import resolve_params  # noqa: E402
@@ -54,4 +55,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from train import run_job  # noqa: E402
 
 from callback_timing.data import load_history  # noqa: E402
+from callback_timing.exits import leave  # noqa: E402
 from callback_timing.tuning import tune  # noqa: E402
 
 
@@ -37,4 +38,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

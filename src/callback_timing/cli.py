@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from callback_timing import __version__, config
+from callback_timing.exits import exit_code, leave
 from callback_timing.schema import CallbackTimingError, ConfigError
 
 app = typer.Typer(
@@ -531,21 +531,30 @@ _register_policy_commands()
 
 
 def main() -> None:
-    """Console-script entry point: user mistakes become one line on stderr and exit code 1."""
+    """Console-script entry point: user mistakes become one line on stderr and exit code 1;
+    the process ends through :func:`~callback_timing.exits.leave`."""
+    leave(_run())
+
+
+def _run() -> int:
+    """Run the command line; its exit code."""
     try:
-        app()
+        app()  # Typer ends with SystemExit
+    except SystemExit as exc:
+        return exit_code(exc.code)
     except CallbackTimingError as exc:
         # one line whatever the terminal's width (a long path must not wrap the message)
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        return 1
     except OSError as exc:  # unreadable/unwritable paths: the user's to fix, not a crash
         where = f": {exc.filename}" if exc.filename is not None else ""
         err_console.print(f"[red]error:[/] {exc.strerror or exc}{where}", highlight=False,
                           soft_wrap=True)
-        sys.exit(1)
+        return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        sys.exit(130)
+        return 130
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
