@@ -76,7 +76,7 @@ def monitor_report(store, reference: pd.DataFrame | None = None, days: float = 1
     log = store.rows_after("decisions", ("request_id", "arm", "source", "fallback_reason",
                                          "policy", "p_answer", "decided_at"),
                            since=("decided_at", since))
-    log = log[(log["decided_at"] >= since) & (log["decided_at"] < now)]
+    log = log[log["decided_at"] < now]  # (at or after ``since``: read so)
     report = {"since": since.isoformat(), "until": now.isoformat(), "days": days,
               "calls": len(recent), "rankings": len(log)}
 

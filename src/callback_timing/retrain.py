@@ -86,8 +86,8 @@ class RetrainReport:
         if self.off_policy is not None:
             parts.append(describe_off_policy(self.off_policy))
         if self.reload is not None:
-            parts.append(f"server: {self.reload.get('detail')}" if not self.reload.get(
-                "reloaded") else f"server now ranks with {self.reload.get('model_version')}")
+            parts.append(f"server: {self.reload.get('detail')}" if self.unreached
+                         else f"server now ranks with {self.reload.get('model_version')}")
         return "; ".join(parts)
 
 
@@ -216,7 +216,12 @@ def retrain(
     from callback_timing.rules import RuleModel
     from callback_timing.store import open_store
     from callback_timing.training import TrainingDataError
-    from callback_timing.workflow import leave_out_forgotten, train_loaded
+    from callback_timing.workflow import (
+        leave_out_expired,
+        leave_out_forgotten,
+        staged_folder,
+        train_loaded,
+    )
 
     cfg = load_policy_config(rules_path)
     rule_table = RuleModel.from_file(rules_table_path)
@@ -244,8 +249,6 @@ def retrain(
                                               exported)
         leave_out_forgotten(result, forgotten)
         if cutoff is not None:
-            from callback_timing.workflow import leave_out_expired
-
             try:
                 leave_out_expired(result, cutoff)
             except ConfigError as exc:
@@ -286,8 +289,6 @@ def retrain(
     report.reason = trained.decision or ""
     report.decision = "promoted" if trained.promoted else "kept"
     if trained.promoted:
-        from callback_timing.workflow import staged_folder
-
         with staged_folder(model_dir) as staging:  # replaced with one rename
             shutil.copytree(challenger_dir, staging, dirs_exist_ok=True)
         if server:
@@ -314,5 +315,4 @@ def _skipped(report: RetrainReport, tracking) -> RetrainReport:
 
 
 def _say(report: RetrainReport) -> None:
-    failed = report.reload is not None and not report.reload.get("reloaded")
-    log.log(logging.WARNING if failed else logging.INFO, "%s", report.line())
+    log.log(logging.WARNING if report.unreached else logging.INFO, "%s", report.line())
