@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,23 @@ def tiny_bundle(folder, n_calls: int = 1500, seed: int = 3, version: str = "test
     model = AnswerModel(n_estimators=30).fit(X[train], y[train], X[~train], y[~train])
     saved = ModelBundle(model, priors, calls, {"version": version}).save(folder)
     return model, saved, X[~train]
+
+
+def private_mlflow(mp: pytest.MonkeyPatch, root: Path) -> Path:
+    """Point MLflow, BentoML and the package's home at folders under ``root`` (through
+    ``mp``, undone with it); returns the MLflow folder, ``root/mlruns``.
+
+    The store is tracking.py's default, a SQLite file under ``$CALLBACK_TIMING_MLRUNS``: with
+    ``$MLFLOW_TRACKING_URI`` set, ``tracking.tracking_uri()`` falls back to that default from
+    its second call on (it takes the value it exported for its own), so nested runs would
+    miss the parent. ``mlflow.set_tracking_uri`` exports the URI: setenv before delenv lets
+    ``undo()`` remove it."""
+    mp.setenv("CALLBACK_TIMING_MLRUNS", str(root / "mlruns"))
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'unused.db'}")
+    mp.delenv("MLFLOW_TRACKING_URI")
+    mp.setenv("BENTOML_HOME", str(root / "bentoml"))
+    mp.setenv("CALLBACK_TIMING_HOME", str(root / "home"))
+    return root / "mlruns"
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -24,6 +25,7 @@ from callback_timing.policy import Policy
 from callback_timing.retrain import retrain
 from callback_timing.simulation import simulate
 from callback_timing.store import OutcomeStore
+from tests.conftest import private_mlflow
 from tests.test_service import CLI, Server
 
 T0 = pd.Timestamp("2026-05-04T08:00:00Z")
@@ -32,12 +34,8 @@ T0 = pd.Timestamp("2026-05-04T08:00:00Z")
 @pytest.fixture
 def mlruns(tmp_path, monkeypatch):
     """A private MLflow store and BentoML home."""
-    monkeypatch.setenv("CALLBACK_TIMING_MLRUNS", str(tmp_path / "mlruns"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///unused.db")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
-    monkeypatch.setenv("CALLBACK_TIMING_HOME", str(tmp_path / "home"))
-    yield tmp_path / "mlruns"
+    private_mlflow(monkeypatch, tmp_path)
+    yield
     mlflow.set_tracking_uri(None)
 
 
@@ -85,7 +83,7 @@ def test_the_decision_log_keeps_the_horizon(tmp_path):
 
 # --- the log's choices and their rewards ----------------------------------------------------
 
-def _decision(rid, at, propensity=0.95, arm="model", urgency="standard", seq_window=None):
+def _decision(rid, at, propensity=0.95, arm="model", urgency="standard"):
     start = pd.Timestamp(at) + pd.Timedelta(hours=1)
     return {"request_id": rid, "contact_id": f"c-{rid}", "arm": arm, "source": "model",
             "fallback_reason": None, "model_version": "m1", "policy": "auto",
@@ -165,8 +163,7 @@ def test_the_replay_reproduces_the_logged_propensities(tmp_path):
 def test_rows_since_an_instant_are_read_in_the_database():
     store = OutcomeStore("sqlite://")
     h = pd.Timedelta(hours=1)
-    store.log_decisions([{**_decision(f"x{i}", T0 + i * h), "decided_at": T0 + i * h}
-                         for i in range(5)])
+    store.log_decisions([_decision(f"x{i}", T0 + i * h) for i in range(5)])
     since = store.rows_after("decisions", ("request_id",), since=("decided_at", T0 + 2 * h))
     assert since["request_id"].tolist() == ["x2", "x3", "x4"]
     with pytest.raises(ValueError, match="not a time column"):
@@ -254,11 +251,13 @@ def _rotated(industries: pd.Series) -> pd.Series:
 
 
 def _metric(text: str, name: str, **labels) -> float | None:
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    head = f"{name}{{{want}}}" if labels else name
-    for line in text.splitlines():
-        if line.startswith(head + " "):
-            return float(line.rsplit(" ", 1)[1])
+    """The value of the sample ``name{labels}`` of a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
     return None
 
 
@@ -384,7 +383,7 @@ def test_the_metrics_count_what_the_service_answered():
     assert np.isnan(value("callback_timing_calibration_ece"))
 
 
-def test_the_scheduled_job_skips_a_store_with_too_few_new_calls(tmp_path):
+def test_the_scheduled_job_skips_a_store_with_too_few_new_calls(tmp_path, mlruns):
     db = tmp_path / "o.db"
     calls = clean_history(simulate(contacts=60, days=10, seed=1, dirt_rate=0.0).history).calls
     assert len(calls) > 30
@@ -392,19 +391,16 @@ def test_the_scheduled_job_skips_a_store_with_too_few_new_calls(tmp_path):
     cfg = tmp_path / "job.toml"
     cfg.write_text(f'[data]\nhistory = ""\n[model]\nout = "{tmp_path / "models"}"\n'
                    f'[retrain]\ndb = "{db}"\n')
-    env = {**os.environ, "CALLBACK_TIMING_MLRUNS": str(tmp_path / "mlruns"),
-           "CALLBACK_TIMING_HOME": str(tmp_path / "home")}
-    env.pop("MLFLOW_TRACKING_URI", None)
     job = Path(__file__).resolve().parent.parent / "training" / "retrain.py"
-    done = subprocess.run([str(Path(CLI).parent / "python"), str(job), "--config", str(cfg)],
-                          capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run([sys.executable, str(job), "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert done.returncode == 0, done.stderr[-2000:]
     line = done.stdout.strip().splitlines()[-1]
     assert line.startswith("retrain ") and "skipped (30 calls after the served model's " \
         "data, 200 needed" in line
-    runs = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}").search_runs(
-        [MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-         .get_experiment_by_name(config.EXPERIMENT_NAME).experiment_id])
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(config.EXPERIMENT_NAME)
+                               .experiment_id])
     assert [r.data.tags["retrain.decision"] for r in runs] == ["skipped"]
 
 

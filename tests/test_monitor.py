@@ -93,7 +93,7 @@ def test_psi_is_zero_for_the_same_shares_and_grows_with_the_shift():
     assert psi(a, a.sample(frac=1.0, random_state=1)) == pytest.approx(0.0)
     small = psi(a, pd.Series(["x"] * 55 + ["y"] * 45))
     large = psi(a, pd.Series(["x"] * 90 + ["y"] * 10))
-    assert 0 < small < 0.1 < 0.25 < large
+    assert 0 < small < 0.1 and large > 0.25  # below and above the usual thresholds
     assert np.isfinite(psi(a, pd.Series(["z"] * 10)))  # a new category: floored, finite
 
 

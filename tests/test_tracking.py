@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from callback_timing import config, tracking
 from callback_timing.bundle import ModelBundle
-from tests.conftest import tiny_bundle
+from tests.conftest import private_mlflow, tiny_bundle
 
 NAME = "test-answer"
 
@@ -21,12 +21,7 @@ NAME = "test-answer"
 def store(tmp_path_factory):
     """A private MLflow store: ``$CALLBACK_TIMING_MLRUNS`` in a temporary folder."""
     mp = pytest.MonkeyPatch()
-    mlruns = tmp_path_factory.mktemp("tracking") / "mlruns"
-    mp.setenv("CALLBACK_TIMING_MLRUNS", str(mlruns))
-    # setenv first so that undo() also removes the value mlflow.set_tracking_uri exports
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{mlruns.parent}/unused.db")
-    mp.delenv("MLFLOW_TRACKING_URI")
-    mp.setenv("BENTOML_HOME", str(mlruns.parent / "bentoml"))
+    mlruns = private_mlflow(mp, tmp_path_factory.mktemp("tracking"))
     yield mlruns
     mp.undo()
 

@@ -18,6 +18,7 @@ from callback_timing.model import DEFAULT_PARAMS
 from callback_timing.training import answer_model, split_by_time
 from callback_timing.tuning import tune
 from callback_timing.workflow import resolve_params
+from tests.conftest import private_mlflow
 
 EXE = Path(sys.executable).with_name("callback-timing")
 TRIALS = 5
@@ -28,14 +29,7 @@ def store(tmp_path_factory):
     """Private MLflow store and home folder for this module."""
     mp = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("tuning")
-    mp.setenv("CALLBACK_TIMING_HOME", str(root / "home"))
-    mp.setenv("CALLBACK_TIMING_MLRUNS", str(root / "mlruns"))
-    # The store is tracking.py's default, a SQLite file under $CALLBACK_TIMING_MLRUNS: with
-    # $MLFLOW_TRACKING_URI set, tracking.tracking_uri() falls back to that default from its second
-    # call on (it takes the value it exported for its own), so nested runs would miss the parent.
-    # mlflow.set_tracking_uri exports the URI: setenv before delenv lets undo() remove it.
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'unused.db'}")
-    mp.delenv("MLFLOW_TRACKING_URI")
+    private_mlflow(mp, root)
     yield root
     mp.undo()
 
