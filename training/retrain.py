@@ -17,19 +17,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from train import run_job  # noqa: E402
+from train import params_of, reading_of, run_job  # noqa: E402
 
 from callback_timing import config  # noqa: E402
 from callback_timing.exits import leave  # noqa: E402
 from callback_timing.retrain import retrain  # noqa: E402
 from callback_timing.schema import CallbackTimingError  # noqa: E402
-from callback_timing.workflow import resolve_params  # noqa: E402
 
 
 def retrain_job(cfg: dict) -> str:
     """One turn of the loop as configured; return the decision's line."""
     data, model, job = cfg["data"], cfg["model"], cfg.get("retrain", {})
-    spec = None if model.get("params", "default") == "default" else model["params"]
     report = retrain(
         job.get("db") or str(config.db_path()),
         history=data.get("history") or None,
@@ -38,10 +36,8 @@ def retrain_job(cfg: dict) -> str:
         api_key=os.environ.get("CALLBACK_TIMING_API_KEY") or None,
         rules_path=job.get("rules") or None,
         rules_table_path=job.get("rules_table") or None,
-        params=resolve_params(spec),
-        mapping=data.get("map") or None,
-        assume_tz=data.get("assume_tz") or None,
-        default_tz=data.get("default_tz", "UTC"),
+        params=params_of(model),
+        **reading_of(data),
         min_new_calls=job.get("min_new_calls"),
         bentoml=cfg.get("tracking", {}).get("bentoml", True),
     )

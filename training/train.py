@@ -45,18 +45,28 @@ def run_job(job: Callable[[dict], str], description: str, argv: list[str] | None
     return 0
 
 
+def params_of(model: dict) -> dict | None:
+    """The XGBoost parameters of the ``[model]`` section (``params``: "default", "best" or a
+    JSON file)."""
+    spec = model.get("params", "default")
+    return resolve_params(None if spec == "default" else spec)
+
+
+def reading_of(data: dict) -> dict:
+    """How to read the ``[data]`` section's history: column mapping and time zones."""
+    return {"mapping": data.get("map") or None, "assume_tz": data.get("assume_tz") or None,
+            "default_tz": data.get("default_tz", "UTC")}
+
+
 def train_job(cfg: dict) -> str:
     """Train as configured; return a one-line summary."""
     data, model, tracking = cfg["data"], cfg["model"], cfg["tracking"]
     engine = cfg.get("engine", {})
-    spec = None if model.get("params", "default") == "default" else model["params"]
     report = train(
         data["history"],
         model["out"],
-        mapping=data.get("map") or None,
-        assume_tz=data.get("assume_tz") or None,
-        default_tz=data.get("default_tz", "UTC"),
-        params=resolve_params(spec),
+        **reading_of(data),
+        params=params_of(model),
         track=tracking.get("mlflow", True),
         bentoml=tracking.get("bentoml", True),
         engine=engine.get("name", "pandas"),

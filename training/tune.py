@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from train import run_job  # noqa: E402
+from train import reading_of, run_job  # noqa: E402
 
 from callback_timing.data import load_history  # noqa: E402
 from callback_timing.exits import leave  # noqa: E402
@@ -22,10 +22,7 @@ from callback_timing.tuning import tune  # noqa: E402
 def tune_job(cfg: dict) -> str:
     """Tune as configured; return a one-line summary."""
     data, job = cfg["data"], cfg.get("tune", {})
-    calls = load_history(
-        data["history"], mapping=data.get("map") or None,
-        assume_tz=data.get("assume_tz") or None, default_tz=data.get("default_tz", "UTC"),
-    ).calls
+    calls = load_history(data["history"], **reading_of(data)).calls
     result = tune(calls, int(job.get("trials", 30)), timeout=job.get("timeout_s"),
                   seed=int(job.get("seed", 0)), track=cfg.get("tracking", {}).get("mlflow", True))
     return (f"best of {result.n_trials} trials ({result.n_pruned} pruned): validation log loss "
