@@ -362,8 +362,12 @@ class DaskTraining:
         """Test metrics of another bundle on this run's test period, computed on the
         workers (the champion's own priors and features)."""
         h = self.history
-        # the model and priors only (not the bundle's history), sent to each worker once
-        model, priors = h.client.scatter([bundle.model, bundle.priors], broadcast=True)
+        # the model and priors only (not the bundle's history), sent to each worker once;
+        # hash=False, here and below: a key of their own. A content-hashed key equal to that
+        # of an earlier scatter being released (equal priors: a champion trained on the same
+        # calls) can be deleted on the workers under the new one ("lost dependencies")
+        model, priors = h.client.scatter([bundle.model, bundle.priors], broadcast=True,
+                                         hash=False)
         parts = h.client.gather([h.client.submit(_champion_p, p, model, priors, self.bounds)
                                  for p in h.parts])
         scored = pd.concat(parts, ignore_index=True)
@@ -398,7 +402,7 @@ def fit_and_evaluate_dask(history: DistributedHistory, params: dict | None = Non
 
     model = answer_model(**(params or {}))
     margin = model.margin_feature
-    shared_priors = client.scatter(priors, broadcast=True)
+    shared_priors = client.scatter(priors, broadcast=True, hash=False)
     feats = [client.submit(_features, p, shared_priors, bounds, model) for p in history.parts]
     meta = client.submit(_empty_like, feats[0]).result()
     X = dd.from_delayed(feats, meta=meta, verify_meta=False)
@@ -416,7 +420,7 @@ def fit_and_evaluate_dask(history: DistributedHistory, params: dict | None = Non
     model.use_booster(estimator.get_booster(), int(estimator.best_iteration), meta[columns])
     step(3, 6)
 
-    shared_model = client.scatter(model, broadcast=True)
+    shared_model = client.scatter(model, broadcast=True, hash=False)
     scored = pd.concat(client.gather([client.submit(_predict, f, shared_model, (1, 2))
                                       for f in feats]), ignore_index=True)
     val, test = scored[scored["slice"] == 1], scored[scored["slice"] == 2]
