@@ -461,6 +461,14 @@ def test_export_writes_the_store_as_a_clean_call_history(tmp_path, bundle_dir, m
     assert pd.Timestamp(calls.loc["k-0", "requested_at"]) == now - pd.Timedelta(days=3)
     loaded = load_history(out, key=b"test-key")  # the contract's schema: nothing rejected
     assert len(loaded.calls) == 2 and not len(loaded.rejects)
+    longer = tmp_path / "longer.yaml"  # a server's own policy file: its retention applies
+    longer.write_text("retention: {call_times_months: 24}\n")
+    kept = subprocess.run([CLI, "export", "--db", str(db), "--out", str(out), "--rules",
+                           str(longer)], env=env, capture_output=True, text=True, timeout=120)
+    assert kept.returncode == 0, kept.stderr
+    assert "left out: 0 past the retention of 24 months, 1 of erased" in " ".join(
+        kept.stdout.split())
+    assert sorted(pd.read_csv(out)["call_id"]) == ["k-0", "k-1", "k-old"]
     missing = subprocess.run([CLI, "export", "--db", str(tmp_path / "none.db"), "--out", "x"],
                              env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and "no outcome store" in missing.stderr

@@ -86,6 +86,9 @@ def export_cmd(
     out: Annotated[Path, typer.Option(help="The call history to write (.csv or .parquet).")],
     db: Annotated[str, typer.Option(help="Outcome store: a SQLite file or a SQLAlchemy URL.")
                   ] = config.db_path(),
+    rules: Annotated[Path | None, typer.Option(
+        help="Policy file whose retention section applies (default: the packaged one).")
+                     ] = None,
 ) -> None:
     """Export the outcome store as a call history in the contract's schema (plus arm and
     propensity of each call's request from the decision log), for retraining; calls past the
@@ -96,7 +99,7 @@ def export_cmd(
     from callback_timing.policy_config import load_policy_config
     from callback_timing.store import open_store
 
-    cfg = load_policy_config()
+    cfg = load_policy_config(rules)
     cutoff = cfg.active_cutoff()
     store = open_store(db)
     try:
