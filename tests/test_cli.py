@@ -25,12 +25,25 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("command", [[], ["simulate"], ["validate"], ["demo"], ["rank"],
-                                     ["evaluate"], ["schedule"]])
+def _commands() -> list[str]:
+    from callback_timing.cli import app
+
+    return [command.name for command in app.registered_commands]
+
+
+@pytest.mark.parametrize("command", [[], *([name] for name in _commands())])
 def test_help_everywhere(tmp_path, command):
     out = run(*command, "--help", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "Usage" in out.stdout and "--help" in out.stdout
+    assert f"Usage: callback-timing {' '.join(command)}" in " ".join(out.stdout.split())
+    assert "--help" in out.stdout
+
+
+def test_the_command_list_gives_each_command_one_line(tmp_path):
+    out = run("--help", cwd=tmp_path)
+    panel = out.stdout.split("Commands")[1].split("╰")[0]
+    rows = [line.strip("│ ").split()[0] for line in panel.splitlines()[1:] if line.strip("│ ")]
+    assert rows == _commands()  # a continuation line would add a row of its second line
 
 
 def test_simulate_then_validate_accounts_for_every_row(tmp_path):

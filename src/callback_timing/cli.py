@@ -398,10 +398,12 @@ def demo_cmd(
     traffic_per_day: Annotated[int, typer.Option(
         min=1, help="Callback requests per day of that traffic.")] = 80,
 ) -> None:
-    """The main job on embedded defaults: simulate a call history, validate it, train on it,
-    replay a callback campaign with the traditional desk, the rules, the model and the
-    oracle, serve the model on localhost, and send it a month of simulated dialer traffic
-    so the ROI dashboard has figures (Ctrl-C stops the server)."""
+    """The main job on embedded defaults: simulate, train, replay a campaign, serve.
+
+    Simulate a call history, validate it, train on it, replay a callback campaign with the
+    traditional desk, the rules, the model and the oracle, serve the model on localhost, and
+    send it a month of simulated dialer traffic so the ROI dashboard has figures (Ctrl-C stops
+    the server)."""
     import pandas as pd
 
     from callback_timing.cli_policy import evaluate_cmd

@@ -47,12 +47,15 @@ def retrain_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")
                        ] = False,
 ) -> None:
-    """One turn of the learning loop: export the outcome store, merge it with the history,
-    train a challenger, compare it with the champion on the same recent slice (log loss,
-    calibration) and off-policy on the logged traffic, promote it only when it is not
-    worse, and tell the server. One log line and one MLflow run per decision; exit code 0
-    also when it skipped or kept the champion, 1 when a promoted model did not reach the
-    server. Schedule it with cron or a systemd timer (see the README)."""
+    """One turn of the learning loop: retrain on the served traffic, promote if not worse.
+
+    Export the outcome store, merge it with the history, train a challenger, compare it with the
+    champion on the same recent slice (log loss, calibration) and off-policy on the logged
+    traffic, promote it only when it is not worse, and tell the server.
+
+    One log line and one MLflow run per decision; exit code 0 also when it skipped or kept the
+    champion, 1 when a promoted model did not reach the server. Schedule it with cron or a
+    systemd timer (see the README)."""
     from callback_timing.cli import _progress, console
     from callback_timing.data import parse_mapping
     from callback_timing.retrain import retrain

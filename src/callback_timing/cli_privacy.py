@@ -39,9 +39,11 @@ def purge_cmd(
         help="Policy file whose retention section applies (default: the packaged one).")
                      ] = None,
 ) -> None:
-    """Delete call-level data past its retention (calls and rankings older than
-    retention.call_times_months, 12 by default) from the outcome store, keeping anonymised
-    aggregates (calls and answers per month, industry, country, local weekday and hour)."""
+    """Delete call-level data past its retention from the outcome store.
+
+    Calls and rankings older than retention.call_times_months (12 by default) are deleted;
+    anonymised aggregates are kept (calls and answers per month, industry, country, local
+    weekday and hour)."""
     from callback_timing.cli import console
     from callback_timing.policy_config import load_policy_config
     from callback_timing.store import open_store
@@ -66,9 +68,10 @@ def register_cmd(
         help="Policy file whose retention section applies (default: the packaged one).")
                      ] = None,
 ) -> None:
-    """The record of processing (GDPR Art. 30) of this configuration: what the service
-    keeps, why, for how long and who can reach it (docs/processing-register.md is this with
-    the packaged policy)."""
+    """The record of processing (GDPR Art. 30) of this configuration.
+
+    What the service keeps, why, for how long and who can reach it (docs/processing-register.md
+    is this with the packaged policy)."""
     from callback_timing.cli import console
     from callback_timing.policy_config import load_policy_config
     from callback_timing.privacy import processing_register
@@ -90,9 +93,10 @@ def export_cmd(
         help="Policy file whose retention section applies (default: the packaged one).")
                      ] = None,
 ) -> None:
-    """Export the outcome store as a call history in the contract's schema (plus arm and
-    propensity of each call's request from the decision log), for retraining; calls past the
-    retention and those of erased contacts are left out."""
+    """Export the outcome store as a call history in the contract's schema, for retraining.
+
+    Each call carries the arm and propensity of its request from the decision log; calls past
+    the retention and those of erased contacts are left out."""
     from callback_timing.cli import console
     from callback_timing.contacts import load_keys
     from callback_timing.export import export_history

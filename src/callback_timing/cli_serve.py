@@ -81,12 +81,13 @@ def serve_cmd(
         min=0.0, help="Seconds between looks at the model folder for a new bundle (0: only "
                       "POST /admin/reload).")] = 5.0,
 ) -> None:
-    """Start the HTTP server for dialers (/rank, /rank_batch, /outcomes, /check, /info) and
-    supervisors (the ROI dashboard at /dashboard, its figures at /kpis).
+    """Start the HTTP server for dialers and supervisors.
 
-    Set CALLBACK_TIMING_API_KEY to require an API key (X-API-Key header) on every endpoint
-    but the health probes. Stop with Ctrl-C.
-    """
+    Dialers use /rank, /rank_batch, /outcomes, /check and /info; supervisors the ROI dashboard
+    at /dashboard and its figures at /kpis.
+
+    Set CALLBACK_TIMING_API_KEY to require an API key (X-API-Key header) on every endpoint but
+    the health probes. Stop with Ctrl-C."""
     args, env = prepare_serve(model, port, host, db, control_share, rules, rules_table,
                               workers, watch)
     os.execvpe(sys.executable, args, env)
@@ -142,9 +143,11 @@ def roi_cmd(
         help="Only the requests the dialer ranked with this team.")] = None,
     period: Annotated[str, typer.Option(help="Trend per 'day' or 'week'.")] = "week",
 ) -> None:
-    """Write the supervisor's ROI dashboard as one self-contained HTML file: KPIs per arm
-    (model, rules, control), ROI against the control arm with a confidence interval, trend,
-    answer-rate heatmap and funnel, from the outcome store and decision log of ``serve``."""
+    """Write the supervisor's ROI dashboard as one self-contained HTML file.
+
+    KPIs per arm (model, rules, control), ROI against the control arm with a confidence
+    interval, trend, answer-rate heatmap and funnel, from the outcome store and decision log of
+    ``serve``."""
     from pathlib import Path as _Path
 
     from callback_timing.cli import console
