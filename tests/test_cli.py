@@ -46,6 +46,18 @@ def test_the_command_list_gives_each_command_one_line(tmp_path):
     assert rows == _commands()  # a continuation line would add a row of its second line
 
 
+def test_simulate_refuses_a_bad_start_or_file_type_before_working(tmp_path):
+    bad_start = run("simulate", "--start", "2026-13-01", cwd=tmp_path)
+    assert bad_start.returncode == 2 and "'--start'" in bad_start.stderr
+    assert "Traceback" not in bad_start.stderr
+    wrong_type = run("simulate", "--contacts", "5", "--days", "2", "--out", "h.txt",
+                     cwd=tmp_path)
+    assert wrong_type.returncode == 1
+    assert wrong_type.stderr.strip() == ("error: unsupported history file type '.txt': use "
+                                         ".csv or .parquet")
+    assert not list(tmp_path.glob("h.*"))  # no ground truth written beside a missing history
+
+
 def test_simulate_then_validate_accounts_for_every_row(tmp_path):
     sim = run("simulate", "--contacts", "150", "--days", "20", "--seed", "3",
               "--out", "h.csv", cwd=tmp_path)

@@ -269,6 +269,11 @@ def test_unreadable_files_raise_schema_error(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(SchemaError, match="cannot read"):
         read_table(tmp_path / "bad.parquet")
+    with pytest.raises(SchemaError, match="a folder, not a file"):
+        read_table(tmp_path)
+    (tmp_path / "crm.xlsx").write_text("contact_id,called_at,outcome\n")  # named, not made
+    with pytest.raises(SchemaError, match=r"\.xlsx is not supported; save it as CSV"):
+        read_table(tmp_path / "crm.xlsx")
 
 
 def test_semicolons_blank_lines_quoted_breaks_and_malformed_lines(tmp_path):

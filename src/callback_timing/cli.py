@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -100,8 +101,14 @@ def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
 def _run_simulate(
     contacts: int, days: int, seed: int, out: Path, start: str, dirt_rate: float
 ) -> Path:
-    from callback_timing.simulation import save_ground_truth, simulate, write_history
+    from callback_timing.simulation import (
+        check_history_path,
+        save_ground_truth,
+        simulate,
+        write_history,
+    )
 
+    check_history_path(out)  # before the work, not after it
     with _progress("simulating calls") as progress:
         result = simulate(
             contacts=contacts,
@@ -133,16 +140,16 @@ def simulate_cmd(
     out: Annotated[
         Path, typer.Option(help="Output file (.csv or .parquet).")
     ] = config.data_dir() / "history.csv",
-    start: Annotated[str, typer.Option(help="First day of the period (YYYY-MM-DD).")] = (
-        "2026-03-02"
-    ),
+    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], metavar="YYYY-MM-DD",
+                                            help="First day of the period (YYYY-MM-DD).")
+                     ] = "2026-03-02",  # type: ignore[assignment]  # typer parses it
     dirt_rate: Annotated[
         float,
         typer.Option(min=0.0, max=0.5, help="Share of rows spoiled like a real CRM export."),
     ] = 0.03,
 ) -> None:
     """Write a synthetic call history with a known ground truth (contract section 1)."""
-    _run_simulate(contacts, days, seed, out, start, dirt_rate)
+    _run_simulate(contacts, days, seed, out, f"{start:%Y-%m-%d}", dirt_rate)
 
 
 def _run_validate(

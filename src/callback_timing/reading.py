@@ -25,6 +25,8 @@ __all__ = ["apply_mapping", "check_required", "parse_mapping", "read_table"]
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _DELIMITERS = (",", ";", "\t", "|")
+# formats a CRM exports too, which would otherwise be read as CSV with nonsense columns
+_OTHER_FORMATS = (".xlsx", ".xlsm", ".xls", ".ods", ".json", ".jsonl", ".ndjson", ".zip")
 
 
 def _open(path: Path, mode: str = "rt", **kwargs):
@@ -87,8 +89,14 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raises :class:`SchemaError`.
     """
     path = Path(path)
+    if path.is_dir():
+        raise SchemaError(f"cannot read call history {path}: a folder, not a file (a folder "
+                          "of Parquet files is read by `train --engine dask`)")
     if not path.is_file():
         raise SchemaError(f"cannot read call history {path}: no such file")
+    if path.suffix.lower() in _OTHER_FORMATS:
+        raise SchemaError(f"cannot read call history {path}: {path.suffix} is not supported; "
+                          "save it as CSV or Parquet")
     bad: list[tuple[int, str]] = []
     try:
         if path.suffix.lower() in _PARQUET_SUFFIXES:

@@ -117,6 +117,10 @@ def simulate(
     SimulationResult
     """
     _check(contacts, days, dirt_rate, explore_share, requests_per_contact_day)
+    try:
+        first_day = pd.Timestamp(start).date()
+    except (ValueError, TypeError):
+        raise ConfigError(f"start: not a date (YYYY-MM-DD): {str(start)[:40]!r}") from None
     report = progress or (lambda done, total: None)
     rng_world, rng_req, rng_plan, rng_play, rng_out, rng_dirt = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)
@@ -128,7 +132,7 @@ def simulate(
 
     per_contact = rng_req.poisson(c["request_rate"].to_numpy() * days)
     req_contact = np.repeat(np.arange(contacts), per_contact)
-    start_day = np.datetime64(pd.Timestamp(start).date(), "D").astype(np.int64)
+    start_day = np.datetime64(first_day, "D").astype(np.int64)
     consumer = (c["industry"] == "consumer").to_numpy()
     req_local = request_times(consumer[req_contact], start_day, days, rng_req)
     req_utc = _to_utc(req_local, tz[req_contact])
@@ -196,12 +200,19 @@ def simulate(
     return SimulationResult(history=history, truth=truth, world=world, dirt=dirt)
 
 
+def check_history_path(path) -> Path:
+    """``path`` as a :class:`Path` when :func:`write_history` can write it (``.csv`` or
+    ``.parquet``), else :class:`ConfigError`; check it before the work that fills it."""
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".parquet"):
+        raise ConfigError(f"unsupported history file type {path.suffix!r}: use .csv or .parquet")
+    return path
+
+
 def write_history(frame: pd.DataFrame, path) -> Path:
     """Write a history frame to ``.csv`` or ``.parquet`` (by suffix), creating parent dirs."""
-    path = Path(path)
+    path = check_history_path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise ConfigError(f"unsupported history file type {path.suffix!r}: use .csv or .parquet")
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
         frame.to_csv(path, index=False)
