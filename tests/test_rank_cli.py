@@ -45,6 +45,17 @@ def test_rank_without_model_answers_from_rules(tmp_path):
     assert row["source"] == "rules" and row["fallback_reason"] == "no model loaded"
 
 
+def test_a_byte_order_mark_is_read_and_a_line_not_utf8_is_answered_in_place(tmp_path):
+    (tmp_path / "req.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode()
+                                         + b"\n\xff\xfe{}\n")
+    out = run("rank", "--requests", "req.jsonl", "--out", "resp.jsonl", "--model", "missing",
+              cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "ranked 1 request to resp.jsonl; 1 rejected" in " ".join(out.stdout.split())
+    rows = [json.loads(x) for x in (tmp_path / "resp.jsonl").read_text().splitlines()]
+    assert rows[0]["request_id"] == "r-1" and rows[1] == {"line": 2, "error": "not UTF-8 text"}
+
+
 def test_bad_rules_file_is_one_line(tmp_path):
     _write(tmp_path / "req.jsonl", [json.dumps(GOOD)])
     (tmp_path / "rules.yaml").write_text("attempts: {per_request: lots}\n")
@@ -78,3 +89,42 @@ def test_schedule_respects_capacity_and_beats_greedy(tmp_path):
     optimal, greedy = map(float, re.search(
         r"value ([\d.]+) \(greedy ([\d.]+)\)", " ".join(out.stdout.split())).groups())
     assert optimal >= greedy > 0
+
+
+def test_schedule_follows_a_capacity_file_and_names_its_mistakes(tmp_path):
+    import pandas as pd
+
+    _write(tmp_path / "req.jsonl", [json.dumps({
+        "request_id": f"q{i}", "now": "2026-05-05T06:00:00Z",
+        "contact": {"contact_id": f"n{i}", "country": "PL", "timezone": "Europe/Warsaw"}})
+        for i in range(6)])
+    seats = ["2026-05-05T08:00:00Z", "2026-05-05T08:15:00Z", "2026-05-05T12:00:00Z"]
+    (tmp_path / "cap.csv").write_text("at,capacity\n" + "".join(f"{s},2\n" for s in seats))
+    out = run("schedule", "--requests", "req.jsonl", "--out", "plan.csv", "--capacity-file",
+              "cap.csv", "--model", "missing", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    plan = pd.read_csv(tmp_path / "plan.csv")
+    placed = plan[plan["assigned"]]
+    assert len(placed) == 6  # 3 slots x 2 seats, every other slot has none
+    assert set(pd.to_datetime(placed["at"], utc=True)) <= set(pd.to_datetime(seats, utc=True))
+    assert placed.groupby("at").size().max() <= 2
+    mistakes = {
+        "bin.csv": (b"\x00\xd0\xff" * 50, "cannot read bin.csv as CSV"),
+        "cols.csv": (b"start,seats\nx,1\n", "cols.csv needs columns 'at' and 'capacity'"),
+        "word.csv": (b"at,capacity\n2026-05-05T08:00:00Z,2\n2026-05-05T08:15:00Z,lots\n",
+                     "line 3: capacity is not a number: 'lots'"),
+        "half.csv": (b"at,capacity\n2026-05-05T08:00:00Z,2.5\n",
+                     "expected a whole number, got 2.5"),
+    }
+    for name, (content, message) in mistakes.items():
+        (tmp_path / name).write_bytes(content)
+        bad = run("schedule", "--requests", "req.jsonl", "--out", "bad.csv", "--capacity-file",
+                  name, "--model", "missing", cwd=tmp_path)
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr, (name, bad.stderr)
+        assert message in bad.stderr.splitlines()[-1], (name, bad.stderr)
+        assert not (tmp_path / "bad.csv").exists()
+    same = run("schedule", "--requests", "req.jsonl", "--out", "req.jsonl", "--model",
+               "missing", cwd=tmp_path)
+    assert same.returncode == 1 and same.stderr.strip() == (
+        "error: --out is the --requests file, which would be overwritten: give another path")
+    assert len((tmp_path / "req.jsonl").read_text().splitlines()) == 6

@@ -94,6 +94,33 @@ def test_unusable_history_is_one_line_and_registers_nothing(tmp_path):
     assert not (tmp_path / "bentoml").exists()
 
 
+def test_train_never_replaces_a_history_or_a_folder_of_other_files(trained):
+    tmp, _ = trained
+    before = (tmp / "data" / "h.csv").read_bytes()
+    for out, message in (("data/h.csv", "data/h.csv is a file, not a model folder"),
+                         ("data", "data holds other files, not a model bundle")):
+        refused = run(tmp, "train", "--history", "data/h.csv", "--out", out)
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr.startswith(f"error: {message}") and refused.stderr.count("\n") == 1
+    assert (tmp / "data" / "h.csv").read_bytes() == before
+    assert sorted(p.name for p in (tmp / "data").iterdir()) == [
+        "h.csv", "h.truth.parquet", "h.world.parquet"]
+
+
+def test_a_model_folder_is_new_empty_or_a_bundle(tmp_path, trained):
+    from callback_timing.schema import ConfigError
+    from callback_timing.workflow import check_model_folder
+
+    (tmp_path / "empty").mkdir()
+    bundle = trained[0] / "models" / "current"
+    for ok in (tmp_path / "new" / "model", tmp_path / "empty", bundle):
+        assert check_model_folder(ok) == ok
+    (tmp_path / "link").symlink_to(tmp_path / "gone")  # a dangling link is not a new folder
+    for bad in (tmp_path / "link", bundle / "metadata.json", bundle / "model"):
+        with pytest.raises(ConfigError, match="not a model"):
+            check_model_folder(bad)
+
+
 def test_params_best_without_tuning_is_one_line(tmp_path):
     (tmp_path / "h.csv").write_text("contact_id,called_at,outcome\n")
     out = run(tmp_path, "train", "--history", "h.csv", "--params", "best")

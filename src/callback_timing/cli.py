@@ -127,6 +127,16 @@ def _run_simulate(
     return path
 
 
+def check_outputs(inputs: dict[str, Path | None], outputs: dict[str, Path | None]) -> None:
+    """:class:`ConfigError` when an output option names one of the command's input files
+    (``{"--history": path}``): writing it would destroy the input."""
+    for out_name, out in outputs.items():
+        for in_name, source in inputs.items():
+            if out is not None and source is not None and out.resolve() == source.resolve():
+                raise ConfigError(f"{out_name} is the {in_name} file, which would be "
+                                  "overwritten: give another path")
+
+
 def _sidecar(path: Path, kind: str, suffix: str | None = None) -> Path:
     """``data/history.csv`` -> ``data/history.<kind><suffix>``."""
     return path.with_name(f"{path.stem}.{kind}{suffix if suffix is not None else ''}")
@@ -164,6 +174,7 @@ def _run_validate(
     from callback_timing.data import load_history, parse_mapping
     from callback_timing.report import quality_report, render_report
 
+    check_outputs({"--history": history}, {"--rejects": rejects, "--plot": plot})
     with _progress("validating history") as progress:
         progress(0, 1)
         result = load_history(

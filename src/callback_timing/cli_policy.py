@@ -28,7 +28,12 @@ RulesTableOption = Annotated[
 def _read_requests(path: Path) -> list[tuple[int, dict | str]]:
     """``(line number, request)`` per non-empty JSON-lines line; a string says what is wrong."""
     parsed: list[tuple[int, dict | str]] = []
-    for n, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
+    for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+        except UnicodeDecodeError:
+            parsed.append((n, "not UTF-8 text"))
+            continue
         if not line.strip():
             continue
         try:
@@ -52,9 +57,10 @@ def rank_cmd(
     A request the policy cannot use is answered by {"line": N, "error": "field: problem"} in
     its place, so the output keeps the input's order; the count is printed.
     """
-    from callback_timing.cli import _progress, console, err_console
+    from callback_timing.cli import _progress, check_outputs, console, err_console
     from callback_timing.policy import load_policy
 
+    check_outputs({"--requests": requests}, {"--out": out})
     policy, note = load_policy(model, rules, rules_table)
     err_console.print(note, highlight=False)
     parsed = _read_requests(requests)
@@ -74,7 +80,9 @@ def rank_cmd(
         for item in results:
             fh.write(json.dumps(item, ensure_ascii=False) + "\n")
     bad = sum("error" in r for r in results)
-    console.print(f"ranked {len(results) - bad:,} requests to {out}; {bad:,} rejected"
+    ranked = len(results) - bad
+    console.print(f"ranked {ranked:,} request{'' if ranked == 1 else 's'} to {out}; "
+                  f"{bad:,} rejected"
                   + (" (see their 'error' lines)" if bad else ""), highlight=False)
 
 
@@ -94,8 +102,10 @@ def evaluate_cmd(
     from rich.table import Table
 
     from callback_timing.campaign import value_lift_captured
-    from callback_timing.cli import _progress, console, err_console
+    from callback_timing.cli import _progress, check_outputs, console, err_console
     from callback_timing.workflow import evaluate_campaign
+
+    check_outputs({"--history": history}, {"--plot": plot})
 
     with _progress("replaying the campaign") as progress:
         report = evaluate_campaign(history, model, requests=requests, seed=seed,
@@ -149,11 +159,28 @@ def schedule_cmd(
     """Assign call times to many requests under agent capacity (maximum expected value)."""
     import pandas as pd
 
-    from callback_timing.cli import console, err_console
+    from callback_timing.cli import check_outputs, console, err_console
     from callback_timing.policy import ModelUnavailable, RankRequestError, load_policy
     from callback_timing.schedule import assign, compare
     from callback_timing.schema import ConfigError
 
+    check_outputs({"--requests": requests, "--capacity-file": capacity_file}, {"--out": out})
+    seats: int | pd.Series = capacity
+    if capacity_file is not None:  # read before the work: a mistake in it is told at once
+        try:
+            table = pd.read_csv(capacity_file, dtype=str, keep_default_na=False)
+        except (ValueError, UnicodeDecodeError) as exc:  # ParserError, EmptyDataError too
+            raise ConfigError(f"--capacity-file: cannot read {capacity_file} as CSV "
+                              f"({type(exc).__name__})") from None
+        if not {"at", "capacity"} <= set(table.columns):
+            raise ConfigError(f"--capacity-file: {capacity_file} needs columns 'at' and "
+                              "'capacity'")
+        number = pd.to_numeric(table["capacity"], errors="coerce")
+        if number.isna().any():
+            row = int(number.isna().to_numpy().argmax()) + 2  # its CSV line (header = 1)
+            raise ConfigError(f"--capacity-file: line {row}: capacity is not a number: "
+                              f"{table['capacity'].iloc[row - 2][:20]!r}")
+        seats = pd.Series(number.to_numpy(), index=table["at"].astype(str))
     policy, note = load_policy(model, rules, rules_table)
     err_console.print(note, highlight=False)
     good, bad = [], []
@@ -167,12 +194,6 @@ def schedule_cmd(
             bad.append(f"line {n}: {exc}")
     for line in bad[:5]:
         err_console.print(f"skipped {line}", highlight=False)
-    seats: int | pd.Series = capacity
-    if capacity_file is not None:
-        table = pd.read_csv(capacity_file)
-        if not {"at", "capacity"} <= set(table.columns):
-            raise ConfigError(f"{capacity_file}: needs columns 'at' and 'capacity'")
-        seats = pd.Series(table["capacity"].to_numpy(), index=table["at"].astype(str))
     slots = policy.slot_table(good)
     chosen = assign(slots, seats)
     summary = compare(slots, seats, best=chosen)

@@ -217,6 +217,7 @@ def retrain(
     from callback_timing.store import open_store
     from callback_timing.training import TrainingDataError
     from callback_timing.workflow import (
+        check_model_folder,
         leave_out_expired,
         leave_out_forgotten,
         staged_folder,
@@ -226,7 +227,7 @@ def retrain(
     cfg = load_policy_config(rules_path)
     rule_table = RuleModel.from_file(rules_table_path)
     needed = cfg.retrain_min_new_calls if min_new_calls is None else min_new_calls
-    model_dir = Path(model_dir) if model_dir is not None else config.model_dir()
+    model_dir = check_model_folder(model_dir if model_dir is not None else config.model_dir())
     if history is not None and not Path(history).is_file():
         raise ConfigError(f"--history: no file {history}")
     cutoff = cfg.active_cutoff()

@@ -202,7 +202,7 @@ def _capacity(capacity: Capacity, starts: pd.DatetimeIndex) -> np.ndarray:
     for key, raw, n in zip(keys, given.to_numpy(), counts.to_numpy(), strict=True):
         if isinstance(raw, bool) or not np.isfinite(n) or n != int(n):
             raise CapacityError(f"capacity at {key.isoformat()}: expected a whole number, "
-                                f"got {raw!r}")
+                                f"got {raw.item() if isinstance(raw, np.generic) else raw!r}")
         if n < 0:
             raise CapacityError(f"capacity at {key.isoformat()}: must be >= 0, got {int(n)}")
         if key.floor(step) != key:

@@ -64,6 +64,23 @@ def resolve_params(spec: str | None) -> dict:
     return params.get("params", params)
 
 
+def check_model_folder(target: str | Path) -> Path:
+    """``target`` as a :class:`Path` when a model bundle may be written there: a new or empty
+    folder, or a model bundle (``metadata.json``) to replace. Anything else raises
+    :class:`ConfigError`: the folder is replaced whole, and a history file or a folder of
+    other files must never go with it."""
+    target = Path(target)
+    if target.is_dir():
+        if (target / "metadata.json").is_file() or not any(target.iterdir()):
+            return target
+        raise ConfigError(f"{target} holds other files, not a model bundle, and would be "
+                          "replaced: give a new folder or a model folder")
+    if target.exists() or target.is_symlink():
+        raise ConfigError(f"{target} is a file, not a model folder: give a new folder or a "
+                          "model folder")
+    return target
+
+
 def _replace_folder(new: Path, target: Path) -> None:
     """Move ``new`` to ``target`` with the shortest possible window without a bundle."""
     old = target.with_name(target.name + ".old")
@@ -78,7 +95,8 @@ def _replace_folder(new: Path, target: Path) -> None:
 def staged_folder(target: Path) -> Iterator[Path]:
     """A new folder beside ``target``, to be filled in the block; it replaces ``target``
     (:func:`_replace_folder`) when the block ends, and is removed if the block fails (no
-    half-written bundle is ever served)."""
+    half-written bundle is ever served). ``target`` must pass :func:`check_model_folder`."""
+    check_model_folder(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
@@ -133,7 +151,7 @@ def train(
     """
     if engine not in ("pandas", "dask"):
         raise ConfigError(f"unknown engine {engine!r}: expected 'pandas' or 'dask'")
-    out_dir = Path(out_dir) if out_dir is not None else config.model_dir()
+    out_dir = check_model_folder(out_dir if out_dir is not None else config.model_dir())
     if engine == "dask":
         from callback_timing.dask_engine import dask_client, fit_and_evaluate_dask, read_history
 
@@ -184,7 +202,7 @@ def train_loaded(
     slice from being promoted (e.g. an off-policy estimate on the live traffic).
     ``incumbent``: the model being served, the one to beat when the registry has no
     champion (a new tracking store)."""
-    out_dir = Path(out_dir) if out_dir is not None else config.model_dir()
+    out_dir = check_model_folder(out_dir if out_dir is not None else config.model_dir())
     evaluation = fit_and_evaluate(result.calls, params, truth=truth, world=world,
                                   progress=progress)
     report = TrainReport(evaluation=evaluation, load=result, bundle_dir=out_dir)
