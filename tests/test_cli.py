@@ -276,3 +276,17 @@ def test_demo_runs_the_main_job_and_ends_serving(tmp_path):
     assert "share of the oracle's value lift over the desk" in " ".join(out.stdout.split())
     assert (tmp_path / "data" / "history.campaign.png").stat().st_size > 10_000
     shutil.rmtree(tmp_path / "data")
+
+
+@pytest.mark.parametrize("args", [
+    ["rank", "--requests", "r.jsonl", "--out", "o.jsonl", "--rules", "x.yaml"],
+    ["rank", "--requests", "r.jsonl", "--out", "o.jsonl", "--rules-table", "x.yaml"],
+    ["purge", "--rules", "x.yaml"],
+    ["train", "--history", "r.jsonl", "--params", "x.yaml"],
+])
+def test_a_binary_configuration_file_is_one_line(tmp_path, args):
+    (tmp_path / "r.jsonl").write_text("{}\n")
+    (tmp_path / "x.yaml").write_bytes(b"PK\x03\x04\x14\x00\x06\x00\xd0\xcf\x11\xe0")  # a .xlsx
+    out = run(*args, cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == "error: x.yaml: not a text file (UTF-8)"

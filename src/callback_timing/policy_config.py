@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from callback_timing.schema import ConfigError
+from callback_timing.schema import ConfigError, read_config_text
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SPAN = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
@@ -224,7 +224,7 @@ def load_policy_config(path: str | Path | None = None) -> PolicyConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"rules file not found: {path}")
-        data = _merge(data, _read_yaml(path.read_text("utf-8"), str(path)))
+        data = _merge(data, _read_yaml(read_config_text(path), str(path)))
     known = {"calling_hours", "holidays", "attempts", "urgency", "windows", "horizon",
              "exploration", "model", "default_timezone", "retention", "monitoring",
              "retraining"}

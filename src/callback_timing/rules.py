@@ -29,7 +29,7 @@ import pandas as pd
 import yaml
 
 from callback_timing.policy_config import parse_days, parse_span
-from callback_timing.schema import INDUSTRIES, ConfigError
+from callback_timing.schema import INDUSTRIES, ConfigError, read_config_text
 
 _SLOTS = 96
 _CONSUMER = INDUSTRIES.index("consumer")
@@ -89,7 +89,7 @@ class RuleModel:
         where = str(path) if path else "rules.yaml"
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"rules table not found: {path}")
-        text = Path(path).read_text("utf-8") if path else default_rules_text()
+        text = read_config_text(path) if path else default_rules_text()
         try:
             table = yaml.safe_load(text)
         except yaml.YAMLError as exc:

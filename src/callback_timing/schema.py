@@ -71,6 +71,17 @@ class ConfigError(CallbackTimingError):
     """A configuration value or option is invalid."""
 
 
+def read_config_text(path) -> str:
+    """The text of a configuration file the user named (YAML, JSON); :class:`ConfigError`
+    when it is not UTF-8 text (a binary or spreadsheet file given by mistake)."""
+    from pathlib import Path
+
+    try:
+        return Path(path).read_text("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (UTF-8)") from None
+
+
 #: The industry taxonomy (see ``contacts.normalise_industry``); unknown values map to "other".
 INDUSTRIES: tuple[str, ...] = (
     "it",

@@ -22,7 +22,7 @@ from callback_timing import config
 from callback_timing.bundle import ModelBundle
 from callback_timing.data import LoadResult, load_history
 from callback_timing.plots import answer_heatmap, importance_plot, reliability_plot
-from callback_timing.schema import ConfigError
+from callback_timing.schema import ConfigError, read_config_text
 from callback_timing.simulation import load_ground_truth
 from callback_timing.training import Evaluation, evaluate_bundle_on, fit_and_evaluate, metrics_table
 
@@ -56,7 +56,7 @@ def resolve_params(spec: str | None) -> dict:
         hint = " (run `callback-timing tune` first)" if spec == "best" else ""
         raise ConfigError(f"no parameter file {path}{hint}")
     try:
-        params = json.loads(path.read_text())
+        params = json.loads(read_config_text(path))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"parameter file {path} is not valid JSON: {exc.msg}") from None
     if not isinstance(params, dict):
