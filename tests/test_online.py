@@ -223,6 +223,9 @@ def test_reload_swaps_a_good_model_and_refuses_a_bad_one(tmp_path, bundle_dir):
                        if '"base_weights":[' in text else "{}")
     refused = ranker.reload(bad)
     assert refused["reloaded"] is False and refused["model_version"] == "v1"
+    nothing = ranker.reload(tmp_path)  # a folder without a bundle
+    assert nothing == {"reloaded": False, "model_version": "v1", "detail":
+                       f"not reloaded: no model bundle at {tmp_path}; model v1 still answers"}
     assert ranker.rank([_req("c-0001")])[0]["model_version"] == "v1"
     # a good new champion: swapped without a restart
     _, good, _ = tiny_bundle(tmp_path / "good", n_calls=1800, seed=4, version="v2")

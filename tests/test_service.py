@@ -443,7 +443,9 @@ def test_a_new_champion_is_served_without_downtime_and_a_bad_one_is_refused(tmp_
         assert server.post("/rank", req).json()["model_version"] == "v2"
         refused = server.post("/admin/reload", {"model_dir": str(broken)}).json()
         assert (refused["reloaded"], refused["model_version"]) == (False, "v2")
-        assert "could not be loaded" in refused["detail"]
+        assert refused["detail"].startswith(f"not reloaded: model bundle at {broken} could "
+                                            "not be loaded")
+        assert refused["detail"].endswith("; model v2 still answers")
         assert httpx.get(f"{server.url}/info").json()["model_version"] == "v2"
         assert server.post("/rank", req).json()["source"] == "model"
 

@@ -724,8 +724,12 @@ class OnlineRanker:
         """
         folder = Path(model_dir) if model_dir is not None else self.settings.model_dir
         bundle, note = load_bundle(folder)
-        if bundle is None:
-            return {"reloaded": False, "model_version": self.model_version, "detail": note}
+        if bundle is None:  # nothing changes: say what still answers, not the loader's note
+            still = (f"model {self.model_version}" if self.model_version is not None
+                     else "the rules")
+            return {"reloaded": False, "model_version": self.model_version,
+                    "detail": f"not reloaded: {note.removesuffix(': the rules answer')}; "
+                              f"{still} still answers"}
         problem = _smoke_test(bundle, self.config, self.rules)
         if problem is not None:
             logger.warning("reload refused: model %s %s", bundle.version, problem)
