@@ -426,9 +426,10 @@ def demo_cmd(
 
     from callback_timing.cli_policy import evaluate_cmd
     from callback_timing.cli_serve import check_port
-    from callback_timing.workflow import train
+    from callback_timing.workflow import check_model_folder, train
 
     steps = 5 if serve else 4
+    check_model_folder(model)  # before the work, like the port
     if serve:  # before the work: a busy port would only show at the end
         check_port("127.0.0.1", port)
     console.rule(f"1/{steps} simulate a call history")
