@@ -256,8 +256,10 @@ def test_the_contact_endpoints_of_a_real_server(tmp_path, bundle_dir):
         log = server.log.read_text()
     assert "s3cret" not in log and "Traceback" not in log
     assert "/contacts/<contact>" in log  # the access log, without the id
+    # "+4851", not "4851": four digits turn up in about one run in a hundred in the access
+    # log's trace and span ids, or as a client port
     leaks = [line for line in log.splitlines()
-             if any(s in line for s in ("c-0001", "512345678", "4851"))]
+             if any(s in line for s in ("c-0001", "512345678", "+4851"))]
     assert leaks == []  # the lines themselves, should one ever leak
     # the rules of the default policy file apply: keep them as the contract expects
     assert load_policy_config().retention_call_months == 12
