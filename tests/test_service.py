@@ -300,19 +300,19 @@ def test_without_a_model_the_rules_answer_and_the_api_key_is_required(tmp_path):
         assert forced.status_code == 503 and forced.json()["error"].startswith("policy: ")
         # personal data in requests, good and bad, never reaches the log
         phone = "+48512345678"
-        assert server.post("/rank", {"contact": {"contact_id": "c-p", "phone": phone}},
+        assert server.post("/rank", {"contact": {"contact_id": "c-secret-7", "phone": phone}},
                            **key).status_code == 200
-        assert server.post("/rank", {"contact": {"contact_id": "c-p", "phone": phone,
+        assert server.post("/rank", {"contact": {"contact_id": "c-secret-7", "phone": phone,
                                                  "country": 48}}, **key).status_code == 400
         stored = server.post("/outcomes", {"outcomes": [
-            {"call_id": "p1", "contact_id": "c-p", "phone": phone, "outcome": "answered",
+            {"call_id": "p1", "contact_id": "c-secret-7", "phone": phone, "outcome": "answered",
              "called_at": "2026-05-04T10:00:00Z"},
-            {"call_id": "p2", "contact_id": "c-p", "phone": phone, "outcome": "??",
+            {"call_id": "p2", "contact_id": "c-secret-7", "phone": phone, "outcome": "??",
              "called_at": "2026-05-04T10:00:00Z"}]}, **key).json()
         assert (stored["accepted"], len(stored["rejected"])) == (1, 1)
         log = server.log.read_text()
     assert "s3cret" not in log
-    assert "512345678" not in log and "c-p" not in log
+    assert "512345678" not in log and "c-secret-7" not in log
 
 
 def test_serve_reports_user_mistakes_in_one_line(tmp_path):
