@@ -16,6 +16,7 @@ logistic regression on log loss, or its ECE exceeds 0.02 on a test slice of >= 2
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -50,7 +51,8 @@ def measure(contacts: int, days: int, rate: float, seed: int) -> tuple[dict, boo
     return row, ok
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)  # --help
     ok = True
     for contacts, days, rate, seeds in WORLDS:
         for seed in seeds:

@@ -1,15 +1,33 @@
-"""Run every ``benchmarks/bench_*.py`` script in turn; exit 1 if any misses its target."""
+"""Run every ``benchmarks/bench_*.py`` script in turn (each with its defaults); exit 1 if any
+misses its target.
+
+    .venv/bin/python benchmarks/run_all.py [--only rank serve ...] [--skip dask ...]
+"""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                        help="run only these (bench_NAME.py), e.g. --only rank serve")
+    parser.add_argument("--skip", nargs="+", metavar="NAME", default=[],
+                        help="leave these out, e.g. --skip dask (the longest)")
+    args = parser.parse_args(argv)
+    scripts = sorted(Path(__file__).parent.glob("bench_*.py"))
+    names = {s.stem.removeprefix("bench_") for s in scripts}
+    unknown = sorted((set(args.only or []) | set(args.skip)) - names)
+    if unknown:
+        parser.error(f"no benchmark {unknown[0]!r}; there are: {', '.join(sorted(names))}")
+    chosen = [s for s in scripts if (args.only is None or s.stem[6:] in args.only)
+              and s.stem[6:] not in args.skip]
     failed = []
-    for script in sorted(Path(__file__).parent.glob("bench_*.py")):
+    for script in chosen:
         print(f"== {script.name}", flush=True)
         if subprocess.run([sys.executable, str(script)]).returncode != 0:
             failed.append(script.name)
