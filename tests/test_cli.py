@@ -209,6 +209,21 @@ leave(3)
     assert log.read_text().split() == ["thread", "atexit"]
 
 
+def test_demo_never_overwrites_a_real_history_or_model(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "history.csv").write_text("contact_id,called_at,outcome\n")
+    out = run("demo", "--no-serve", cwd=tmp_path)
+    assert out.returncode == 1 and out.stderr.strip() == (
+        "error: data/history.csv is not a simulated history (no history.world.parquet beside "
+        "it) and the demo would overwrite it: give --workdir another folder")
+    assert (tmp_path / "data" / "history.csv").read_text() == "contact_id,called_at,outcome\n"
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep")
+    model = run("demo", "--no-serve", "--workdir", "demo", "--model", "notes", cwd=tmp_path)
+    assert model.returncode == 1 and "notes holds other files" in model.stderr
+    assert not (tmp_path / "demo").exists() and (tmp_path / "notes" / "todo.txt").exists()
+
+
 @pytest.mark.slow
 def test_demo_runs_the_main_job_and_ends_serving(tmp_path):
     import socket

@@ -426,10 +426,16 @@ def demo_cmd(
 
     from callback_timing.cli_policy import evaluate_cmd
     from callback_timing.cli_serve import check_port
+    from callback_timing.simulation import ground_truth_paths
     from callback_timing.workflow import check_model_folder, train
 
     steps = 5 if serve else 4
     check_model_folder(model)  # before the work, like the port
+    history = workdir / "history.csv"
+    if history.exists() and not ground_truth_paths(history)[1].exists():
+        raise ConfigError(f"{history} is not a simulated history (no "
+                          f"{ground_truth_paths(history)[1].name} beside it) and the demo "
+                          "would overwrite it: give --workdir another folder")
     if serve:  # before the work: a busy port would only show at the end
         check_port("127.0.0.1", port)
     console.rule(f"1/{steps} simulate a call history")
@@ -438,7 +444,7 @@ def demo_cmd(
     ahead = days + (traffic_days if serve else 0)
     start = pd.Timestamp.now(tz="UTC").tz_localize(None).normalize() - pd.Timedelta(days=ahead)
     start -= pd.Timedelta(days=start.weekday())
-    path = _run_simulate(contacts, days, seed, workdir / "history.csv", f"{start:%Y-%m-%d}",
+    path = _run_simulate(contacts, days, seed, history, f"{start:%Y-%m-%d}",
                          0.03)
     console.rule(f"2/{steps} validate it")
     _run_validate(path, None, None, None, False, plot=_sidecar(path, "heatmap", ".png"))
