@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
 
 import holidays
@@ -106,7 +107,8 @@ def local_to_utc(local: pd.Series, tz: pd.Series) -> pd.Series:
 
 
 @lru_cache(maxsize=512)
-def holiday_days(country: str | None, subdivision: str | None, years: tuple[int, ...]):
+def holiday_days(country: str | None, subdivision: str | None, years: tuple[int, ...]
+                 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Sorted public-holiday dates (``datetime64[D]``) and names for a country/subdivision.
 
     Unknown countries give no holidays; an unknown subdivision falls back to the country.
@@ -268,8 +270,10 @@ def _days_by_group(day: np.ndarray, country, subdivision) -> dict[str, np.ndarra
     return out
 
 
-def calendar_arrays(utc_ns: np.ndarray, local_ns: np.ndarray, country=None, subdivision=None,
-                    days_of=None) -> dict[str, np.ndarray]:
+def calendar_arrays(utc_ns: np.ndarray, local_ns: np.ndarray,
+                    country: np.ndarray | None = None, subdivision: np.ndarray | None = None,
+                    days_of: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None
+                    ) -> dict[str, np.ndarray]:
     """Every column of :func:`calendar_frame` but ``local``, as arrays (the shared kernel).
 
     ``days_of(day)`` may give the :data:`DAY_COLUMNS` of each row's local day (int days since

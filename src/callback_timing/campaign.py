@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,10 @@ from callback_timing import calendar
 from callback_timing.policy import Policy
 from callback_timing.policy_config import PolicyConfig, desk_config, load_policy_config
 from callback_timing.slots import SLOT_MINUTES
+
+if TYPE_CHECKING:
+    from callback_timing.bundle import ModelBundle
+    from callback_timing.world import World
 
 POLICY_NAMES = ("desk", "rules", "model", "oracle")
 _CONTACT = ["timezone", "country", "subdivision", "industry"]
@@ -63,10 +68,10 @@ def _policies(bundle, config: PolicyConfig, history: pd.DataFrame, names) -> dic
 
 
 def replay(
-    world,
+    world: World,
     history: pd.DataFrame,
     requests: pd.DataFrame,
-    bundle=None,
+    bundle: ModelBundle | None = None,
     config: PolicyConfig | None = None,
     policies: tuple[str, ...] = POLICY_NAMES,
     max_attempts: int = 3,

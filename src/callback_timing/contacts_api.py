@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 _ID = re.compile(r"^[^\x00]{1,256}$")
 
 
-def contacts_app(ranker: Callable[[], object]):
+def contacts_app(ranker: Callable[[], object]) -> Starlette:
     """A Starlette app for the routes above; ``ranker()`` returns the service's
     :class:`~callback_timing.online.OnlineRanker` (``None`` while it starts)."""
     import anyio

@@ -21,9 +21,10 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,12 @@ from callback_timing.kpis import (
     KpiData,
     payload_of,
 )
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+
+    from callback_timing.store import OutcomeStore
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +236,7 @@ class KpiSource:
             self._lock.release()
 
 
-def snapshot_path_of(store) -> Path | None:
+def snapshot_path_of(store: OutcomeStore) -> Path | None:
     """Where the dashboard keeps the snapshot of ``store``'s figures: beside a SQLite file
     (``outcomes.db`` -> ``outcomes.db.kpis.npz``), in the user's cache folder for a database
     server (``~/.cache/callback-timing/kpis-<store id>.npz``), nowhere for a store in
@@ -267,7 +274,7 @@ class StillReading(RuntimeError):
     """The store is being read for the first time by another thread."""
 
 
-def parse_query(query) -> tuple[Filters, str]:
+def parse_query(query: Mapping[str, str | None]) -> tuple[Filters, str]:
     """Filters and period from query parameters (a mapping); raises ``ValueError`` with the
     parameter's name on a bad value."""
     def day(name: str) -> pd.Timestamp | None:
@@ -288,7 +295,7 @@ def parse_query(query) -> tuple[Filters, str]:
                                                            "team")}), period
 
 
-def store_unavailable(exc: Exception):
+def store_unavailable(exc: Exception) -> JSONResponse:
     """The 503 a page or report answers when the outcome store does not (it names the
     error's type only: a database error's text can carry parameters)."""
     from starlette.responses import JSONResponse
@@ -297,7 +304,7 @@ def store_unavailable(exc: Exception):
                                   f"({type(exc).__name__}); try again"}, status_code=503)
 
 
-def kpis_app(source: KpiSource, before: Callable[[], None] | None = None):
+def kpis_app(source: KpiSource, before: Callable[[], None] | None = None) -> Starlette:
     """A Starlette app answering ``GET /`` with the KPIs as JSON; ``before()`` is called
     first (in a worker thread): the service writes the rankings it has queued for the
     decision log, so that a page asked right after a ranking counts it."""
@@ -330,7 +337,7 @@ def kpis_app(source: KpiSource, before: Callable[[], None] | None = None):
     return Starlette(routes=[Route("/", kpis, methods=["GET"])])
 
 
-def dashboard_app():
+def dashboard_app() -> Starlette:
     """A Starlette app serving the page (``/``) and Plotly's script (``/plotly.min.js``)."""
     from starlette.applications import Starlette
     from starlette.responses import HTMLResponse, Response

@@ -35,6 +35,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
@@ -51,14 +52,22 @@ from callback_timing.reading import apply_mapping, check_required
 from callback_timing.schema import ConfigError, SchemaError
 from callback_timing.training import Evaluation, Split, answer_model, split_by_time
 
+if TYPE_CHECKING:
+    from distributed import Client
+
+    class ClusterLike(Protocol):
+        """A cluster object that hands out a client (Coiled, Dask Gateway)."""
+
+        def get_client(self) -> Client: ...
+
 log = logging.getLogger(__name__)
 
 _SLICES = ("train", "valid", "test")
 
 
 @contextlib.contextmanager
-def dask_client(scheduler=None, workers: int = 2, threads_per_worker: int = 1,
-                quiet: bool = True) -> Iterator:
+def dask_client(scheduler: str | Client | ClusterLike | None = None, workers: int = 2,
+                threads_per_worker: int = 1, quiet: bool = True) -> Iterator[Client]:
     """A ``distributed.Client`` for the block.
 
     ``scheduler`` is an address (``tcp://host:8786``; connected and closed after the
@@ -184,7 +193,7 @@ def _clean_part(frame: pd.DataFrame, assume_tz, key, default_tz) -> tuple:
             result.warnings)
 
 
-def read_history(source: str, client, mapping: dict[str, str] | None = None,
+def read_history(source: str, client: Client, mapping: dict[str, str] | None = None,
                  assume_tz: str | None = None, default_tz: str = "UTC",
                  key: bytes | None = None, partitions: int | None = None,
                  storage_options: dict | None = None) -> DistributedHistory:

@@ -16,6 +16,9 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
@@ -32,10 +35,15 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from callback_timing.features import CATEGORICAL_FEATURES
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from callback_timing.world import World
+
 _EPS = 1e-6
 
 
-def expected_calibration_error(y, p, n_bins: int = 10) -> float:
+def expected_calibration_error(y: ArrayLike, p: ArrayLike, n_bins: int = 10) -> float:
     """ECE over ``n_bins`` equal-count bins: sum of |observed - predicted| weighted by size."""
     y = np.asarray(y, dtype=float)
     p = np.asarray(p, dtype=float)
@@ -47,7 +55,7 @@ def expected_calibration_error(y, p, n_bins: int = 10) -> float:
     return round(float(np.sum(gaps) / len(p)), 6)
 
 
-def classification_metrics(y, p) -> dict[str, float]:
+def classification_metrics(y: ArrayLike, p: ArrayLike) -> dict[str, float]:
     """ROC AUC, PR AUC, log loss, Brier score and ECE of probabilities ``p`` for labels ``y``."""
     y = np.asarray(y, dtype=int)
     p = np.clip(np.asarray(p, dtype=float), _EPS, 1 - _EPS)
@@ -67,7 +75,8 @@ def classification_metrics(y, p) -> dict[str, float]:
 # --- baselines ----------------------------------------------------------------------------
 
 
-def weekday_hour_baseline(X_train: pd.DataFrame, y_train, X: pd.DataFrame, m: float = 20.0):
+def weekday_hour_baseline(X_train: pd.DataFrame, y_train: ArrayLike, X: pd.DataFrame,
+                          m: float = 20.0) -> np.ndarray:
     """Population answer rate by contact-local weekday x hour (smoothed), as a score."""
     y_train = np.asarray(y_train, dtype=float)
     prior = y_train.mean()
@@ -78,7 +87,8 @@ def weekday_hour_baseline(X_train: pd.DataFrame, y_train, X: pd.DataFrame, m: fl
     return keys.map(rate).fillna(prior).to_numpy(dtype=float)
 
 
-def logistic_baseline(X_train: pd.DataFrame, y_train, X: pd.DataFrame, max_rows: int = 200_000):
+def logistic_baseline(X_train: pd.DataFrame, y_train: ArrayLike, X: pd.DataFrame,
+                      max_rows: int = 200_000) -> np.ndarray:
     """Logistic regression on the same features (one-hot categoricals, scaled numbers)."""
     numeric = [c for c in X_train.columns if c not in CATEGORICAL_FEATURES]
     categorical = [c for c in CATEGORICAL_FEATURES if c in X_train.columns]
@@ -107,7 +117,8 @@ def _as_plain(X: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def baseline_scores(X_train: pd.DataFrame, y_train, X_test: pd.DataFrame) -> dict[str, np.ndarray]:
+def baseline_scores(X_train: pd.DataFrame, y_train: ArrayLike, X_test: pd.DataFrame
+                    ) -> dict[str, np.ndarray]:
     """Scores of the baselines on ``X_test``: weekday x hour rate, contact rate, logistic
     regression, and the rule-based fallback (:class:`~callback_timing.rules.RuleModel`)."""
     from callback_timing.rules import RuleModel
@@ -136,9 +147,9 @@ def first_requests(calls: pd.DataFrame) -> pd.DataFrame:
 
 def slot_regret(
     requests: pd.DataFrame,
-    features,
+    features: Callable[[pd.DataFrame], pd.DataFrame],
     scorers: dict,
-    world,
+    world: World,
     horizon_hours: float = 48,
     max_requests: int | None = 1500,
     seed: int = 0,
@@ -184,7 +195,7 @@ def slot_regret(
 # --- what the history can reveal --------------------------------------------------------------
 
 
-def information_bound(truth: pd.DataFrame, world, grid: int = 161,
+def information_bound(truth: pd.DataFrame, world: World, grid: int = 161,
                       chunk_rows: int = 50_000) -> np.ndarray:
     """Answer probabilities of the best predictor the call history allows, for every truth row.
 

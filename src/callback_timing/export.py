@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from callback_timing.privacy import forgotten_mask
 from callback_timing.schema import ConfigError
+
+if TYPE_CHECKING:
+    from callback_timing.store import OutcomeStore
 
 #: the exported columns: the contract's (but ``phone``: never stored), then the decision log's
 EXPORT_COLUMNS = ("contact_id", "called_at", "outcome", "call_id", "country", "subdivision",
@@ -35,7 +39,7 @@ class Export:
     erased: int
 
 
-def history_of(store, cutoff: pd.Timestamp | None, keys: list[bytes] | None) -> tuple[
+def history_of(store: OutcomeStore, cutoff: pd.Timestamp | None, keys: list[bytes] | None) -> tuple[
         pd.DataFrame, int, int]:
     """The store's calls as a call history (:data:`EXPORT_COLUMNS`), with the calls before
     ``cutoff`` and those of erased contacts left out; returns it and how many of each went."""
@@ -74,7 +78,7 @@ def history_of(store, cutoff: pd.Timestamp | None, keys: list[bytes] | None) -> 
     return out[list(EXPORT_COLUMNS)].reset_index(drop=True), expired, erased
 
 
-def export_history(store, out: str | Path, cutoff: pd.Timestamp | None,
+def export_history(store: OutcomeStore, out: str | Path, cutoff: pd.Timestamp | None,
                    keys: list[bytes] | None) -> Export:
     """Write :func:`history_of` to ``out`` (``.parquet``, else CSV); folders are made."""
     frame, expired, erased = history_of(store, cutoff, keys)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,12 @@ from scipy.special import expit
 from callback_timing import tzclock
 from callback_timing.feature_block import FeatureBlock
 from callback_timing.slots import SLOT_MINUTES
+
+if TYPE_CHECKING:
+    import xgboost as xgb
+
+    from callback_timing.model import AnswerModel
+    from callback_timing.policy_config import WeekHours
 
 STEP_NS = SLOT_MINUTES * 60 * 10**9
 #: The fallback reason of a server without a model (it explores like the model would).
@@ -86,7 +93,7 @@ def local_parts(at_ns: np.ndarray, zones: np.ndarray) -> tuple[np.ndarray, np.nd
                                            np.asarray(zones, dtype=object)))
 
 
-def week_table(week) -> np.ndarray:
+def week_table(week: WeekHours) -> np.ndarray:
     """A calling-hours week (7 spans of minutes, or ``None`` for no calls) as a 7 x 2 array."""
     return np.array([(h[0], h[1]) if h else (0, 0) for h in week], dtype=np.int64)
 
@@ -192,7 +199,8 @@ class HistoryIndex:
         return made
 
 
-def predict_answer(model, X: pd.DataFrame | FeatureBlock, booster=None) -> np.ndarray:
+def predict_answer(model: AnswerModel, X: pd.DataFrame | FeatureBlock,
+                   booster: xgb.Booster | None = None) -> np.ndarray:
     """``model.p_answer(X)``; for an AnswerModel via ``inplace_predict`` (same numbers).
 
     ``X`` is a feature frame or a :class:`~callback_timing.feature_block.FeatureBlock` (read

@@ -26,6 +26,8 @@ calendar_arrays`); :func:`build_features` is their pandas wrapper, and the ranki
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
@@ -39,6 +41,9 @@ from callback_timing.history_kernel import (
 )
 from callback_timing.priors import Priors, hour_band
 from callback_timing.schema import INDUSTRIES, OUTCOMES
+
+if TYPE_CHECKING:
+    from callback_timing.model import AnswerModel
 
 #: Columns a targets frame must have (``at`` is tz-aware UTC). An optional ``asof`` column
 #: (UTC) moves the history cut-off earlier: ranking at ``now`` for a slot at ``at`` uses only
@@ -241,7 +246,7 @@ def fit_priors(calls: pd.DataFrame, strength: float | None = None) -> Priors:
     return priors.fit(prior_rows(calls))
 
 
-def scored_calls(calls: pd.DataFrame, which: np.ndarray, model, priors: Priors
+def scored_calls(calls: pd.DataFrame, which: np.ndarray, model: AnswerModel, priors: Priors
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Labels and ``model.p_answer`` of the calls ``which`` selects, their features built
     from all of ``calls`` with ``priors`` (e.g. another bundle's on this run's test slice)."""

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -229,7 +230,7 @@ class KpiData:
         return out
 
     @classmethod
-    def from_snapshot(cls, arrays, config: PolicyConfig | None = None,
+    def from_snapshot(cls, arrays: Mapping[str, np.ndarray], config: PolicyConfig | None = None,
                       deadline_hours: float = DEADLINE_HOURS) -> KpiData:
         """The :class:`KpiData` of a :meth:`snapshot`; ``ValueError`` when it was taken with
         other calling hours, deadline or format, or is damaged."""

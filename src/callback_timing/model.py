@@ -20,13 +20,20 @@ Examples
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from callback_timing.feature_block import FeatureBlock
 
 #: Calibrated probabilities never reach 0 or 1: one surprise would cost an unbounded log loss.
 P_FLOOR = 0.005
@@ -115,7 +122,8 @@ class AnswerModel:
             **self.params,
         )
 
-    def fit(self, X: pd.DataFrame, y, X_val: pd.DataFrame, y_val) -> AnswerModel:
+    def fit(self, X: pd.DataFrame, y: ArrayLike, X_val: pd.DataFrame, y_val: ArrayLike
+            ) -> AnswerModel:
         """Fit the booster with early stopping on ``X_val`` and calibrate on it."""
         classifier = xgb.XGBClassifier(**self.classifier_kwargs())
         margins = {}
@@ -139,7 +147,7 @@ class AnswerModel:
             if isinstance(X[c].dtype, pd.CategoricalDtype)
         }
 
-    def calibrate_on(self, raw: np.ndarray, y_val) -> AnswerModel:
+    def calibrate_on(self, raw: np.ndarray, y_val: ArrayLike) -> AnswerModel:
         """Fit the calibrator (:attr:`calibration`) on the booster's raw validation
         probabilities ``raw`` and their labels."""
         y_val = np.asarray(y_val, dtype=float)
@@ -159,7 +167,8 @@ class AnswerModel:
             )
         return self
 
-    def margin(self, X) -> np.ndarray | None:
+    def margin(self, X: pd.DataFrame | FeatureBlock | Mapping[str, ArrayLike]
+               ) -> np.ndarray | None:
         """The logit of ``margin_feature`` the trees start from (``None`` without one); ``X``
         is a feature frame or anything else indexable by column name."""
         if not self.margin_feature:

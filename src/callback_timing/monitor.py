@@ -22,6 +22,8 @@ drifted, how often do the rules answer instead?
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,12 @@ from sklearn.calibration import calibration_curve
 
 from callback_timing import fastpath as fp
 from callback_timing.calendar import utc_ns_of
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from callback_timing.online import OnlineRanker
+    from callback_timing.store import OutcomeStore
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +68,7 @@ def _request_hour(calls: pd.DataFrame) -> pd.Series:
     return pd.Series(minute // 60, index=asked.index)
 
 
-def monitor_report(store, reference: pd.DataFrame | None = None, days: float = 14.0,
+def monitor_report(store: OutcomeStore, reference: pd.DataFrame | None = None, days: float = 14.0,
                    now: pd.Timestamp | None = None, bins: int = 10,
                    thresholds: dict | None = None, min_sample: int = 200) -> dict:
     """The monitoring report of the last ``days`` before ``now`` (see the module docstring);
@@ -148,7 +156,7 @@ def _num(value) -> float | None:
     return None if pd.isna(value) else float(value)
 
 
-def service_report(service, days: float | None = None) -> dict:
+def service_report(service: OnlineRanker, days: float | None = None) -> dict:
     """:func:`monitor_report` of a running service (an
     :class:`~callback_timing.online.OnlineRanker`): its store, its model's training history
     as the reference, the thresholds and default period of its ``monitoring`` section; the
@@ -164,7 +172,7 @@ def service_report(service, days: float | None = None) -> dict:
     return report
 
 
-def monitor_app(ranker):
+def monitor_app(ranker: Callable[[], OnlineRanker | None]) -> Starlette:
     """A Starlette app answering ``GET /`` (mounted at ``/monitor``) with
     :func:`monitor_report` of the service's store, the model's training history as the
     reference, the thresholds of ``policy.yaml``'s ``monitoring`` section; query parameter

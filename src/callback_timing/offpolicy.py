@@ -23,8 +23,18 @@ effective sample size of the weights says how much of the log the estimate reall
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from callback_timing.bundle import ModelBundle
+    from callback_timing.policy import Policy
+    from callback_timing.policy_config import PolicyConfig
+    from callback_timing.rules import RuleModel
+    from callback_timing.store import OutcomeStore
 
 
 def off_policy_value(reward: np.ndarray, p0: np.ndarray, p1: np.ndarray,
@@ -76,7 +86,7 @@ _LOG_COLUMNS = ("seq", "request_id", "contact_id", "arm", "source", "fallback_re
                 "propensity", "horizon_hours")
 
 
-def logged_choices(store, calls: pd.DataFrame, since: pd.Timestamp | None = None
+def logged_choices(store: OutcomeStore, calls: pd.DataFrame, since: pd.Timestamp | None = None
                    ) -> pd.DataFrame:
     """The logged rankings an off-policy estimate can reweight, with their reward.
 
@@ -110,8 +120,8 @@ def logged_choices(store, calls: pd.DataFrame, since: pd.Timestamp | None = None
     return out.drop(columns=["answered", "next_now"]).sort_values("seq").reset_index(drop=True)
 
 
-def replay_choices(policy, choices: pd.DataFrame, chunk: int = 2000,
-                   progress=None) -> pd.DataFrame:
+def replay_choices(policy: Policy, choices: pd.DataFrame, chunk: int = 2000,
+                   progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """What ``policy`` (a :class:`~callback_timing.policy.Policy`) would have done at each
     logged ranking of ``choices`` (:func:`logged_choices`): ``p1``, the probability that it
     picks the logged first window (exploration included), ``q0``, its answer probability for
@@ -189,10 +199,12 @@ def _choice_probabilities(slots: pd.DataFrame, ids: pd.Series, chosen: pd.Series
 CLIP = 20.0
 
 
-def challenger_estimate(store, calls: pd.DataFrame, challenger, logging=None,
-                        since: pd.Timestamp | None = None, config=None, rules=None,
+def challenger_estimate(store: OutcomeStore, calls: pd.DataFrame, challenger: ModelBundle,
+                        logging: ModelBundle | None = None,
+                        since: pd.Timestamp | None = None, config: PolicyConfig | None = None,
+                        rules: RuleModel | None = None,
                         clip: float | None = CLIP, max_rankings: int | None = 20_000,
-                        progress=None) -> dict:
+                        progress: Callable[[int, int], None] | None = None) -> dict:
     """Off-policy estimates of the answer rate of the first attempt a ``challenger`` bundle
     would have had on the logged traffic since ``since`` (see :func:`off_policy_value`, with
     the weights capped at ``clip``; the challenger's answer probabilities are the doubly

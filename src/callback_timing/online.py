@@ -590,7 +590,8 @@ class OnlineRanker:
             if answer.get("source") == "rules" and reason.startswith("model "):
                 self._note(reason, "the rules answered {count} ranking(s): " + reason)
 
-    def check(self, contact: dict, at=None, request_id: str | None = None) -> dict:
+    def check(self, contact: dict, at: str | datetime | None = None,
+              request_id: str | None = None) -> dict:
         """The dial-time check (``/check``): :meth:`Policy.dial_check`."""
         self._catch_up()
         with self._lock:

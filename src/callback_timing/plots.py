@@ -7,6 +7,7 @@ Matplotlib with the non-interactive Agg backend, so plots render on a server wit
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -18,10 +19,13 @@ import pandas as pd  # noqa: E402
 from callback_timing.calendar import local_clock  # noqa: E402
 from callback_timing.evaluate import expected_calibration_error  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
-def save_figure(fig, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG (parent folders created), close it, return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -43,6 +45,11 @@ from callback_timing.rules import RuleModel
 from callback_timing.schema import CallbackTimingError
 from callback_timing.slot_features import SlotFeatures
 from callback_timing.windows import respond_all
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from callback_timing.bundle import ModelBundle
 
 #: At most this many feature rows of the project's own XGBoost model are predicted in the
 #: ranking thread (a few requests); more, or another model, predict in the budget's thread.
@@ -178,7 +185,8 @@ class Policy:
             raise ModelUnavailable("policy 'model' asked for, but no model is loaded")
         return req
 
-    def dial_check(self, contact: dict, at=None, request_id: str | None = None,
+    def dial_check(self, contact: dict, at: str | datetime | None = None,
+                   request_id: str | None = None,
                    now: pd.Timestamp | None = None) -> dict:
         """May the contact be called now? The check a dialer makes at the moment of dialing.
 
@@ -532,6 +540,8 @@ class Policy:
 
     @history.setter
     def history(self, frame: pd.DataFrame) -> None:
+        """Replace the history with ``frame`` and rebuild what is read from it (calls added
+        since, contact index and profiles, request reader, slot features)."""
         self._history = frame
         self._recent: dict[str, pd.DataFrame] = {}  # calls added since, per contact
         self._recent_arrays: dict[str, CallArrays] = {}  # the same as kernel arrays
@@ -563,7 +573,7 @@ def _empty_priors() -> Priors:
     return priors
 
 
-def load_bundle(model_dir=None):
+def load_bundle(model_dir: str | Path | None = None) -> tuple[ModelBundle | None, str]:
     """The bundle at ``model_dir`` if it loads (else ``None``) and one line saying so.
 
     A missing or broken model is not an error: the rules answer, and the line says why.
@@ -584,7 +594,8 @@ def load_bundle(model_dir=None):
     return bundle, f"model {bundle.version} from {folder}"
 
 
-def load_policy(model_dir=None, rules_path=None, rules_table_path=None) -> tuple[Policy, str]:
+def load_policy(model_dir: str | Path | None = None, rules_path: str | Path | None = None,
+                rules_table_path: str | Path | None = None) -> tuple[Policy, str]:
     """A :class:`Policy` with the bundle at ``model_dir`` if it loads, else rules only.
 
     Returns the policy and one line saying what answers (:func:`load_bundle`). Mistakes in

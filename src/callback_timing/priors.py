@@ -21,11 +21,17 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from callback_timing import config
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from callback_timing.rules import RuleModel
 
 
 def hour_band(hour: np.ndarray | pd.Series) -> np.ndarray:
@@ -91,7 +97,7 @@ class Priors:
             self.countries_ = sorted(calls["country"].dropna().astype(str).unique().tolist())
         return self
 
-    def rule_model(self):
+    def rule_model(self) -> RuleModel:
         """The :class:`~callback_timing.rules.RuleModel` of the frozen table (or the default)."""
         from callback_timing.rules import RuleModel
 
@@ -106,7 +112,7 @@ class Priors:
         prior = parent.reindex(parent_idx).to_numpy()
         return (agg["answered"] + m * prior) / (agg["count"] + m)
 
-    def lookup(self, industry, weekday, band) -> pd.DataFrame:
+    def lookup(self, industry: ArrayLike, weekday: ArrayLike, band: ArrayLike) -> pd.DataFrame:
         """Prior rates for aligned arrays; unseen groups fall back to their parent."""
         industry = pd.Series(industry, dtype=object).astype(str).to_numpy()
         return pd.DataFrame(self._lookup_tables(industry, np.asarray(weekday, dtype=np.int64),

@@ -18,10 +18,14 @@ True
 from __future__ import annotations
 
 import hmac
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from callback_timing.contacts import PSEUDONYM_HEX_CHARS, pseudonymise
+
+if TYPE_CHECKING:
+    from callback_timing.policy_config import PolicyConfig
 
 
 def contact_hash(contact_id: str, key: bytes) -> str:
@@ -150,7 +154,7 @@ _RETENTION = {
 }
 
 
-def processing_register(config) -> str:
+def processing_register(config: PolicyConfig) -> str:
     """The record of processing (``docs/processing-register.md``) from the policy config
     and the store's tables: what is kept, why, for how long, and who can reach it."""
     from callback_timing.store import metadata

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ import yaml
 
 from callback_timing.policy_config import parse_days, parse_span
 from callback_timing.schema import INDUSTRIES, ConfigError, read_config_text
+
+if TYPE_CHECKING:
+    from callback_timing.feature_block import FeatureBlock
 
 _SLOTS = 96
 _CONSUMER = INDUSTRIES.index("consumer")
@@ -157,7 +161,7 @@ FeatureBlock`, whose ``industry`` column holds codes of ``INDUSTRIES``)."""
         p = np.where(bridge, np.minimum(p, self.bridge_business_), p)
         return np.where(holiday, np.minimum(p, self.holiday_business_), p)
 
-    def table_p(self, X) -> np.ndarray:
+    def table_p(self, X: pd.DataFrame | FeatureBlock) -> np.ndarray:
         """The table's chance of each row, before the contact's own history."""
         return self.cells_p(self._cells(X))
 
@@ -169,7 +173,7 @@ FeatureBlock`, whose ``industry`` column holds codes of ``INDUSTRIES``)."""
         lift = np.clip(np.nan_to_num(lift, nan=1.0), 1 / self.max_lift_, self.max_lift_)
         return np.where(np.asarray(hist_n, dtype=float) >= self.min_history_, p * lift, p)
 
-    def p_answer(self, X) -> np.ndarray:
+    def p_answer(self, X: pd.DataFrame | FeatureBlock) -> np.ndarray:
         """Answer chance of each row of a feature frame (the model's interface).
 
         With history columns (``hist_n``, ``hist_rate``, ``prior_industry``) and at least
@@ -186,7 +190,7 @@ FeatureBlock`, whose ``industry`` column holds codes of ``INDUSTRIES``)."""
         p = self.p_answer(X)
         return np.column_stack([1 - p, p])
 
-    def notes(self, X) -> list[str | None]:
+    def notes(self, X: pd.DataFrame | FeatureBlock) -> list[str | None]:
         """The table's ``why`` for each row (holidays and bridge days first), or ``None``."""
         industry, weekday, slot, holiday, bridge = self._cells(X)
         codes = self.note_table_[industry, weekday, slot]

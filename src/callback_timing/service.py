@@ -76,6 +76,8 @@ class ClientErrorLog(logging.Filter):
     client's mistake is one WARNING line here (server errors keep their traceback)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Turn a client's error (a request that does not validate, a 4xx) into one WARNING
+        line without traceback; every record is kept."""
         try:
             from pydantic import ValidationError
 
@@ -108,6 +110,8 @@ class ContactPathLog(logging.Filter):
     _PATH = re.compile(r"/contacts/[^,)\s]*")
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Replace the contact id of a ``/contacts/`` path in the record's arguments with
+        ``<contact>``; every record is kept."""
         if isinstance(record.args, tuple) and any(
                 isinstance(a, str) and "/contacts/" in a for a in record.args):
             record.args = tuple(self._PATH.sub("/contacts/<contact>", a) if isinstance(a, str)

@@ -200,7 +200,7 @@ def simulate(
     return SimulationResult(history=history, truth=truth, world=world, dirt=dirt)
 
 
-def check_history_path(path) -> Path:
+def check_history_path(path: str | Path) -> Path:
     """``path`` as a :class:`Path` when :func:`write_history` can write it (``.csv`` or
     ``.parquet``), else :class:`ConfigError`; check it before the work that fills it."""
     path = Path(path)
@@ -209,7 +209,7 @@ def check_history_path(path) -> Path:
     return path
 
 
-def write_history(frame: pd.DataFrame, path) -> Path:
+def write_history(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write a history frame to ``.csv`` or ``.parquet`` (by suffix), creating parent dirs."""
     path = check_history_path(path)
     suffix = path.suffix.lower()

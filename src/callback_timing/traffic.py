@@ -17,11 +17,15 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from callback_timing.world import World
+
+if TYPE_CHECKING:
+    from callback_timing.online import OnlineRanker
 
 MAX_ATTEMPTS = 3
 _FIELDS = ("timezone", "country", "subdivision", "industry")
@@ -44,7 +48,7 @@ def http_poster(base_url: str, api_key: str | None = None,
     return post
 
 
-def ranker_poster(ranker) -> Callable[[str, dict], dict]:
+def ranker_poster(ranker: OnlineRanker) -> Callable[[str, dict], dict]:
     """``post(path, body)`` answered in this process by an
     :class:`~callback_timing.online.OnlineRanker` (what the service's endpoints call)."""
     def post(path: str, body: dict) -> dict:

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,9 @@ from callback_timing.features import (
 )
 from callback_timing.model import RULES_MARGIN, AnswerModel
 from callback_timing.schema import CallbackTimingError
+
+if TYPE_CHECKING:
+    from callback_timing.world import World
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +113,7 @@ class Evaluation:
     X_test: pd.DataFrame | None = None
 
 
-def answer_model(**params) -> AnswerModel:
+def answer_model(**params: Any) -> AnswerModel:
     """The project's answer model: starts from the rule table's chance
     (:data:`~callback_timing.model.RULES_MARGIN`) and reads :data:`MODEL_FEATURES`;
     ``params`` are :class:`AnswerModel` arguments (XGBoost hyper-parameters among them)."""
@@ -120,7 +124,7 @@ def fit_and_evaluate(
     calls: pd.DataFrame,
     params: dict | None = None,
     truth: pd.DataFrame | None = None,
-    world=None,
+    world: World | None = None,
     progress: Callable[[int, int], None] | None = None,
     baselines: bool = True,
 ) -> Evaluation:

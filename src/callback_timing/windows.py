@@ -18,12 +18,17 @@ Examples
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from callback_timing.fastpath import NO_MODEL, STEP_NS, SlotBatch, iso_local, iso_utc
 from callback_timing.slots import SLOT_MINUTES
+
+if TYPE_CHECKING:
+    from callback_timing.policy_config import PolicyConfig
+    from callback_timing.rules import RuleModel
 
 _REASON_COLUMNS = ("weekday", "hour", "hist_n", "hist_rate", "prior_industry", "hist_wdband_n",
                    "hist_wdband_rate", "prior_wdband", "calls_last_24h", "holiday",
@@ -32,7 +37,7 @@ _REASON_COLUMNS = ("weekday", "hour", "hist_n", "hist_rate", "prior_industry", "
 _RULE_COLUMNS = ("industry", "weekday", "minute_of_day", "holiday", "bridge_day")
 
 
-def respond_all(batch: SlotBatch, rules, model_version: str | None) -> list[dict]:
+def respond_all(batch: SlotBatch, rules: RuleModel, model_version: str | None) -> list[dict]:
     """The ``/rank`` response of every request of a scored batch, in order."""
     from callback_timing.reasons import window_reasons
 
@@ -125,7 +130,7 @@ def stable_unit(text: str, salt: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def cut_windows(at: np.ndarray, score: np.ndarray, cfg, top_k: int,
+def cut_windows(at: np.ndarray, score: np.ndarray, cfg: PolicyConfig, top_k: int,
              urgent: bool = False) -> list[tuple[int, int]]:
     """``(first, last)`` slot positions of up to ``top_k`` windows, best first.
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -25,6 +26,12 @@ from callback_timing.plots import answer_heatmap, importance_plot, reliability_p
 from callback_timing.schema import ConfigError, read_config_text
 from callback_timing.simulation import load_ground_truth
 from callback_timing.training import Evaluation, evaluate_bundle_on, fit_and_evaluate, metrics_table
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from callback_timing.dask_engine import ClusterLike
+    from callback_timing.world import World
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +134,7 @@ def train(
     bentoml: bool = True,
     progress: Callable[[int, int], None] | None = None,
     engine: str = "pandas",
-    scheduler=None,
+    scheduler: str | Client | ClusterLike | None = None,
     workers: int = 2,
     forget: set[str] | None = None,
     older_than: pd.Timestamp | None = None,
@@ -193,7 +200,7 @@ def train_loaded(
     bentoml: bool = True,
     progress: Callable[[int, int], None] | None = None,
     truth: pd.DataFrame | None = None,
-    world=None,
+    world: World | None = None,
     veto: Veto | None = None,
     incumbent: ModelBundle | None = None,
 ) -> TrainReport:

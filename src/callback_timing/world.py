@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,9 @@ import pyarrow.parquet as pq
 from callback_timing import calendar
 from callback_timing.sim.patterns import INDUSTRY_CODES, TruthParams, industry_table
 from callback_timing.sim.population import draw_contacts
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 _META_KEY = b"callback_timing.world"
 _NS_PER_DAY = 86_400 * 10**9
@@ -95,7 +99,7 @@ class World:
 
     # --- truth -----------------------------------------------------------------------------
 
-    def index_of(self, contact_id) -> np.ndarray:
+    def index_of(self, contact_id: ArrayLike) -> np.ndarray:
         """Row positions of contact ids; raises ``KeyError`` naming an unknown id."""
         ids = np.atleast_1d(np.asarray(contact_id, dtype=object)).astype(str)
         pos = self._index.get_indexer(ids)
@@ -115,7 +119,8 @@ class World:
         )
         return hol[["holiday", "bridge_day"]].iloc[inverse].reset_index(drop=True)
 
-    def logit(self, idx: np.ndarray, utc_ns: np.ndarray, calls_last_24h=0) -> np.ndarray:
+    def logit(self, idx: np.ndarray, utc_ns: np.ndarray, calls_last_24h: ArrayLike = 0
+              ) -> np.ndarray:
         """Logit of the true answer probability; ``idx`` are row positions in ``contacts``.
 
         ``utc_ns`` are UTC instants as ``datetime64[ns]`` (or int64 nanoseconds).
@@ -152,7 +157,8 @@ class World:
         calls = np.minimum(np.asarray(calls_last_24h), prm.fatigue_cap)
         return out - prm.fatigue_per_call * calls
 
-    def p_answer(self, contact_id, at, calls_last_24h=0) -> np.ndarray:
+    def p_answer(self, contact_id: ArrayLike, at: ArrayLike | pd.Timestamp,
+                 calls_last_24h: ArrayLike = 0) -> np.ndarray:
         """True probability that a call to ``contact_id`` at UTC instant ``at`` is answered.
 
         Parameters
@@ -178,7 +184,7 @@ class World:
 
     # --- persistence -----------------------------------------------------------------------
 
-    def save(self, path) -> Path:
+    def save(self, path: str | Path) -> Path:
         """Write the world (contacts and truth constants) to one Parquet file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +195,7 @@ class World:
         return path
 
     @classmethod
-    def load(cls, path) -> World:
+    def load(cls, path: str | Path) -> World:
         """Read a world written by :meth:`save`."""
         table = pq.read_table(Path(path))
         meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
