@@ -448,6 +448,10 @@ def test_a_new_champion_is_served_without_downtime_and_a_bad_one_is_refused(tmp_
         assert refused["detail"].endswith("; model v2 still answers")
         assert httpx.get(f"{server.url}/info").json()["model_version"] == "v2"
         assert server.post("/rank", req).json()["source"] == "model"
+        log = server.log.read_text()  # every switch, and every refusal, is on record
+    assert f"ranking with model v1 from {bundle_dir}; outcome store" in log
+    assert f"now ranking with model v2 from {v2}" in log
+    assert "reload refused: model bundle at" in log
 
 
 def test_kpis_follow_rankings_and_outcomes_and_the_dashboard_is_served(client):

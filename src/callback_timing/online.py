@@ -645,7 +645,7 @@ class OnlineRanker:
                 p.add_calls(fresh)
         if new:
             self._outcome_beacon.ring()
-        logger.info("outcomes: %d accepted, %d duplicates, %d rejected", len(new),
+        logger.debug("outcomes: %d accepted, %d duplicates, %d rejected", len(new),
                     len(old) + result.n_duplicates, len(rejected))
         return {"accepted": len(new), "duplicates": len(old) + result.n_duplicates,
                 "rejected": rejected}
@@ -728,6 +728,7 @@ class OnlineRanker:
         if bundle is None:  # nothing changes: say what still answers, not the loader's note
             still = (f"model {self.model_version}" if self.model_version is not None
                      else "the rules")
+            logger.warning("reload refused: %s", note.removesuffix(": the rules answer"))
             return {"reloaded": False, "model_version": self.model_version,
                     "detail": f"not reloaded: {note.removesuffix(': the rules answer')}; "
                               f"{still} still answers"}

@@ -119,14 +119,24 @@ class ContactPathLog(logging.Filter):
         return True
 
 
+#: the service's own loggers whose INFO lines belong in the server log: the model it ranks
+#: with (at start and after every reload), retention purges, store migrations
+SERVICE_LOGGERS = ("callback_timing.online", "callback_timing.store")
+
+
 def quiet_client_errors() -> None:
     """Install :class:`ClientErrorLog` on BentoML's request logger and
-    :class:`ContactPathLog` on its access log (once)."""
+    :class:`ContactPathLog` on its access log (once), and let :data:`SERVICE_LOGGERS` log at
+    INFO (BentoML's root logger only passes warnings; a model switch must be on record)."""
     for name, kind in (("bentoml._internal.server.http_app", ClientErrorLog),
                        ("bentoml.access", ContactPathLog)):
         target = logging.getLogger(name)
         if not any(isinstance(f, kind) for f in target.filters):
             target.addFilter(kind())
+    for name in SERVICE_LOGGERS:
+        own = logging.getLogger(name)
+        if own.level == logging.NOTSET:  # an operator's logging configuration wins
+            own.setLevel(logging.INFO)
 
 
 class Guard:
