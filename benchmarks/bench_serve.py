@@ -95,7 +95,8 @@ def make_bundle(tmp: Path, cli: Path, env: dict) -> tuple[Path, dict]:
     """Simulate a history and train a bundle on it with the CLI, everything inside ``tmp``."""
     history, model = tmp / "history.csv", tmp / "model"
     sim_s = run_logged([str(cli), "simulate", "--contacts", "2000", "--days", "120", "--seed",
-                        "0", "--out", str(history)], tmp / "simulate.log", env, tmp)
+                        "0", "--start", "2026-03-02", "--out", str(history)],
+                       tmp / "simulate.log", env, tmp)
     train_s = run_logged([str(cli), "train", "--history", str(history), "--out", str(model)],
                          tmp / "train.log", env, tmp)
     return model, {"simulate_s": round(sim_s, 1), "train_s": round(train_s, 1)}

@@ -58,9 +58,25 @@ def test_simulate_refuses_a_bad_start_or_file_type_before_working(tmp_path):
     assert not list(tmp_path.glob("h.*"))  # no ground truth written beside a missing history
 
 
+def test_simulate_starts_recently_by_default_or_where_told(tmp_path):
+    import re
+
+    recent = run("simulate", "--contacts", "20", "--days", "30", "--out", "r.csv", cwd=tmp_path)
+    assert recent.returncode == 0, recent.stderr
+    start = pd.Timestamp(re.search(r"over 30 days from (\S+) ", recent.stdout).group(1))
+    today = pd.Timestamp.now(tz="UTC").tz_localize(None).normalize()
+    assert start.weekday() == 0 and 37 <= (today - start).days <= 43  # retention keeps it
+    first = pd.to_datetime(pd.read_csv(tmp_path / "r.csv")["called_at"], utc=True,
+                           errors="coerce", format="mixed").min()
+    assert first >= pd.Timestamp(start, tz="UTC") - pd.Timedelta(hours=14)  # local midnight
+    fixed = run("simulate", "--contacts", "20", "--days", "30", "--start", "2026-03-02",
+                "--out", "f.csv", cwd=tmp_path)
+    assert "over 30 days from 2026-03-02 to f.csv" in " ".join(fixed.stdout.split())
+
+
 def test_simulate_then_validate_accounts_for_every_row(tmp_path):
     sim = run("simulate", "--contacts", "150", "--days", "20", "--seed", "3",
-              "--out", "h.csv", cwd=tmp_path)
+              "--start", "2026-03-02", "--out", "h.csv", cwd=tmp_path)
     assert sim.returncode == 0, sim.stderr
     for name in ("h.csv", "h.world.parquet", "h.truth.parquet"):
         assert (tmp_path / name).is_file()
@@ -80,7 +96,7 @@ def test_simulate_then_validate_accounts_for_every_row(tmp_path):
 def test_same_seed_same_history(tmp_path):
     for name in ("a.csv", "b.csv"):
         assert run("simulate", "--contacts", "40", "--days", "10", "--seed", "9",
-                   "--out", name, cwd=tmp_path).returncode == 0
+                   "--start", "2026-03-02", "--out", name, cwd=tmp_path).returncode == 0
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
 
 

@@ -21,6 +21,7 @@ def _env(tmp: Path) -> dict[str, str]:
         CALLBACK_TIMING_HOME=str(tmp / "home"),
         CALLBACK_TIMING_MLRUNS=str(tmp / "mlruns"),
         BENTOML_HOME=str(tmp / "bentoml"),
+        CALLBACK_TIMING_PURGE="0",  # fixed-date synthetic data
         COLUMNS="200",
     )
     return env
@@ -35,7 +36,7 @@ def run(tmp: Path, *args: str) -> subprocess.CompletedProcess:
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
     sim = run(tmp, "simulate", "--contacts", "700", "--days", "90", "--seed", "4",
-              "--out", "data/h.csv")
+              "--start", "2026-03-02", "--out", "data/h.csv")
     assert sim.returncode == 0, sim.stderr
     out = run(tmp, "train", "--history", "data/h.csv")
     assert out.returncode == 0, out.stderr

@@ -121,8 +121,8 @@ def _run_simulate(
     path = write_history(result.history, out)
     _, world_path = save_ground_truth(result, path)
     console.print(
-        f"wrote {len(result.history):,} calls of {contacts:,} contacts over {days} days "
-        f"to {path} (ground truth: {world_path})"
+        f"wrote {len(result.history):,} calls of {contacts:,} contacts over {days} days from "
+        f"{start} to {path} (ground truth: {world_path})"
     )
     return path
 
@@ -150,16 +150,21 @@ def simulate_cmd(
     out: Annotated[
         Path, typer.Option(help="Output file (.csv or .parquet).")
     ] = config.data_dir() / "history.csv",
-    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], metavar="YYYY-MM-DD",
-                                            help="First day of the period (YYYY-MM-DD).")
-                     ] = "2026-03-02",  # type: ignore[assignment]  # typer parses it
+    start: Annotated[datetime | None, typer.Option(
+        formats=["%Y-%m-%d"], metavar="YYYY-MM-DD",
+        help="First day of the period; default: the Monday about DAYS + 7 days ago, so the "
+             "history ends a week or two before today and the 12-month retention keeps it. "
+             "Give it for a fixed history (same seed, same start: same history).")] = None,
     dirt_rate: Annotated[
         float,
         typer.Option(min=0.0, max=0.5, help="Share of rows spoiled like a real CRM export."),
     ] = 0.03,
 ) -> None:
     """Write a synthetic call history with a known ground truth (contract section 1)."""
-    _run_simulate(contacts, days, seed, out, f"{start:%Y-%m-%d}", dirt_rate)
+    from callback_timing.simulation import recent_start
+
+    first = start.date() if start is not None else recent_start(days + 7)
+    _run_simulate(contacts, days, seed, out, f"{first:%Y-%m-%d}", dirt_rate)
 
 
 def _run_validate(
@@ -425,11 +430,9 @@ def demo_cmd(
     traditional desk, the rules, the model and the oracle, serve the model on localhost, and
     send it a month of simulated dialer traffic so the ROI dashboard has figures (Ctrl-C stops
     the server)."""
-    import pandas as pd
-
     from callback_timing.cli_policy import evaluate_cmd
     from callback_timing.cli_serve import check_port
-    from callback_timing.simulation import ground_truth_paths
+    from callback_timing.simulation import ground_truth_paths, recent_start
     from callback_timing.workflow import check_model_folder, train
 
     steps = 5 if serve else 4
@@ -444,11 +447,8 @@ def demo_cmd(
     console.rule(f"1/{steps} simulate a call history")
     # dated to end about today (on a Monday's week), so the store's retention (12 months)
     # keeps the demo's data whenever it runs
-    ahead = days + (traffic_days if serve else 0)
-    start = pd.Timestamp.now(tz="UTC").tz_localize(None).normalize() - pd.Timedelta(days=ahead)
-    start -= pd.Timedelta(days=start.weekday())
-    path = _run_simulate(contacts, days, seed, history, f"{start:%Y-%m-%d}",
-                         0.03)
+    start = recent_start(days + (traffic_days if serve else 0))
+    path = _run_simulate(contacts, days, seed, history, f"{start:%Y-%m-%d}", 0.03)
     console.rule(f"2/{steps} validate it")
     _run_validate(path, None, None, None, False, plot=_sidecar(path, "heatmap", ".png"))
     console.rule(f"3/{steps} train the answer model")

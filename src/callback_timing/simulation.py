@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +198,17 @@ def simulate(
     history, dirt = inject_dirt(history, dirt_rate, rng_dirt)
     report(6, _STEPS)
     return SimulationResult(history=history, truth=truth, world=world, dirt=dirt)
+
+
+def recent_start(days: int, today: date | None = None) -> date:
+    """A start for ``days`` days of history that end recently: the Monday on or before
+    ``today - days``, so the period (like the 12-month retention) is measured from today.
+
+    >>> recent_start(120, date(2026, 11, 25))  # a Wednesday: 120 days back, then to Monday
+    datetime.date(2026, 7, 27)
+    """
+    first = (today or pd.Timestamp.now(tz="UTC").date()) - timedelta(days=days)
+    return first - timedelta(days=first.weekday())
 
 
 def check_history_path(path: str | Path) -> Path:
