@@ -77,8 +77,7 @@ def train_job(cfg: dict) -> str:
     state = {True: "champion", False: "challenger", None: "not registered"}[report.promoted]
     return (f"trained {report.evaluation.bundle.version}: test log loss "
             f"{metrics['log_loss']:.4f}, AUC {metrics['roc_auc']:.4f}, ECE {metrics['ece']:.4f}; "
-            f"{state}: {report.decision}; bundle in {report.bundle_dir}"
-            + (f" ({report.kept_dir} unchanged)" if report.kept_dir is not None else ""))
+            f"{state}: {report.decision}")
 
 
 def main(argv: list[str] | None = None) -> int:

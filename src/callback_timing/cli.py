@@ -265,9 +265,6 @@ def _print_training(report) -> None:
             f"MLflow: run {report.run_id}, registered version {report.model_version} "
             f"-> {state}: {report.decision}"
         )
-    if report.kept_dir is not None:
-        console.print(f"not promoted, so {report.kept_dir} keeps the bundle it held; this "
-                      f"one is in {report.bundle_dir}", highlight=False, soft_wrap=True)
     if report.bentoml_tag:
         console.print(f"BentoML model store: {report.bentoml_tag}")
 

@@ -217,7 +217,6 @@ def retrain(
     from callback_timing.store import open_store
     from callback_timing.training import TrainingDataError
     from callback_timing.workflow import (
-        challenger_folder,
         check_model_folder,
         leave_out_expired,
         leave_out_forgotten,
@@ -274,12 +273,12 @@ def retrain(
             return metrics, off_policy_veto(est, cfg.retrain_offpolicy_min_ess,
                                             cfg.retrain_offpolicy_tolerance)
 
-        challenger_dir = challenger_folder(model_dir)
+        challenger_dir = model_dir.with_name(model_dir.name + ".challenger")
         try:
             trained = train_loaded(result, "outcome store" + (
                 f" + {Path(history).name}" if history is not None else ""),
                 challenger_dir, params=params, track=True, bentoml=bentoml,
-                progress=progress, veto=veto, incumbent=served, keep_bundle=False)
+                progress=progress, veto=veto, incumbent=served)
         except TrainingDataError as exc:
             report.reason = str(exc)
             return _skipped(report, tracking)

@@ -48,9 +48,6 @@ class TrainReport:
     promoted: bool | None = None
     decision: str | None = None
     bentoml_tag: str | None = None
-    #: the folder asked for, when the bundle went beside it instead: the model was not
-    #: promoted and that folder holds a bundle (served, perhaps), which it leaves as it was
-    kept_dir: Path | None = None
     #: calls left out because their contact is on the forget list (erased)
     forgotten_calls: int = 0
     #: calls left out because they are older than the retention (``older_than``)
@@ -102,26 +99,18 @@ def _replace_folder(new: Path, target: Path) -> None:
 
 
 @contextmanager
-def staged_folder(target: Path, final: Callable[[], Path] | None = None) -> Iterator[Path]:
+def staged_folder(target: Path) -> Iterator[Path]:
     """A new folder beside ``target``, to be filled in the block; it replaces ``target``
     (:func:`_replace_folder`) when the block ends, and is removed if the block fails (no
-    half-written bundle is ever served). ``target`` must pass :func:`check_model_folder`.
-    ``final``, if given, names the folder to replace when the block ends instead (decided in
-    the block; beside ``target``, so the rename stays on one file system)."""
+    half-written bundle is ever served). ``target`` must pass :func:`check_model_folder`."""
     check_model_folder(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         yield staging
-        _replace_folder(staging, check_model_folder(final()) if final else target)
+        _replace_folder(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def challenger_folder(out_dir: Path) -> Path:
-    """Where a model that was not promoted goes when ``out_dir`` holds a bundle already (the
-    one being served): ``models/current`` -> ``models/current.challenger``."""
-    return out_dir.with_name(out_dir.name + ".challenger")
 
 
 def _flat_metrics(evaluation: Evaluation) -> dict[str, float]:
@@ -214,21 +203,19 @@ def train_loaded(
     world: World | None = None,
     veto: Veto | None = None,
     incumbent: ModelBundle | None = None,
-    keep_bundle: bool = True,
 ) -> TrainReport:
     """:func:`train` on a call history already loaded (and cleaned): ``name`` names it in
     MLflow. ``veto`` (with ``track``) may keep a challenger that is not worse on the test
     slice from being promoted (e.g. an off-policy estimate on the live traffic).
     ``incumbent``: the model being served, the one to beat when the registry has no
-    champion (a new tracking store). ``keep_bundle=False`` writes ``out_dir`` whatever the
-    decision (a caller that keeps its own challenger folder)."""
+    champion (a new tracking store)."""
     out_dir = check_model_folder(out_dir if out_dir is not None else config.model_dir())
     evaluation = fit_and_evaluate(result.calls, params, truth=truth, world=world,
                                   progress=progress)
     report = TrainReport(evaluation=evaluation, load=result, bundle_dir=out_dir)
     _store(report, name, track, bentoml,
            lambda bundle: evaluate_bundle_on(bundle, result.calls, evaluation.split), veto,
-           incumbent, keep_bundle)
+           incumbent)
     return report
 
 
@@ -279,21 +266,11 @@ def _source_name(source: str | Path) -> str:
 
 def _store(report: TrainReport, name: str, track: bool, bentoml: bool,
            champion_metrics: Callable[[ModelBundle], dict], veto: Veto | None = None,
-           incumbent: ModelBundle | None = None, keep_bundle: bool = True) -> None:
-    """Write the bundle (atomically), track and register it, save it to BentoML.
-
-    With ``keep_bundle``, a model that is not promoted does not replace a bundle already in
-    ``report.bundle_dir`` (a server may be serving it, or watching the folder): it goes to
-    :func:`challenger_folder` instead, and ``report.kept_dir`` says so."""
+           incumbent: ModelBundle | None = None) -> None:
+    """Write the bundle (atomically), track and register it, save it to BentoML."""
     out_dir, evaluation = report.bundle_dir, report.evaluation
     bundle = evaluation.bundle
-
-    def destination() -> Path:
-        if keep_bundle and report.promoted is False and (out_dir / "metadata.json").is_file():
-            report.kept_dir, report.bundle_dir = out_dir, challenger_folder(out_dir)
-        return report.bundle_dir
-
-    with (staged_folder(out_dir, destination) as staging,
+    with (staged_folder(out_dir) as staging,
           tempfile.TemporaryDirectory(prefix="callback-timing-train-") as tmp):
         if track:
             _track(report, name, Path(tmp), staging, champion_metrics, veto, incumbent)
@@ -304,7 +281,7 @@ def _store(report: TrainReport, name: str, track: bool, bentoml: bool,
         from callback_timing.model_store import save_to_bentoml
 
         report.bentoml_tag = save_to_bentoml(
-            report.bundle_dir,
+            out_dir,
             labels={"decision": {True: "champion", False: "challenger",
                                  None: "untracked"}[report.promoted]},
             metadata={"version": bundle.version, "mlflow_run_id": report.run_id or "",
