@@ -254,6 +254,32 @@ def test_watcher_reloads_a_new_bundle_in_the_served_folder(tmp_path, bundle_dir)
     ranker.close()
 
 
+def test_watcher_leaves_a_challenger_to_an_explicit_reload(tmp_path, bundle_dir, caplog):
+    import json
+    import logging
+
+    serving = tmp_path / "serving"
+    shutil.copytree(bundle_dir, serving)
+    ranker = OnlineRanker(ServeSettings(model_dir=serving, db=str(tmp_path / "o.db"),
+                                        control_share=0, watch_seconds=0.05))
+    _, new, _ = tiny_bundle(tmp_path / "new", n_calls=1800, seed=4, version="v4")
+    meta = json.loads((new / "metadata.json").read_text())
+    (new / "metadata.json").write_text(json.dumps({**meta, "decision": "challenger"}))
+    with caplog.at_level(logging.WARNING, logger="callback_timing.online"):
+        shutil.rmtree(serving)
+        shutil.copytree(new, serving)  # what `train --out` writes when it did not promote
+        os.utime(serving / "metadata.json", (1e9, 2e9))
+        for _ in range(200):
+            if "now holds a challenger" in caplog.text:
+                break
+            ranker._stop.wait(0.05)
+    assert f"{serving} now holds a challenger (not promoted): model v1 still answers" in (
+        caplog.text)
+    assert ranker.model_version == "v1"
+    assert ranker.reload()["model_version"] == "v4"  # asked for: served
+    ranker.close()
+
+
 def test_dial_check_names_the_rule(tmp_path, bundle_dir):
     ranker = _ranker(tmp_path, bundle_dir)
     warsaw = {"contact_id": "c-new", "timezone": "Europe/Warsaw", "country": "PL"}

@@ -67,6 +67,10 @@ def test_worse_model_stays_challenger(trained):
               "--out", "models/weak")
     assert out.returncode == 0, out.stderr
     assert "-> challenger: kept champion: log loss" in " ".join(out.stdout.split())
+    # the decision is in the bundles too: a server watching a folder serves only a champion
+    def decision(folder):
+        return json.loads((tmp / "models" / folder / "metadata.json").read_text())["decision"]
+    assert (decision("weak"), decision("current")) == ("challenger", "champion")
 
 
 def test_scheduler_entry_point_reads_its_config(trained):

@@ -105,6 +105,11 @@ class ModelBundle:
         self.model.save(folder / "model")
         (folder / "priors.json").write_text(json.dumps(self.priors.to_dict()))
         self.history[list(HISTORY_COLUMNS)].to_parquet(folder / "history.parquet", index=False)
+        return self.save_metadata(folder)
+
+    def save_metadata(self, folder: str | Path) -> Path:
+        """Write ``metadata.json`` into ``folder`` (a bundle's folder) from :attr:`metadata`."""
+        folder = Path(folder)
         meta = {**self.metadata, "bundle_format": BUNDLE_FORMAT}
         (folder / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
         return folder

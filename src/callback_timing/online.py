@@ -766,11 +766,20 @@ class OnlineRanker:
             return None
 
     def _watch(self) -> None:
-        """Reload when the served folder's ``metadata.json`` changes (a new champion)."""
+        """Reload when the served folder's ``metadata.json`` changes (a new champion). A
+        bundle that ``train`` did not promote (``"decision": "challenger"``) is not served by
+        itself: a warning says so, and ``POST /admin/reload`` serves it if asked."""
         while not self._stop.wait(self.settings.watch_seconds):
             stamp = self._bundle_stamp()
             if stamp is not None and stamp != self._watched:
                 self._watched = stamp
+                if _decision_of(self.settings.model_dir) == "challenger":
+                    still = (f"model {self.model_version}" if self.model_version is not None
+                             else "the rules")
+                    logger.warning("%s now holds a challenger (not promoted): %s still "
+                                   "answers; POST /admin/reload serves it anyway",
+                                   self.settings.model_dir, still)
+                    continue
                 try:
                     self.reload()
                 except Exception:  # noqa: BLE001 - a bad bundle must not stop the server
@@ -787,6 +796,15 @@ class OnlineRanker:
         self._wake.set()
         self._writer.join(timeout=10)
         self.store.close()
+
+
+def _decision_of(folder: Path) -> str | None:
+    """The registry decision recorded in the bundle at ``folder`` (``champion``,
+    ``challenger``), ``None`` when there is none or it cannot be read."""
+    try:
+        return json.loads((Path(folder) / "metadata.json").read_text()).get("decision")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _smoke_test(bundle, config, rules) -> str | None:

@@ -360,6 +360,9 @@ def _track(report: TrainReport, name: str, tmp: Path, staging: Path,
                                             else "challenger",
                                             "decision_reason": decision.reason})
     report.promoted, report.decision = decision.promote, decision.reason
+    # in the bundle too: a server watching its folder serves only a champion by itself
+    bundle.metadata["decision"] = "champion" if decision.promote else "challenger"
+    bundle.save_metadata(staging)
 
 
 @dataclass
