@@ -278,6 +278,10 @@ def test_watcher_leaves_a_challenger_to_an_explicit_reload(tmp_path, bundle_dir,
     assert ranker.model_version == "v1"
     assert ranker.reload()["model_version"] == "v4"  # asked for: served
     ranker.close()
+    with caplog.at_level(logging.WARNING, logger="callback_timing.online"):
+        OnlineRanker(ServeSettings(model_dir=serving, db=str(tmp_path / "o.db"),
+                                   watch_seconds=0)).close()  # a restart serves the folder
+    assert f"model v4 was not promoted (a challenger in {serving})" in caplog.text
 
 
 def test_dial_check_names_the_rule(tmp_path, bundle_dir):

@@ -264,6 +264,9 @@ class OnlineRanker:
             threading.Thread(target=self._purge_daily, daemon=True,
                              name="callback-timing-purge").start()
         logger.info("ranking with %s; outcome store %s", self.model_note, self.store.safe_url)
+        if bundle is not None and bundle.metadata.get("decision") == "challenger":
+            logger.warning("model %s was not promoted (a challenger in %s): served because "
+                           "the folder holds it", bundle.version, self.settings.model_dir)
 
     # --- state -----------------------------------------------------------------------------
 
