@@ -1,6 +1,6 @@
 """The contract's call-history schema: column names, outcome vocabulary, typed errors.
 
-See ``shared/contract.md`` section 1. Everything that names a column of the call history
+See ``docs/contract.md`` section 1. Everything that names a column of the call history
 imports it from here, so a rename happens in one place.
 """
 
