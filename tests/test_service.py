@@ -126,6 +126,9 @@ def test_outcomes_then_rank_then_check(client):
     ({"request_id": "a\u0000b", "contact": {"contact_id": "c"}}, "request_id"),
     ({"contact": {"contact_id": "c"}, "now": "2026-06-01T10:00:00Z",
       "requested_at": "2026-06-02T10:00:00Z"}, "requested_at"),
+    ({"contact": {"contact_id": "c"}, "now": "2026-06-01T10:00:00"}, "now"),  # no offset
+    ({"contact": {"contact_id": "c"}, "now": "2026-06-01T10:00:00Z",
+      "requested_at": "2026-06-01T09:00"}, "requested_at"),
 ])
 def test_bad_rank_requests_get_a_400_naming_the_field(client, body, field, caplog):
     with caplog.at_level(logging.INFO):
@@ -133,6 +136,20 @@ def test_bad_rank_requests_get_a_400_naming_the_field(client, body, field, caplo
     assert r.status_code == 400
     assert r.json()["error"].startswith(f"{field}: ")
     assert not [rec for rec in caplog.records if rec.exc_info]  # no traceback logged
+
+
+def test_every_timestamp_needs_its_offset(client):
+    at = client.post("/check", json={"contact": {"contact_id": "c-0007"},
+                                     "at": "2026-05-04T14:30:00"})
+    assert at.status_code == 400 and at.json()["error"] == (
+        "at: give the UTC offset (e.g. 2026-05-04T14:30:00Z or 2026-05-04T14:30:00+02:00)")
+    done = client.post("/outcomes", json={"outcomes": [
+        {"call_id": "naive-1", "contact_id": "c-0007", "called_at": "2026-05-04 10:05",
+         "outcome": "answered"}]}).json()
+    assert done["accepted"] == 0 and done["rejected"] == [
+        {"index": 0, "call_id": "naive-1", "field": "called_at",
+         "reason": "timestamp without UTC offset (give one, e.g. 2026-06-01T10:00:00Z or "
+                   "2026-06-01T12:00:00+02:00)"}]
 
 
 def test_malformed_json_is_a_400(client):

@@ -50,7 +50,7 @@ from sqlalchemy import exc as sa_exc
 
 from callback_timing import config as defaults
 from callback_timing.contacts import load_keys
-from callback_timing.data import clean_history
+from callback_timing.data import REASON_NAIVE, clean_history
 from callback_timing.policy import Policy, load_bundle
 from callback_timing.policy_config import desk_config, load_policy_config
 from callback_timing.privacy import contact_hash, is_forgotten, lawful_history
@@ -630,7 +630,7 @@ class OnlineRanker:
         result = clean_history(raw.astype(object).where(raw.notna(), None),
                                default_tz=self.config.default_timezone)
         rejected += [{"index": int(r.row), "call_id": _text(rows[int(r.row)], "call_id"),
-                      "field": r.column, "reason": r.reason}
+                      "field": r.column, "reason": _HTTP_REASONS.get(r.reason, r.reason)}
                      for r in result.rejects.itertuples(index=False)]
         rejected.sort(key=lambda r: r["index"])
         calls = result.calls
@@ -799,6 +799,11 @@ class OnlineRanker:
         self._wake.set()
         self._writer.join(timeout=10)
         self.store.close()
+
+
+#: reasons of the history loader that name command-line options, as an HTTP client reads them
+_HTTP_REASONS = {REASON_NAIVE: "timestamp without UTC offset (give one, e.g. "
+                               "2026-06-01T10:00:00Z or 2026-06-01T12:00:00+02:00)"}
 
 
 def _decision_of(folder: Path) -> str | None:

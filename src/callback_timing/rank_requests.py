@@ -60,8 +60,10 @@ def _timestamp(value, field: str, default: pd.Timestamp | None = None) -> pd.Tim
         raise RankRequestError(f"{field}: not a timestamp: {value!r}")
     if not 1970 <= ts.year <= 2200:
         raise RankRequestError(f"{field}: out of range (years 1970 to 2200): {value!r}")
-    ts = ts.as_unit("ns")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if ts.tzinfo is None:  # a dialer's local time read as UTC would shift every window
+        raise RankRequestError(f"{field}: give the UTC offset (e.g. {ts:%Y-%m-%dT%H:%M:%S}Z "
+                               f"or {ts:%Y-%m-%dT%H:%M:%S}+02:00)")
+    return ts.as_unit("ns").tz_convert("UTC")
 
 
 @dataclass

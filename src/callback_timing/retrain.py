@@ -76,8 +76,10 @@ class RetrainReport:
     def line(self) -> str:
         """The decision as one log line, with its numbers (no personal data)."""
         head = f"retrain {self.at:%Y-%m-%dT%H:%M:%SZ}: "
-        data = (f"{self.new_calls:,} new of {self.store_calls:,} stored calls"
-                + (f", {self.history_calls:,} from the history" if self.history_calls else ""))
+        data = (f"{self.new_calls:,} new of {self.store_calls:,} stored "
+                f"call{'' if self.store_calls == 1 else 's'}"
+                + (f", {self.history_calls:,} rows of the history" if self.history_calls
+                   else ""))
         if self.decision == "skipped":
             return f"{head}skipped ({self.reason}); {data}"
         who = f"model {self.challenger_version} (registered version {self.registered_version})"
