@@ -442,9 +442,9 @@ def demo_cmd(
     if serve:  # before the work: a busy port would only show at the end
         check_port("127.0.0.1", port)
     console.rule(f"1/{steps} simulate a call history")
-    # dated to end about today (on a Monday's week), so the store's retention (12 months)
-    # keeps the demo's data whenever it runs
-    start = recent_start(days + (traffic_days if serve else 0))
+    # dated to end before today (the traffic's retries, up to 48 h after its last day, too),
+    # so the store's retention (12 months) keeps the demo's data whenever it runs
+    start = recent_start(days + (traffic_days + 3 if serve else 7))
     path = _run_simulate(contacts, days, seed, history, f"{start:%Y-%m-%d}", 0.03)
     console.rule(f"2/{steps} validate it")
     _run_validate(path, None, None, None, False, plot=_sidecar(path, "heatmap", ".png"))
