@@ -81,12 +81,22 @@ def test_rank_batch_keeps_the_order_and_answers_bad_requests_in_place(client):
             for i in range(5)]
     reqs.insert(2, {"request_id": "bad", "contact": {"contact_id": "c-9",
                                                      "timezone": "Mars/Base"}})
+    # requests that do not validate are answered in place too, not with a 400 for all
+    reqs.insert(4, {"request_id": "no-id", "contact": {}, "now": NOW})
+    reqs.append({"request_id": "x" * 300, "contact": {"contact_id": "c-1"}, "top_k": 0})
+    reqs.append(7)
     r = client.post("/rank_batch", json={"requests": reqs})
     assert r.status_code == 200
     results = r.json()["results"]
-    assert [x["request_id"] for x in results] == [q["request_id"] for q in reqs]
+    assert [x["request_id"] for x in results[:-2]] == [q["request_id"] for q in reqs[:-2]]
     assert results[2] == {"request_id": "bad",
                           "error": "contact.timezone: unknown time zone 'Mars/Base'"}
+    assert results[4] == {"request_id": "no-id", "error": "contact.contact_id: Field required"}
+    assert results[-2] == {"request_id": None,  # too long to echo
+                           "error": "request_id: String should have at most 256 characters"}
+    assert results[-1]["request_id"] is None and results[-1]["error"].startswith("request: ")
+    assert [bool(x.get("windows")) for x in results] == [
+        True, True, False, True, False, True, True, False, False]
 
 
 def test_outcomes_then_rank_then_check(client):

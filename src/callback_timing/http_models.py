@@ -15,9 +15,9 @@ Examples
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 _ID = {"min_length": 1, "max_length": 256, "pattern": r"^[^\x00]*$"}  # no NUL: PostgreSQL
 #: An outcome's field as sent: checked per outcome by the history's validation, not here.
@@ -74,9 +74,25 @@ class RankRequest(BaseModel):
 
 
 class RankBatchRequest(BaseModel):
-    """``POST /rank_batch``: several rankings at once."""
+    """``POST /rank_batch``: several rankings at once. A request that does not validate is
+    answered in its place (:func:`batch_item`), like one the policy cannot rank: one bad
+    record of a dialer's batch does not cost the others their answers."""
 
-    requests: list[RankRequest] = Field(max_length=10_000)
+    requests: list[Annotated[RankRequest | Any, Field(union_mode="left_to_right")]] = Field(
+        max_length=10_000)
+
+
+def batch_item(item: RankRequest | Any) -> dict:
+    """A request of a batch as :meth:`callback_timing.policy.Policy.rank` reads it, or, for
+    one that does not validate, its answer: ``{"request_id", "error": "field: problem"}``."""
+    try:
+        return RankRequest.model_validate(item).to_policy()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "request"
+        rid = item.get("request_id") if isinstance(item, dict) else None
+        keep = isinstance(rid, str) and len(rid) <= 256 and "\x00" not in rid
+        return {"request_id": rid if keep else None, "error": f"{where}: {first['msg']}"}
 
 
 class Window(BaseModel):

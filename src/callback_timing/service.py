@@ -47,6 +47,7 @@ from callback_timing.http_models import (
     RankResponse,
     ReloadRequest,
     ReloadResponse,
+    batch_item,
 )
 from callback_timing.monitor import monitor_app, service_report
 from callback_timing.online import OnlineRanker, ServeSettings
@@ -364,7 +365,10 @@ class CallbackTiming:
     def rank_batch(self, body: RankBatchRequest, /) -> RankBatchResponse:
         """Several rankings at once, answered in order; a request that cannot be ranked as
         given is answered by ``{"request_id", "error"}`` in its place."""
-        results = self.ranker.rank([r.to_policy() for r in body.requests])
+        items = [batch_item(r) for r in body.requests]
+        valid = [item for item in items if "error" not in item]
+        ranked = iter(self.ranker.rank(valid) if valid else [])
+        results = [item if "error" in item else next(ranked) for item in items]
         self.metrics.observe_rankings(results)
         return RankBatchResponse.model_validate({"results": results})
 
