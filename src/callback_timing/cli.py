@@ -435,10 +435,10 @@ def demo_cmd(
     steps = 5 if serve else 4
     check_model_folder(model)  # before the work, like the port
     history = workdir / "history.csv"
-    if history.exists() and not ground_truth_paths(history)[1].exists():
-        raise ConfigError(f"{history} is not a simulated history (no "
-                          f"{ground_truth_paths(history)[1].name} beside it) and the demo "
-                          "would overwrite it: give --workdir another folder")
+    world = ground_truth_paths(history)[1]  # what simulate writes beside a history
+    if history.exists() and not world.exists():
+        raise ConfigError(f"{history} is not a simulated history (no {world.name} beside it) "
+                          "and the demo would overwrite it: give --workdir another folder")
     if serve:  # before the work: a busy port would only show at the end
         check_port("127.0.0.1", port)
     console.rule(f"1/{steps} simulate a call history")

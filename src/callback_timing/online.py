@@ -715,6 +715,11 @@ class OnlineRanker:
 
     # --- reload ----------------------------------------------------------------------------
 
+    @property
+    def _answering(self) -> str:
+        """Who answers now, in words: ``model v1`` or ``the rules``."""
+        return f"model {self.model_version}" if self.model_version is not None else "the rules"
+
     def reload(self, model_dir: str | Path | None = None, ring: bool = True) -> dict:
         """See :meth:`_reload`; one reload at a time."""
         with self._reload_lock:
@@ -729,12 +734,10 @@ class OnlineRanker:
         folder = Path(model_dir) if model_dir is not None else self.settings.model_dir
         bundle, note = load_bundle(folder)
         if bundle is None:  # nothing changes: say what still answers, not the loader's note
-            still = (f"model {self.model_version}" if self.model_version is not None
-                     else "the rules")
             logger.warning("reload refused: %s", note.removesuffix(": the rules answer"))
             return {"reloaded": False, "model_version": self.model_version,
                     "detail": f"not reloaded: {note.removesuffix(': the rules answer')}; "
-                              f"{still} still answers"}
+                              f"{self._answering} still answers"}
         problem = _smoke_test(bundle, self.config, self.rules)
         if problem is not None:
             logger.warning("reload refused: model %s %s", bundle.version, problem)
@@ -777,11 +780,9 @@ class OnlineRanker:
             if stamp is not None and stamp != self._watched:
                 self._watched = stamp
                 if _decision_of(self.settings.model_dir) == "challenger":
-                    still = (f"model {self.model_version}" if self.model_version is not None
-                             else "the rules")
                     logger.warning("%s now holds a challenger (not promoted): %s still "
                                    "answers; POST /admin/reload serves it anyway",
-                                   self.settings.model_dir, still)
+                                   self.settings.model_dir, self._answering)
                     continue
                 try:
                     self.reload()
