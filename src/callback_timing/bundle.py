@@ -119,7 +119,7 @@ class ModelBundle:
         """Read a bundle written by :meth:`save`; a missing or broken one raises SchemaError."""
         folder = Path(folder)
         try:
-            meta = json.loads((folder / "metadata.json").read_text())
+            meta = read_metadata(folder)
             if meta.get("bundle_format") != BUNDLE_FORMAT:
                 raise ValueError(f"unsupported bundle format {meta.get('bundle_format')!r}")
             model = AnswerModel.load(folder / "model")
@@ -128,3 +128,12 @@ class ModelBundle:
         except (OSError, ValueError, KeyError) as exc:
             raise SchemaError(f"cannot load model bundle {folder}: {exc}") from None
         return cls(model=model, priors=priors, history=history, metadata=meta)
+
+
+def read_metadata(folder: str | Path) -> dict:
+    """The ``metadata.json`` of the bundle in ``folder`` (``OSError`` or ``ValueError`` when
+    it is missing or not JSON)."""
+    meta = json.loads((Path(folder) / "metadata.json").read_text())
+    if not isinstance(meta, dict):
+        raise ValueError("metadata.json is not a JSON object")
+    return meta

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -99,7 +99,7 @@ def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def _run_simulate(
-    contacts: int, days: int, seed: int, out: Path, start: str, dirt_rate: float
+    contacts: int, days: int, seed: int, out: Path, start: date, dirt_rate: float
 ) -> Path:
     from callback_timing.simulation import (
         check_history_path,
@@ -164,7 +164,7 @@ def simulate_cmd(
     from callback_timing.simulation import recent_start
 
     first = start.date() if start is not None else recent_start(days + 7)
-    _run_simulate(contacts, days, seed, out, f"{first:%Y-%m-%d}", dirt_rate)
+    _run_simulate(contacts, days, seed, out, first, dirt_rate)
 
 
 def _run_validate(
@@ -445,7 +445,7 @@ def demo_cmd(
     # dated to end before today (the traffic's retries, up to 48 h after its last day, too),
     # so the store's retention (12 months) keeps the demo's data whenever it runs
     start = recent_start(days + (traffic_days + 3 if serve else 7))
-    path = _run_simulate(contacts, days, seed, history, f"{start:%Y-%m-%d}", 0.03)
+    path = _run_simulate(contacts, days, seed, history, start, 0.03)
     console.rule(f"2/{steps} validate it")
     _run_validate(path, None, None, None, False, plot=_sidecar(path, "heatmap", ".png"))
     console.rule(f"3/{steps} train the answer model")

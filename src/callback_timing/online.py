@@ -49,6 +49,7 @@ import pandas as pd
 from sqlalchemy import exc as sa_exc
 
 from callback_timing import config as defaults
+from callback_timing.bundle import read_metadata
 from callback_timing.contacts import load_keys
 from callback_timing.data import REASON_NAIVE, clean_history
 from callback_timing.policy import Policy, load_bundle
@@ -811,8 +812,8 @@ def _decision_of(folder: Path) -> str | None:
     """The registry decision recorded in the bundle at ``folder`` (``champion``,
     ``challenger``), ``None`` when there is none or it cannot be read."""
     try:
-        return json.loads((Path(folder) / "metadata.json").read_text()).get("decision")
-    except (OSError, ValueError, AttributeError):
+        return read_metadata(folder).get("decision")
+    except (OSError, ValueError):
         return None
 
 

@@ -6,10 +6,7 @@ imports it from here, so a rename happens in one place.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from pathlib import Path
 
 #: Columns a call-history file must have.
 REQUIRED_COLUMNS: tuple[str, ...] = ("contact_id", "called_at", "outcome")
@@ -79,8 +76,6 @@ class ConfigError(CallbackTimingError):
 def read_config_text(path: str | Path) -> str:
     """The text of a configuration file the user named (YAML, JSON); :class:`ConfigError`
     when it is not UTF-8 text (a binary or spreadsheet file given by mistake)."""
-    from pathlib import Path
-
     try:
         return Path(path).read_text("utf-8")
     except UnicodeDecodeError:
