@@ -230,7 +230,7 @@ def _print_training(report) -> None:
     from callback_timing.training import metrics_table
 
     ev = report.evaluation
-    table = Table(title="Test slice (the last 20% of the period)", title_justify="left")
+    table = Table(title="Test slice (the latest 20% of the calls)", title_justify="left")
     table.add_column("scorer")
     for col in ("ROC AUC", "PR AUC", "log loss", "Brier", "ECE"):
         table.add_column(col, justify="right")

@@ -96,15 +96,15 @@ def logged_choices(store: OutcomeStore, calls: pd.DataFrame, since: pd.Timestamp
     before its next ranking, in ``calls``: clean call history) was answered, 0 when not; a
     ranking with no such call is left out.
     """
-    log = store.rows_after("decisions", _LOG_COLUMNS)
+    # from ``since`` on, in SQL: a kept ranking's next ranking is later, so it is read too
+    log = store.rows_after("decisions", _LOG_COLUMNS,
+                           since=None if since is None else ("now", since))
     # each request's next ranking time, over every ranking (two at one instant share a call)
     nxt = log[["request_id", "now"]].drop_duplicates().sort_values("now", kind="stable")
     nxt = nxt.assign(next_now=nxt.groupby("request_id")["now"].shift(-1)).set_index(
         ["request_id", "now"])["next_now"]
     log = log[log["propensity"].notna() & log["window_start"].notna()
               & (log["arm"] != "control") & (log["urgency"] != "urgent")]
-    if since is not None:
-        log = log[log["now"] >= since]
     log = log.join(nxt, on=["request_id", "now"])
     made = calls.loc[calls["request_id"].notna(), ["request_id", "called_at", "answered"]]
     made = made.assign(called_at=pd.to_datetime(made["called_at"], utc=True).astype(
@@ -164,6 +164,8 @@ def _iso(t) -> str:
 def _choice_probabilities(slots: pd.DataFrame, ids: pd.Series, chosen: pd.Series,
                           share: float) -> pd.DataFrame:
     """``p1``, ``q0``, ``q1`` per logged ranking (index of ``ids``) from its replayed slots."""
+    from callback_timing.windows import pick_probability
+
     # no allowed slot: the policy would not call (nothing chosen, nothing answered)
     result = pd.DataFrame({"p1": 0.0, "q0": 0.0, "q1": 0.0, "best": False}, index=ids.index)
     if not len(slots):
@@ -174,7 +176,7 @@ def _choice_probabilities(slots: pd.DataFrame, ids: pd.Series, chosen: pd.Series
     best = np.zeros(len(s), dtype=bool)
     best[g.idxmax().to_numpy()] = True  # the first best slot, as the windows are cut
     with np.errstate(invalid="ignore", divide="ignore"):
-        pick = share * s["score"].to_numpy(float) / total + (1 - share) * best
+        pick = pick_probability(share, s["score"].to_numpy(float), total, best)
     s["pick"] = pick
     s["expect"] = pick * s["p_answer"].to_numpy(float)
     q1 = s.groupby("request_id", sort=False)["expect"].sum()

@@ -8,7 +8,7 @@ One :func:`retrain` call:
 2. **skips** when the store has fewer than ``retraining.min_new_calls`` calls after the last
    call the served model saw (nothing worth a new model yet);
 3. **trains** a challenger on it (:func:`~callback_timing.workflow.train_loaded`): the last
-   20 % of the period is the test slice on which the challenger and the registry's champion
+   20 % of the calls are the test slice on which the challenger and the registry's champion
    are both scored; it is promoted only when not worse on log loss and calibration (ECE,
    :func:`~callback_timing.tracking.decide_promotion`);
 4. **checks it off-policy** before promotion: on the rankings the service logged during that
@@ -251,12 +251,11 @@ def retrain(
         result, report.history_calls = _merge(history, mapping, assume_tz, default_tz,
                                               exported)
         leave_out_forgotten(result, forgotten)
-        if cutoff is not None:
-            try:
-                leave_out_expired(result, cutoff)
-            except ConfigError as exc:
-                report.reason = str(exc)
-                return _skipped(report, tracking)
+        try:
+            leave_out_expired(result, cutoff)  # nothing to do without a cutoff
+        except ConfigError as exc:
+            report.reason = str(exc)
+            return _skipped(report, tracking)
         report.calls = len(result.calls)
 
         def veto(bundle):

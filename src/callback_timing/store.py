@@ -593,11 +593,11 @@ class OutcomeStore:
         self.engine.dispose()
 
 
-def open_store(db: str, option: str = "--db") -> OutcomeStore:
+def open_store(db: str) -> OutcomeStore:
     """The existing outcome store ``db`` (a SQLite file that is not there is a mistake,
-    not a new store: ``ConfigError`` naming ``option``)."""
+    not a new store: ``ConfigError`` naming ``--db``)."""
     if "://" not in db and not Path(db).is_file():
-        raise ConfigError(f"{option}: no outcome store at {db}")
+        raise ConfigError(f"--db: no outcome store at {db}")
     return OutcomeStore(db)
 
 

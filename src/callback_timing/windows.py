@@ -119,7 +119,7 @@ def _plan(batch: SlotBatch, i: int) -> dict:
             windows = [(pick, pick)] + [w for w in windows if w[0] != pick][: r["top_k"] - 1]
             explored = True
         chosen = windows[0][0]
-        propensity = share * score[chosen] / total + (1 - share) * (chosen == best)
+        propensity = pick_probability(share, score[chosen], total, chosen == best)
     return {"rows": rows, "at": at, "hours": hours, "worth": worth, "score": score,
             "windows": windows, "explored": explored, "propensity": propensity}
 
@@ -154,3 +154,11 @@ def cut_windows(at: np.ndarray, score: np.ndarray, cfg: PolicyConfig, top_k: int
         out.append((int(first), int(last)))
         free &= ~((at > at[first] - sep) & (at < at[last] + sep))
     return out
+
+
+def pick_probability(share: float, score: float | np.ndarray, total: float | np.ndarray,
+                     best: bool | np.ndarray) -> float | np.ndarray:
+    """The probability that a ranking's first window is the slot of ``score``: explored
+    (``share`` of rankings) in proportion to score, else the ``best`` slot. The logged
+    propensity (one slot), and what an off-policy replay asks of a new policy (arrays)."""
+    return share * score / total + (1 - share) * best

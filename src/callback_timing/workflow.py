@@ -389,7 +389,7 @@ def evaluate_campaign(
     """Replay the callback requests of a simulated history's last period for every policy.
 
     The campaign starts where the model's test period starts (its ``metadata.json``; without a
-    model, at the last 20% of the period); the requests made from then on (the first ``requests``
+    model, at the latest 20% of the calls); the requests made from then on (the first ``requests``
     of them) are replayed on the calls before it. Needs the world written beside
     the history by ``simulate``.
     """
