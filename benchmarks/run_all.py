@@ -19,13 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", nargs="+", metavar="NAME", default=[],
                         help="leave these out, e.g. --skip dask (the longest)")
     args = parser.parse_args(argv)
-    scripts = sorted(Path(__file__).parent.glob("bench_*.py"))
-    names = {s.stem.removeprefix("bench_") for s in scripts}
-    unknown = sorted((set(args.only or []) | set(args.skip)) - names)
+    scripts = {s.stem.removeprefix("bench_"): s
+               for s in sorted(Path(__file__).parent.glob("bench_*.py"))}
+    unknown = sorted((set(args.only or []) | set(args.skip)) - set(scripts))
     if unknown:
-        parser.error(f"no benchmark {unknown[0]!r}; there are: {', '.join(sorted(names))}")
-    chosen = [s for s in scripts if (args.only is None or s.stem[6:] in args.only)
-              and s.stem[6:] not in args.skip]
+        parser.error(f"no benchmark {unknown[0]!r}; there are: {', '.join(scripts)}")
+    chosen = [s for name, s in scripts.items()
+              if (args.only is None or name in args.only) and name not in args.skip]
     failed = []
     for script in chosen:
         print(f"== {script.name}", flush=True)
