@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -411,11 +412,13 @@ def log_to_run(run_id: str, metrics: Mapping, tags: Mapping[str, object] | None 
                ) -> None:
     """Add finite ``metrics`` (nested keys joined by ``.``) and ``tags`` to a run that has
     ended (e.g. the champion's scores on the run's test slice, or the decision about it)."""
-    client = _client()
-    for key, value in clean_metrics(metrics).items():
-        client.log_metric(run_id, key, value)
-    for key, value in (tags or {}).items():
-        client.set_tag(run_id, key, str(value)[:5000])
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    _client().log_batch(  # one request, as log_metric and set_tag would fill them in
+        run_id,
+        metrics=[Metric(key, value, now, 0) for key, value in clean_metrics(metrics).items()],
+        tags=[RunTag(key, str(value)[:5000]) for key, value in (tags or {}).items()])
 
 
 def log_report(params: Mapping, metrics: Mapping, figures: Mapping[str, Path],
