@@ -77,6 +77,17 @@ def tiny_bundle(folder, n_calls: int = 1500, seed: int = 3, version: str = "test
     return model, saved, X[~train]
 
 
+def ranker_at(tmp_path: Path, model_dir: Path | None, **settings):
+    """An :class:`~callback_timing.online.OnlineRanker` on ``model_dir`` (``None``: rules
+    only) with its store in ``tmp_path``; no control arm and no folder watching unless
+    ``settings`` (fields of ``ServeSettings``) say otherwise."""
+    from callback_timing.online import OnlineRanker, ServeSettings
+
+    settings = {"db": str(tmp_path / "o.db"), "control_share": 0.0, "watch_seconds": 0,
+                **settings}
+    return OnlineRanker(ServeSettings(model_dir=model_dir, **settings))
+
+
 def private_mlflow(mp: pytest.MonkeyPatch, root: Path) -> Path:
     """Point MLflow, BentoML and the package's home at folders under ``root`` (through
     ``mp``, undone with it); returns the MLflow folder, ``root/mlruns``.

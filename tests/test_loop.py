@@ -25,7 +25,7 @@ from callback_timing.policy import Policy
 from callback_timing.retrain import retrain
 from callback_timing.simulation import simulate
 from callback_timing.store import OutcomeStore
-from tests.conftest import private_mlflow
+from tests.conftest import private_mlflow, ranker_at
 from tests.test_service import CLI, Server
 
 T0 = pd.Timestamp("2026-05-04T08:00:00Z")
@@ -67,10 +67,8 @@ def test_a_server_without_a_model_explores_and_logs_the_propensity():
 
 
 def test_the_decision_log_keeps_the_horizon(tmp_path):
-    from callback_timing.online import OnlineRanker, ServeSettings
 
-    ranker = OnlineRanker(ServeSettings(model_dir=None, db=str(tmp_path / "o.db"),
-                                        control_share=0, watch_seconds=0, purge=False))
+    ranker = ranker_at(tmp_path, None, purge=False)
     try:
         ranker.rank([_request(1, horizon_hours=12.5), _request(2)])
         ranker.flush()
@@ -126,10 +124,8 @@ def test_the_replay_reproduces_the_logged_propensities(tmp_path):
     again of the same policy: the replay gives each logged window the propensity the
     service logged, and says which ones were its best (the unexplored ones)."""
     from callback_timing.offpolicy import replay_choices
-    from callback_timing.online import OnlineRanker, ServeSettings
 
-    ranker = OnlineRanker(ServeSettings(model_dir=None, db=str(tmp_path / "o.db"),
-                                        control_share=0, watch_seconds=0, purge=False))
+    ranker = ranker_at(tmp_path, None, purge=False)
     rng = np.random.default_rng(4)
     try:
         for batch in range(12):

@@ -18,7 +18,7 @@ from callback_timing.policy import Policy
 from callback_timing.policy_config import load_policy_config
 from callback_timing.schema import ConfigError
 from callback_timing.store import OutcomeStore
-from tests.conftest import make_clean_calls, tiny_bundle
+from tests.conftest import make_clean_calls, ranker_at, tiny_bundle
 
 NOW = "2026-05-04T07:00:00Z"  # a Monday; the tiny bundle's history ends before it
 
@@ -31,10 +31,7 @@ def bundle_dir(tmp_path_factory):
 
 
 def _ranker(tmp_path, bundle_dir, **kw) -> OnlineRanker:
-    settings = ServeSettings(model_dir=bundle_dir, db=str(tmp_path / "o.db"),
-                             control_share=kw.pop("control_share", 0.0), watch_seconds=0,
-                             **kw)
-    return OnlineRanker(settings)
+    return ranker_at(tmp_path, bundle_dir, **kw)
 
 
 def _req(cid: str, rid: str | None = None, **kw) -> dict:
@@ -240,9 +237,7 @@ def test_reload_swaps_a_good_model_and_refuses_a_bad_one(tmp_path, bundle_dir):
 def test_watcher_reloads_a_new_bundle_in_the_served_folder(tmp_path, bundle_dir):
     serving = tmp_path / "serving"
     shutil.copytree(bundle_dir, serving)
-    settings = ServeSettings(model_dir=serving, db=str(tmp_path / "o.db"), control_share=0,
-                             watch_seconds=0.05)
-    ranker = OnlineRanker(settings)
+    ranker = ranker_at(tmp_path, serving, watch_seconds=0.05)
     _, new, _ = tiny_bundle(tmp_path / "new", n_calls=1800, seed=4, version="v3")
     shutil.rmtree(serving)
     shutil.copytree(new, serving)
@@ -258,8 +253,7 @@ def test_watcher_reloads_a_new_bundle_in_the_served_folder(tmp_path, bundle_dir)
 def test_watcher_leaves_a_challenger_to_an_explicit_reload(tmp_path, bundle_dir, caplog):
     serving = tmp_path / "serving"
     shutil.copytree(bundle_dir, serving)
-    ranker = OnlineRanker(ServeSettings(model_dir=serving, db=str(tmp_path / "o.db"),
-                                        control_share=0, watch_seconds=0.05))
+    ranker = ranker_at(tmp_path, serving, watch_seconds=0.05)
     _, new, _ = tiny_bundle(tmp_path / "new", n_calls=1800, seed=4, version="v4")
     meta = json.loads((new / "metadata.json").read_text())
     (new / "metadata.json").write_text(json.dumps({**meta, "decision": "challenger"}))

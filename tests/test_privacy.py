@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 from callback_timing.dashboard import KpiSource
-from callback_timing.online import OnlineRanker, ServeSettings
+from callback_timing.online import OnlineRanker
 from callback_timing.policy_config import PolicyConfig, load_policy_config
 from callback_timing.schema import ConfigError
 from callback_timing.store import OutcomeStore
-from tests.conftest import tiny_bundle
+from tests.conftest import ranker_at, tiny_bundle
 
 CLI = str(Path(sys.executable).with_name("callback-timing"))
 
@@ -134,8 +134,7 @@ def bundle_dir(tmp_path_factory):
 
 
 def _ranker(tmp_path, bundle_dir, purge=True) -> OnlineRanker:
-    return OnlineRanker(ServeSettings(model_dir=bundle_dir, db=str(tmp_path / "o.db"),
-                                      control_share=0.0, watch_seconds=0, purge=purge))
+    return ranker_at(tmp_path, bundle_dir, purge=purge)
 
 
 def _rank(ranker, cid, now="2026-05-05T06:00:00Z"):
@@ -373,9 +372,7 @@ def test_another_worker_follows_an_opt_out_and_an_erasure_at_once(tmp_path, bund
                                                                    monkeypatch):
     """Two workers (instances) on one SQLite file: the beacon, not the periodic sync."""
     monkeypatch.setenv("CALLBACK_TIMING_HOME", str(tmp_path / "home"))
-    a, b = (OnlineRanker(ServeSettings(model_dir=bundle_dir, db=str(tmp_path / "o.db"),
-                                       control_share=0, watch_seconds=0, sync_seconds=3600))
-            for _ in range(2))
+    a, b = (ranker_at(tmp_path, bundle_dir, sync_seconds=3600) for _ in range(2))
     first, *gone = (str(c) for c in a.policy.history["contact_id"].unique()[:4])
     assert _rank(b, first)["source"] == "model"
     a.opt_out(first)
@@ -398,9 +395,7 @@ def test_an_instance_on_another_machine_follows_through_the_store(tmp_path, bund
     from callback_timing.online import Beacon
 
     monkeypatch.setenv("CALLBACK_TIMING_HOME", str(tmp_path / "home"))
-    a, b = (OnlineRanker(ServeSettings(model_dir=bundle_dir, db=str(tmp_path / "o.db"),
-                                       control_share=0, watch_seconds=0, sync_seconds=0))
-            for _ in range(2))
+    a, b = (ranker_at(tmp_path, bundle_dir, sync_seconds=0) for _ in range(2))
     b._privacy_beacon = Beacon(None)  # deaf to this machine's beacon
     first, second = (str(c) for c in a.policy.history["contact_id"].unique()[:2])
     a.opt_out(first)
