@@ -21,13 +21,16 @@ _ZONES = [
 
 
 def make_clean_calls(
-    n_calls: int = 2000, n_contacts: int = 60, seed: int = 0, days: int = 60
+    n_calls: int = 2000, n_contacts: int = 60, seed: int = 0, days: int = 60,
+    start: str | pd.Timestamp = "2026-03-02",
 ) -> pd.DataFrame:
-    """A random clean call frame (schema.CLEAN_COLUMNS), sorted by contact and time."""
+    """A random clean call frame (schema.CLEAN_COLUMNS) over ``days`` days from ``start``
+    (UTC), sorted by contact and time."""
     rng = np.random.default_rng(seed)
     contact = rng.integers(0, n_contacts, n_calls)
     zone = contact % len(_ZONES)
-    start = pd.Timestamp("2026-03-02", tz="UTC")
+    start = pd.Timestamp(start)
+    start = start.tz_localize("UTC") if start.tz is None else start.tz_convert("UTC")
     at = start + pd.to_timedelta(rng.integers(0, days * 86400, n_calls), unit="s")
     outcome = rng.choice(
         ["answered", "no_answer", "busy", "voicemail"], n_calls, p=[0.3, 0.4, 0.2, 0.1]
@@ -62,13 +65,15 @@ def clean_calls() -> pd.DataFrame:
     return make_clean_calls()
 
 
-def tiny_bundle(folder, n_calls: int = 1500, seed: int = 3, version: str = "test"):
-    """A tiny fitted model, its saved bundle folder and a held-out feature frame."""
+def tiny_bundle(folder, n_calls: int = 1500, seed: int = 3, version: str = "test",
+                start: str | pd.Timestamp = "2026-03-02"):
+    """A tiny fitted model, its saved bundle folder and a held-out feature frame (calls of
+    60 days from ``start``)."""
     from callback_timing.bundle import ModelBundle
     from callback_timing.features import fit_priors, training_frame
     from callback_timing.model import AnswerModel
 
-    calls = make_clean_calls(n_calls=n_calls, seed=seed)
+    calls = make_clean_calls(n_calls=n_calls, seed=seed, start=start)
     train = (calls["called_at"] < calls["called_at"].quantile(0.7)).to_numpy()
     priors = fit_priors(calls[train])
     X, y = training_frame(calls, priors)

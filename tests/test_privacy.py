@@ -17,8 +17,19 @@ from callback_timing.dashboard import KpiSource
 from callback_timing.online import OnlineRanker
 from callback_timing.policy_config import PolicyConfig, load_policy_config
 from callback_timing.schema import ConfigError
+from callback_timing.simulation import recent_start
 from callback_timing.store import OutcomeStore
 from tests.conftest import ranker_at, tiny_bundle
+
+#: The service tests below run with the retention purge on, so their model's calls (60 days
+#: from START, a Monday about 10 weeks ago) and their rankings (at NOW, a Tuesday after them)
+#: are dated from today: fixed dates would pass out of the 12 months and be purged.
+START = pd.Timestamp(recent_start(70), tz="UTC")
+NOW = START + pd.Timedelta(days=64, hours=6)
+
+
+def _iso(at: pd.Timestamp) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 CLI = str(Path(sys.executable).with_name("callback-timing"))
 
@@ -129,7 +140,7 @@ def test_purge_command(tmp_path):
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
     _, folder, _ = tiny_bundle(tmp_path_factory.mktemp("privacy") / "model", n_calls=2000,
-                               version="v1")
+                               version="v1", start=START)
     return folder
 
 
@@ -137,8 +148,9 @@ def _ranker(tmp_path, bundle_dir, purge=True) -> OnlineRanker:
     return ranker_at(tmp_path, bundle_dir, purge=purge)
 
 
-def _rank(ranker, cid, now="2026-05-05T06:00:00Z"):
-    return ranker.rank([{"contact": {"contact_id": cid}, "now": now, "policy": "auto"}])[0]
+def _rank(ranker, cid):
+    return ranker.rank([{"contact": {"contact_id": cid}, "now": _iso(NOW),
+                         "policy": "auto"}])[0]
 
 
 def test_an_opted_out_contact_gets_a_traditional_callback_until_it_opts_back_in(
@@ -167,7 +179,8 @@ def test_erasure_removes_the_contact_from_store_memory_and_future_profiling(
     cid = str(history["contact_id"].iloc[0])
     own = int((history["contact_id"] == cid).sum())
     assert ranker.outcomes([{"call_id": "e-1", "contact_id": cid, "request_id": "r-e",
-                             "called_at": "2026-05-04T10:00:00Z", "outcome": "answered"}]
+                             "called_at": _iso(NOW - pd.Timedelta(hours=20)),
+                             "outcome": "answered"}]
                            )["accepted"] == 1
     _rank(ranker, cid)
     ranker.flush()
@@ -226,13 +239,14 @@ def test_the_contact_endpoints_of_a_real_server(tmp_path, bundle_dir):
             "error": "contact_id: 1 to 256 characters, no NUL"}
         phone = "+48512345678"  # a phone number and a contact id must never reach the log
         assert server.post("/rank", {"contact": {"contact_id": "c-0001", "phone": phone},
-                                     "now": "2026-05-05T06:00:00Z"}, headers=key
+                                     "now": _iso(NOW)}, headers=key
                            ).status_code == 200
+        called = _iso(NOW + pd.Timedelta(hours=2))
         assert server.post("/outcomes", {"outcomes": [
             {"call_id": "p-1", "contact_id": "c-0001", "phone": phone, "outcome": "answered",
-             "called_at": "2026-05-05T08:00:00Z"}]}, headers=key).json()["accepted"] == 1
+             "called_at": called}]}, headers=key).json()["accepted"] == 1
         assert server.post("/rank", {"contact": {"contact_id": "c-0001", "phone": "+4851"},
-                                     "now": "2026-05-05T06:00:00Z"}, headers=key
+                                     "now": _iso(NOW)}, headers=key
                            ).status_code == 200  # an invalid number: ignored, not logged
         record = httpx.get(f"{base}/c-0001", headers=key).json()
         assert record["contact_id"] == "c-0001" and not record["erased"]
@@ -240,7 +254,7 @@ def test_the_contact_endpoints_of_a_real_server(tmp_path, bundle_dir):
         opted = httpx.post(f"{base}/c-0001/opt_out", headers=key).json()
         assert opted == {"contact_id": "c-0001", "opted_out": True, "changed": True}
         ranked = server.post("/rank", {"contact": {"contact_id": "c-0001"},
-                                       "now": "2026-05-05T06:00:00Z"}, headers=key).json()
+                                       "now": _iso(NOW)}, headers=key).json()
         assert "opted out" in ranked["fallback_reason"]
         deadline = time.monotonic() + 10  # the decision log is written within 0.5 s
         while len(httpx.get(f"{base}/c-0001", headers=key).json()["stored"]["decisions"]) < 3:
