@@ -19,6 +19,7 @@ from callback_timing.dask_engine import (
     fit_and_evaluate_dask,
     read_history,
 )
+from callback_timing.evaluate import classification_metrics
 from callback_timing.features import training_frame
 from callback_timing.policy import Policy
 from callback_timing.rules import RuleModel
@@ -123,6 +124,9 @@ def test_the_rules_baseline_is_the_pandas_paths_scorer(pandas_path, dask_path):
     want = RuleModel.from_file().p_answer(ev.X_test)
     np.testing.assert_allclose(np.sort(trained.evaluation.p_test["rules"]), np.sort(want))
     np.testing.assert_array_equal(np.sort(trained.evaluation.y_test), np.sort(ev.y_test))
+    # each score with its own label: the rules' metrics are the pandas path's
+    got, expected = trained.evaluation.metrics["rules"], classification_metrics(ev.y_test, want)
+    assert got == pytest.approx(expected, rel=1e-9)
 
 
 def test_model_quality_matches_the_pandas_path(pandas_path, dask_path):
@@ -161,12 +165,20 @@ def _run(tmp: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+def _scheduled(client) -> int:
+    """Task transitions the cluster's scheduler has made so far (grows when it runs work)."""
+    return client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+
+
 def test_cli_trains_on_an_existing_scheduler_and_on_its_own_cluster(tmp_path, history_dir,
                                                                      cluster):
     address = cluster.scheduler_info()["address"]
+    before = _scheduled(cluster)
     out = _run(tmp_path, "train", "--engine", "dask", "--scheduler", address, "--history",
                str(history_dir), "--out", "models/a", "--no-track", "--no-bentoml")
     assert out.returncode == 0, out.stderr
+    used = _scheduled(cluster)
+    assert used > before + 100  # the work ran on this scheduler's cluster
     assert "model" in out.stdout and "rules" in out.stdout
     meta = ModelBundle.load(tmp_path / "models/a").metadata
     assert meta["engine"]["name"] == "dask" and meta["engine"]["workers"] == 2
@@ -174,6 +186,7 @@ def test_cli_trains_on_an_existing_scheduler_and_on_its_own_cluster(tmp_path, hi
     own = _run(tmp_path, "train", "--engine", "dask", "--workers", "2", "--history", glob,
                "--out", "models/b", "--no-track", "--no-bentoml")
     assert own.returncode == 0, own.stderr
+    assert _scheduled(cluster) == used  # a cluster of its own this time
     assert "distributed.scheduler" not in own.stderr  # Dask's INFO lines stay quiet
     assert ModelBundle.load(tmp_path / "models/b").metadata["split"] == meta["split"]
 
@@ -222,10 +235,12 @@ def test_scheduled_job_trains_on_the_cluster_its_config_names(tmp_path, history_
     env = {"PATH": "/usr/bin:/bin", "CALLBACK_TIMING_PSEUDONYM_KEY": "test-key",
            "CALLBACK_TIMING_PURGE": "0",  # fixed-date synthetic data
            "CALLBACK_TIMING_HOME": str(tmp_path / "home"), "HOME": str(tmp_path)}
+    before = _scheduled(cluster)
     out = subprocess.run([sys.executable, str(root / "training" / "train.py"), "--config",
                           "job.toml"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr
+    assert _scheduled(cluster) > before + 100  # on the configured scheduler, not a new one
     assert ModelBundle.load(tmp_path / "models" / "current").metadata["engine"]["name"] == "dask"
 
 

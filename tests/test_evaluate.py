@@ -88,3 +88,23 @@ def test_bound_nears_the_ceiling_only_with_rich_histories():
     # ceiling's AUC; with ~300 calls per contact it is all but known.
     sparse, dense = bound_vs_ceiling(1500, 0.05), bound_vs_ceiling(100, 1.0)
     assert sparse < 0.98 and dense > 0.99
+
+
+def test_ece_does_not_depend_on_the_order_of_equal_predictions():
+    from callback_timing.evaluate import expected_calibration_error
+
+    # 10 rows of 0.2 (3 answered) and 10 of 0.6 (6 answered), in 4 bins of 5: the edges cut
+    # through each group of equal predictions, which count with their group's rate
+    p = np.repeat([0.2, 0.6], 10)
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0])
+    # half the rows 0.1 off (0.2 said, 0.3 seen), the other half exact
+    assert expected_calibration_error(y, p, n_bins=4) == pytest.approx(0.05)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        order = rng.permutation(len(p))
+        assert expected_calibration_error(y[order], p[order], n_bins=4) == pytest.approx(0.05)
+    # distinct predictions: the plain ten-bin definition
+    p = np.linspace(0.05, 0.95, 100)
+    y = (np.arange(100) % 2).astype(float)
+    want = np.mean([abs(y[i:i + 10].mean() - p[i:i + 10].mean()) for i in range(0, 100, 10)])
+    assert expected_calibration_error(y, p) == pytest.approx(want, abs=1e-6)

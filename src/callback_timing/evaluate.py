@@ -44,13 +44,21 @@ _EPS = 1e-6
 
 
 def expected_calibration_error(y: ArrayLike, p: ArrayLike, n_bins: int = 10) -> float:
-    """ECE over ``n_bins`` equal-count bins: sum of |observed - predicted| weighted by size."""
+    """ECE over ``n_bins`` equal-count bins: sum of |observed - predicted| weighted by size.
+
+    Equal predictions count with their mean outcome, so a bin edge that falls among them
+    (a rule table gives many rows the same chance) does not make the figure depend on the
+    rows' order.
+    """
     y = np.asarray(y, dtype=float)
     p = np.asarray(p, dtype=float)
     if len(p) == 0:
         return float("nan")
     order = np.argsort(p, kind="stable")
-    bins = np.array_split(order, min(n_bins, len(p)))
+    p, y = p[order], y[order]
+    _, first, size = np.unique(p, return_index=True, return_counts=True)
+    y = np.repeat(np.add.reduceat(y, first) / size, size)
+    bins = np.array_split(np.arange(len(p)), min(n_bins, len(p)))
     gaps = [abs(y[b].mean() - p[b].mean()) * len(b) for b in bins if len(b)]
     return round(float(np.sum(gaps) / len(p)), 6)
 
