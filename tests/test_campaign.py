@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import callback_timing as ct
-from callback_timing.campaign import campaign_kpis, replay, value_lift_captured
+from callback_timing.campaign import _illegal_calls, campaign_kpis, replay, value_lift_captured
 from callback_timing.evaluate import first_requests
 from callback_timing.policy_config import load_policy_config
 from callback_timing.training import fit_and_evaluate
@@ -33,6 +34,14 @@ def test_every_call_obeys_the_calling_rules(campaign):
     calls = result.calls
     assert set(calls["policy"]) == {"desk", "rules", "model", "oracle"}
     assert result.kpis["illegal_calls"].sum() == 0
+    # checked here afresh, call by call, in the contact's own zone (zoneinfo, not the code's)
+    config = load_policy_config()
+    for call in calls.itertuples():
+        local = call.called_at.to_pydatetime().astimezone(ZoneInfo(call.timezone))
+        minute = local.hour * 60 + local.minute
+        sub = call.subdivision if isinstance(call.subdivision, str) else None
+        hours = config.hours_for(call.country, sub)[local.weekday()]
+        assert hours is not None and hours[0] <= minute and minute + 15 <= hours[1], call
     requested = asked.set_index("request_id")["requested_at"]
     delay = calls["called_at"] - calls["request_id"].map(requested)
     assert (delay >= pd.Timedelta(0)).all() and (delay <= pd.Timedelta(hours=48)).all()
@@ -40,6 +49,17 @@ def test_every_call_obeys_the_calling_rules(campaign):
         assert len(group) <= 3 and group["answered"].iloc[:-1].sum() == 0  # stop once reached
         gaps = group["called_at"].sort_values().diff().dropna()
         assert (gaps >= pd.Timedelta(hours=2)).all()
+
+
+def test_the_illegal_call_count_counts_calls_outside_hours(campaign):
+    """What the KPI ``illegal_calls`` would show if a policy broke the calling hours."""
+    calls = campaign[0].calls.head(3).reset_index(drop=True)
+    assert not _illegal_calls(calls, load_policy_config()).any()
+    local = [t.tz_convert(z) for t, z in zip(calls["called_at"], calls["timezone"], strict=True)]
+    moved = calls.assign(called_at=[  # 03:00 that day; 20:50 (the slot would end after 21:00)
+        local[0].replace(hour=3, minute=0).tz_convert("UTC"),
+        local[1].replace(hour=20, minute=50).tz_convert("UTC"), calls["called_at"][2]])
+    assert _illegal_calls(moved, load_policy_config()).tolist() == [True, True, False]
 
 
 def test_kpis_follow_from_the_calls(campaign):

@@ -383,6 +383,7 @@ def test_dashboard_in_a_real_browser(seeded_db, tmp_path):
         page.select_option("#trend-kpi", "attempts")
         drawn = page.evaluate("() => document.getElementById('chart-trend').data"
                               ".map(t => [t.name, t.x, t.y])")
+        assert sorted(name for name, _, _ in drawn) == sorted({r["arm"] for r in kpis["periods"]})
         for name, x, y in drawn:
             rows = [r for r in kpis["periods"] if r["arm"] == name]
             assert (x, y) == ([r["period"] for r in rows], [r["attempts"] for r in rows])
@@ -406,17 +407,18 @@ def test_dashboard_in_a_real_browser(seeded_db, tmp_path):
         page.select_option("#f-campaign", "trade-fair")
         with page.expect_response(lambda r: "campaign=trade-fair" in r.url):
             page.click("#apply")
+        filtered = httpx.get(f"{server.url}/kpis", params={"industry": industry,
+                                                           "campaign": "trade-fair"},
+                             headers=key).json()["requests"]
+        assert 0 < filtered < kpis["requests"]
         page.wait_for_function(
             "n => [...document.querySelectorAll('#kpi-table [data-k=requests]')]"
-            ".reduce((s, e) => s + Number(e.textContent), 0) === n",
-            arg=httpx.get(f"{server.url}/kpis", params={"industry": industry,
-                                                        "campaign": "trade-fair"},
-                          headers=key).json()["requests"])
+            ".reduce((s, e) => s + Number(e.textContent), 0) === n", arg=filtered)
         with page.expect_download() as download:
             page.click("#csv")
-        csv = Path(download.value.path()).read_text().splitlines()
-        assert csv[0].startswith("period,arm,requests")
-        assert len(csv) > 1 and all(industry not in line for line in csv)
+        csv = pd.read_csv(download.value.path())
+        assert list(csv.columns[:3]) == ["period", "arm", "requests"]
+        assert csv["requests"].sum() == filtered  # the filtered periods, not all of them
         browser.close()
         assert errors == []
         log = server.log.read_text()

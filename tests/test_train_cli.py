@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -47,12 +48,16 @@ def test_train_writes_bundle_run_registry_and_bentoml(trained):
     tmp, out = trained
     meta = json.loads((tmp / "models" / "current" / "metadata.json").read_text())
     assert meta["bundle_format"] == 1 and len(meta["mlflow_run_id"]) == 32
-    assert meta["metrics"]["log_loss"] < meta["metrics"]["answer_rate"] + 0.5
+    # better than always saying the answer rate (the log loss of a constant prediction)
+    rate = meta["metrics"]["answer_rate"]
+    constant = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+    assert meta["metrics"]["log_loss"] < 0.97 * constant
     assert "-> champion: no champion yet" in out.stdout
     assert "truth ceiling AUC" in out.stdout and "logistic_regression" in out.stdout
     assert "information bound AUC" in out.stdout
     truth = meta["truth"]
-    assert meta["metrics"]["roc_auc"] < truth["bound_auc"] < truth["ceiling_auc"]
+    assert 0.9 * truth["bound_auc"] < meta["metrics"]["roc_auc"] < truth["bound_auc"]
+    assert truth["bound_auc"] < truth["ceiling_auc"]
     assert (tmp / "mlruns" / "mlflow.db").is_file()
     artifacts = list((tmp / "mlruns" / "artifacts").rglob("reliability.png"))
     assert artifacts, "the reliability plot is logged under mlruns/"
