@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-later lint bench clean help browser
+.PHONY: demo test test-later lint bench clean help browser database
 
 help:
 	@echo "make demo   - set up .venv and run the main job (simulate -> validate -> ...)"
@@ -34,13 +34,21 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) \
 	    apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP) lint browser
+# the store's PostgreSQL tests start a throwaway server of Debian's postgresql (tests/conftest.py)
+database:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+	  echo "installing Debian's postgresql for the outcome store's PostgreSQL tests"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) \
+	    apt-get install -y -qq postgresql >/dev/null; }
+
+test: $(STAMP) lint browser database
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # the whole suite as it will run DAYS days from now (libfaketime moves every clock): tests
 # and code that break as dates age fail here first; not part of `make test`
 DAYS ?= 400
-test-later: $(STAMP) browser
+test-later: $(STAMP) browser database
 	$(BIN)/python -m pip install --quiet libfaketime
 	$(BIN)/python -m tests.time_travel $(DAYS) -n 2 --dist loadfile
 

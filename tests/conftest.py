@@ -125,3 +125,63 @@ def _no_model_budget(request, monkeypatch):
 # The tests replay synthetic worlds of fixed dates (2026): a server must not purge them as
 # they age past the retention. The data-protection tests turn the purge on where they test it.
 os.environ.setdefault("CALLBACK_TIMING_PURGE", "0")
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+def _postgres_bin(name: str) -> str | None:
+    """A PostgreSQL server program: on the PATH, or in Debian's versioned folder."""
+    import glob
+    import shutil
+
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+                      key=lambda p: int(Path(p).parts[4]) if Path(p).parts[4].isdigit() else 0)
+    return versions[-1] if versions else None
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A PostgreSQL database URL: ``$CALLBACK_TIMING_TEST_PG``, else a throwaway server this
+    test process starts (``make test`` installs Debian's postgresql when it is missing) on a
+    free loopback port and stops at the end; skipped when neither is to be had."""
+    given = os.environ.get("CALLBACK_TIMING_TEST_PG")
+    if given:
+        yield given
+        return
+    import shutil
+    import socket
+    import subprocess
+
+    initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("no PostgreSQL server here: `make test` installs one, or set "
+                    "CALLBACK_TIMING_TEST_PG to a PostgreSQL URL")
+    import tempfile
+
+    # not under pytest's own temporary folder: that one is private to root, the server's
+    # user could not reach its files
+    folder = Path(tempfile.mkdtemp(prefix="callback-timing-pg-"))
+    data = folder / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root: as Debian's postgres user
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def run(*command: str) -> None:
+        done = subprocess.run([*as_user, *command], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{command[0]} failed: {done.stdout}{done.stderr}"
+
+    run(initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    run(pg_ctl, "-D", str(data), "-l", str(folder / "server.log"), "-w", "-o",
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        run(pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)

@@ -136,10 +136,10 @@ def test_country_main_timezone(country, zone):
 
 
 def test_canonical_zone_and_country():
-    assert canonical_zone(pd.Series(["america/new_york", "UTC", "Nowhere/Town"])).tolist()[
-        :2] == ["America/New_York", "UTC"]
-    assert normalise_country(pd.Series(["pl", "XX", "Poland"])).isna().tolist() == [
-        False, True, True]
+    zones = canonical_zone(pd.Series(["america/new_york", "UTC", "Nowhere/Town", None]))
+    assert zones[:2].tolist() == ["America/New_York", "UTC"] and zones[2:].isna().all()
+    countries = normalise_country(pd.Series(["pl", " de ", "XX", "Poland", None]))
+    assert countries[:2].tolist() == ["PL", "DE"] and countries[2:].isna().all()
 
 
 def test_pseudonymise_is_keyed_deterministic_and_keeps_missing():

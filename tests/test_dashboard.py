@@ -10,7 +10,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -452,7 +451,7 @@ def test_a_page_asked_while_the_store_is_first_read_is_told_to_ask_again(seeded_
 
     from callback_timing.dashboard import KpiSource, StillReading
 
-    release = threading.Event()
+    release, reading = threading.Event(), threading.Event()
 
     class SlowStore:  # the real store, whose first read waits for the test
         def __init__(self):
@@ -462,13 +461,14 @@ def test_a_page_asked_while_the_store_is_first_read_is_told_to_ask_again(seeded_
             return getattr(self.store, name)
 
         def rows_after(self, *args):
+            reading.set()
             release.wait(10)
             return self.store.rows_after(*args)
 
     source = KpiSource(SlowStore(), snapshot=None)  # a store read for the first time
     reader = threading.Thread(target=source.refresh)
     reader.start()
-    time.sleep(0.2)
+    assert reading.wait(10)  # the reader is inside its first read
     with pytest.raises(StillReading, match="reading the outcome store"):
         source.payload(wait=False)
     release.set()

@@ -164,14 +164,10 @@ def test_every_answer_is_in_the_decision_log(tmp_path, bundle_dir):
     ranker.close()
 
 
-PG_URL = os.environ.get("CALLBACK_TIMING_TEST_PG")
-
-
-@pytest.mark.parametrize("backend", [
-    "sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
-        not PG_URL, reason="set CALLBACK_TIMING_TEST_PG to a PostgreSQL URL to run it"))])
-def test_two_instances_share_outcomes_through_the_database(tmp_path, bundle_dir, backend):
-    db = str(tmp_path / "o.db") if backend == "sqlite" else PG_URL
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_instances_share_outcomes_through_the_database(tmp_path, bundle_dir, backend,
+                                                           request):
+    db = str(tmp_path / "o.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
     a, b = (OnlineRanker(ServeSettings(model_dir=bundle_dir, db=db, control_share=0,
                                        watch_seconds=0, sync_seconds=0.0)) for _ in range(2))
     cid = f"c-{uuid.uuid4().hex[:10]}"  # new in every run (a PostgreSQL database persists)

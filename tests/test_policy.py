@@ -155,8 +155,18 @@ def test_zone_disagreement_allows_only_hours_legal_in_both():
 def test_opt_out_uses_rules_without_personal_history(policy):
     out = policy.rank([_req("c-0003", contact={"opt_out": True})])[0]
     assert out["source"] == "rules" and "opted out" in out["fallback_reason"]
+    assert out["windows"]
     for w in out["windows"]:
         assert not any("answered" in r for r in w["reasons"])
+    # ranked as a stranger with the same attributes would be: the calls the contact made
+    # (its history ends days before ``now``) change nothing
+    stranger = {"contact_id": "never-seen", **policy.profile("c-0003")}
+    same = policy.rank([_req("never-seen", contact=stranger, policy="rules")])[0]
+    fields = ("start", "end", "p_answer", "score")
+    assert [[w[f] for f in fields] for w in out["windows"]] == \
+        [[w[f] for f in fields] for w in same["windows"]]
+    own = policy.rank([_req("c-0003", policy="rules")])[0]  # the rules with its history
+    assert [w["p_answer"] for w in own["windows"]] != [w["p_answer"] for w in out["windows"]]
 
 
 class _Broken:
@@ -194,6 +204,10 @@ def test_urgency_modes(policy):
     assert all(w["score"] == pytest.approx(w["p_answer"], abs=1e-4) for w in full["windows"])
     late = policy.rank([_req(urgency="standard", requested_at="2026-05-04T06:00:00Z")])[0]
     cfg = policy.config
+    # the seed's curve, log-linear between its points: 1 at once, 0.42 at 24 h, 0.12 at 48 h
+    assert [float(cfg.urgency_worth(h)) for h in (0, 12, 24, 36, 48)] == pytest.approx(
+        [1.0, 0.42 ** 0.5, 0.42, (0.42 * 0.12) ** 0.5, 0.12])
+    assert late["windows"] and urgent["windows"]
     for w in late["windows"]:
         start = pd.Timestamp(w["start"])
         since_request = (start - pd.Timestamp("2026-05-04T06:00:00Z")).total_seconds() / 3600

@@ -82,8 +82,21 @@ def test_render_report(report):
     console.print(render_report(report))
     text = console.export_text()
     for heading in ("Rejects by reason", "Coverage by country", "Coverage by industry",
-                    "Calls by contact-local hour", "Time zone source", "finance"):
+                    "Calls by contact-local hour", "Time zone source"):
         assert heading in text
+
+    def row(first: str) -> list[str]:  # the cells of the table row that starts with ``first``
+        line = next(ln for ln in text.splitlines() if ln.strip("│ ").startswith(first + " "))
+        return [cell.strip() for cell in line.strip().strip("│").split("│")]
+
+    n = config.MIN_HISTORY_CALLS
+    pl_rate = report["by_country"]["PL"]["answer_rate"]
+    assert row("PL") == ["PL", str(n), "1", f"{100 * pl_rate:.1f}%"]
+    assert row("finance") == ["finance", "1", "1", "0.0%"]
+    assert row("rejected rows") == ["rejected rows", "2"]
+    assert row("answer rate") == ["answer rate", f"{100 * report['answer_rate']:.1f}%"]
+    hour = row(f"{12:02d}")  # the busiest local hour has the full bar
+    assert hour[:3] == ["12", str(n), f"{100 * pl_rate:.1f}%"] and set(hour[3]) == {"█"}
 
 
 def test_report_of_an_all_rejected_file():
@@ -94,7 +107,11 @@ def test_report_of_an_all_rejected_file():
     assert empty["answer_rate"] is None
     assert empty["date_range"] == {"first": None, "last": None}
     assert empty["by_country"] == {}
-    Console(record=True).print(render_report(empty))
+    console = Console(record=True, width=120)
+    console.print(render_report(empty))
+    text = console.export_text()
+    assert "unparseable timestamp" in text  # why the file is empty is shown
+    assert "PL" not in text and "█" not in text  # and no coverage is made up
 
 
 def test_weekday_hour_table_is_contact_local():

@@ -1,9 +1,8 @@
-"""The outcome store and the decision log (store.py) on real SQLite files, and on PostgreSQL
-when ``CALLBACK_TIMING_TEST_PG`` names a database."""
+"""The outcome store and the decision log (store.py) on real SQLite files, and on a real
+PostgreSQL server (the ``pg_url`` fixture: ``CALLBACK_TIMING_TEST_PG`` or a throwaway one)."""
 
 from __future__ import annotations
 
-import os
 import socket
 import sqlite3
 import uuid
@@ -391,7 +390,6 @@ def test_safe_url_hides_the_password():
 
 
 def test_an_unreachable_postgresql_names_it_without_the_password():
-    pytest.importorskip("psycopg", reason="psycopg (PostgreSQL driver) is not installed")
     port = _free_port()  # nothing listens there: refused at once
     with pytest.raises(StoreError) as caught:
         OutcomeStore(f"postgresql://ct:s3cret@127.0.0.1:{port}/ct?connect_timeout=5")
@@ -408,8 +406,9 @@ def test_an_unreachable_postgresql_names_it_without_the_password():
 def test_an_unknown_driver_is_a_config_error():
     with pytest.raises(ConfigError) as caught:
         OutcomeStore("nosuchdriver://x")
-    assert str(caught.value) == ("--db: cannot use nosuchdriver://x: "
-                                 "Can't load plugin: sqlalchemy.dialects:nosuchdriver")
+    message = str(caught.value)  # the project's words, then SQLAlchemy's (its own wording)
+    assert message.startswith("--db: cannot use nosuchdriver://x: ") and "\n" not in message
+    assert "nosuchdriver" in message.removeprefix("--db: cannot use nosuchdriver://x: ")
 
 
 def test_a_folder_as_db_is_a_store_error(tmp_path):
@@ -512,15 +511,9 @@ def test_decisions_are_read_back_by_a_new_store(db):
 
 # --- PostgreSQL ---------------------------------------------------------------------------
 
-PG_URL = os.environ.get("CALLBACK_TIMING_TEST_PG")
-
-
-@pytest.mark.skipif(not PG_URL, reason="set CALLBACK_TIMING_TEST_PG to a PostgreSQL URL "
-                                       "(postgresql://user@host:port/db) to run it")
-def test_postgresql_store_is_idempotent_and_reads_back():
-    pytest.importorskip("psycopg", reason="psycopg (PostgreSQL driver) is not installed")
+def test_postgresql_store_is_idempotent_and_reads_back(pg_url):
     run = f"t{uuid.uuid4().hex[:12]}-"  # this run's ids: the database may hold older runs
-    first = OutcomeStore(PG_URL)
+    first = OutcomeStore(pg_url)
     second = None
     try:
         assert first.dialect == "postgresql"
@@ -539,7 +532,7 @@ def test_postgresql_store_is_idempotent_and_reads_back():
         assert first.add_outcomes(bare, received_at=RECEIVED) == (
             [f"{run}a", f"{run}b"], [f"{run}a"])
 
-        second = OutcomeStore(PG_URL)  # another server instance on the same database
+        second = OutcomeStore(pg_url)  # another server instance on the same database
         assert second.add_outcomes(calls) == ([], ids)
         read = second.outcomes_after(start)
         read = read[read["call_id"].str.startswith(run)]
@@ -571,17 +564,14 @@ def test_postgresql_store_is_idempotent_and_reads_back():
             second.close()
 
 
-@pytest.mark.skipif(not PG_URL, reason="set CALLBACK_TIMING_TEST_PG to a PostgreSQL URL "
-                                       "(postgresql://user@host:port/db) to run it")
-def test_postgresql_a_late_committing_lower_seq_is_found_by_the_received_window():
+def test_postgresql_a_late_committing_lower_seq_is_found_by_the_received_window(pg_url):
     """seq is taken at INSERT, not at COMMIT: a reader past seq N can miss a lower seq that
     commits later. Readers that follow the store (server instances) read an overlapping
     window of received times instead, which finds it."""
-    pytest.importorskip("psycopg", reason="psycopg (PostgreSQL driver) is not installed")
     from callback_timing.store import outcomes
 
     run = f"t{uuid.uuid4().hex[:12]}-"
-    one, two = OutcomeStore(PG_URL), OutcomeStore(PG_URL)
+    one, two = OutcomeStore(pg_url), OutcomeStore(pg_url)
     try:
         start = two.last_seq()
         slow = _calls(["slow"], run).assign(answered=1, received_at=RECEIVED.tz_localize(None))

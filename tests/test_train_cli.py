@@ -134,7 +134,9 @@ def test_a_model_folder_is_new_empty_or_a_bundle(tmp_path, trained):
 def test_params_best_without_tuning_is_one_line(tmp_path):
     (tmp_path / "h.csv").write_text("contact_id,called_at,outcome\n")
     out = run(tmp_path, "train", "--history", "h.csv", "--params", "best")
-    assert out.returncode == 1 and "run `callback-timing tune` first" in out.stderr
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        f"error: no parameter file {tmp_path / 'home' / 'best_params.json'} "
+        "(run `callback-timing tune` first)"]
 
 
 def test_scheduler_tune_then_train_with_best(trained):
