@@ -163,7 +163,7 @@ def test_unwritable_output_is_one_line(tmp_path):
     (tmp_path / "blocker").write_text("a file, not a folder")
     out = run("simulate", "--contacts", "5", "--days", "2", "--out", "blocker/h.csv",
               cwd=tmp_path)
-    _one_line_error(out, "blocker")
+    _one_line_error(out, "a file is there where a folder is needed: blocker")
     assert (tmp_path / "blocker").read_text() == "a file, not a folder"
 
 

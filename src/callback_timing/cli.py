@@ -575,8 +575,10 @@ def _run() -> int:
         return 1
     except OSError as exc:  # unreadable/unwritable paths: the user's to fix, not a crash
         where = f": {exc.filename}" if exc.filename is not None else ""
-        err_console.print(f"[red]error:[/] {exc.strerror or exc}{where}", highlight=False,
-                          soft_wrap=True)
+        what = exc.strerror or str(exc)
+        if isinstance(exc, FileExistsError) and exc.filename and Path(exc.filename).is_file():
+            what = "a file is there where a folder is needed"  # e.g. --out FILE/name.csv
+        err_console.print(f"[red]error:[/] {what}{where}", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")
