@@ -148,21 +148,17 @@ def roi_cmd(
     KPIs per arm (model, rules, control), ROI against the control arm with a confidence
     interval, trend, answer-rate heatmap and funnel, from the outcome store and decision log of
     ``serve``."""
-    from pathlib import Path as _Path
-
     from callback_timing.cli import console
     from callback_timing.dashboard import KpiSource, parse_query, write_report
-    from callback_timing.store import OutcomeStore
+    from callback_timing.store import open_store
 
-    if "://" not in db and not _Path(db).is_file():
-        raise ConfigError(f"--db: no outcome store at {db}")
     try:
         filters, period = parse_query({"start": start, "end": end, "industry": industry,
                                        "country": country, "campaign": campaign,
                                        "team": team, "period": period})
     except ValueError as exc:
         raise ConfigError(f"--{exc}") from None
-    store = OutcomeStore(db)
+    store = open_store(db)
     source = KpiSource(store)  # starts from, and leaves, the dashboard's snapshot
     try:
         payload = source.payload(filters, period)
