@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -129,17 +134,19 @@ os.environ.setdefault("CALLBACK_TIMING_PURGE", "0")
 
 # --- PostgreSQL -------------------------------------------------------------------------------
 
-def _postgres_bin(name: str) -> str | None:
-    """A PostgreSQL server program: on the PATH, or in Debian's versioned folder."""
-    import glob
-    import shutil
+def free_port() -> int:
+    """A loopback TCP port free at the moment of asking."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    found = shutil.which(name)
-    if found:
-        return found
-    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-                      key=lambda p: int(Path(p).parts[4]) if Path(p).parts[4].isdigit() else 0)
-    return versions[-1] if versions else None
+
+def _postgres_bin(name: str) -> str | None:
+    """A PostgreSQL server program: on the PATH, else the newest in Debian's versioned
+    folders (``/usr/lib/postgresql/VERSION/bin``)."""
+    debian = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+                    key=lambda path: int(Path(path).parent.parent.name))
+    return shutil.which(name) or (debian[-1] if debian else None)
 
 
 @pytest.fixture(scope="session")
@@ -151,16 +158,10 @@ def pg_url():
     if given:
         yield given
         return
-    import shutil
-    import socket
-    import subprocess
-
     initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
     if not (initdb and pg_ctl):
         pytest.skip("no PostgreSQL server here: `make test` installs one, or set "
                     "CALLBACK_TIMING_TEST_PG to a PostgreSQL URL")
-    import tempfile
-
     # not under pytest's own temporary folder: that one is private to root, the server's
     # user could not reach its files
     folder = Path(tempfile.mkdtemp(prefix="callback-timing-pg-"))
@@ -169,9 +170,7 @@ def pg_url():
     if os.geteuid() == 0:  # the server refuses to run as root: as Debian's postgres user
         shutil.chown(folder, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
 
     def run(*command: str) -> None:
         done = subprocess.run([*as_user, *command], capture_output=True, text=True, timeout=120)

@@ -18,16 +18,10 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.conftest import tiny_bundle
+from tests.conftest import free_port, tiny_bundle
 
 CLI = str(Path(sys.executable).with_name("callback-timing"))
 NOW = "2026-05-04T07:00:00Z"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +231,7 @@ class Server:
     """``callback-timing serve`` in its own process group."""
 
     def __init__(self, tmp: Path, model: Path, db: Path, **env: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "CALLBACK_TIMING_HOME": str(tmp / "home"),
                     "BENTOML_HOME": str(tmp / "bentoml"), **env}

@@ -3,7 +3,6 @@ PostgreSQL server (the ``pg_url`` fixture: ``CALLBACK_TIMING_TEST_PG`` or a thro
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import uuid
 from pathlib import Path
@@ -20,6 +19,7 @@ from callback_timing.store import (
     StoreError,
     database_url,
 )
+from tests.conftest import free_port
 
 T = pd.Timestamp
 RECEIVED = T("2026-06-02T08:00:00.250000Z")
@@ -66,12 +66,6 @@ def _sql(path: Path, query: str, *args) -> list[tuple]:
         return conn.execute(query, args).fetchall()
     finally:
         conn.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -390,7 +384,7 @@ def test_safe_url_hides_the_password():
 
 
 def test_an_unreachable_postgresql_names_it_without_the_password():
-    port = _free_port()  # nothing listens there: refused at once
+    port = free_port()  # nothing listens there: refused at once
     with pytest.raises(StoreError) as caught:
         OutcomeStore(f"postgresql://ct:s3cret@127.0.0.1:{port}/ct?connect_timeout=5")
     message = str(caught.value)

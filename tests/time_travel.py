@@ -27,7 +27,7 @@ CLOCK_VARIABLES = ("LD_PRELOAD", "LD_LIBRARY_PATH", "FAKETIME", "DONT_FAKE_MONOT
 
 def main(argv: list[str]) -> None:
     """``DAYS [pytest options]``: replace this process by pytest with clocks ``DAYS`` ahead."""
-    if not argv or not argv[0].lstrip("-").isdigit():
+    if not argv or not argv[0].isdigit():
         sys.exit("usage: python -m tests.time_travel DAYS [pytest options]")
     try:
         import libfaketime

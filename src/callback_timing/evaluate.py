@@ -54,10 +54,9 @@ def expected_calibration_error(y: ArrayLike, p: ArrayLike, n_bins: int = 10) -> 
     p = np.asarray(p, dtype=float)
     if len(p) == 0:
         return float("nan")
-    order = np.argsort(p, kind="stable")
-    p, y = p[order], y[order]
-    _, first, size = np.unique(p, return_index=True, return_counts=True)
-    y = np.repeat(np.add.reduceat(y, first) / size, size)
+    # sorted predictions, each distinct value as often as it occurs, with its group's rate
+    values, group, size = np.unique(p, return_inverse=True, return_counts=True)
+    p, y = np.repeat(values, size), np.repeat(np.bincount(group, weights=y) / size, size)
     bins = np.array_split(np.arange(len(p)), min(n_bins, len(p)))
     gaps = [abs(y[b].mean() - p[b].mean()) * len(b) for b in bins if len(b)]
     return round(float(np.sum(gaps) / len(p)), 6)
