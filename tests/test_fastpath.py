@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from callback_timing import calendar, tzclock
+from callback_timing import calendar, fastpath, tzclock
 from callback_timing.bundle import ModelBundle
-from callback_timing.fastpath import iso_local, iso_utc, local_parts, predict_answer
+from callback_timing.fastpath import dense_predict, iso_local, iso_utc, local_parts, predict_answer
 from callback_timing.feature_block import FeatureBlock
 from callback_timing.features import fit_priors, training_frame
 from callback_timing.model import AnswerModel
@@ -208,3 +209,50 @@ def test_margin_feature_model_equals_slow_path(bundle):
     reqs = _requests(6, 40)
     assert fast.rank(reqs) == slow.rank(reqs)
     assert any(o["source"] == "model" for o in fast.rank(reqs))
+
+
+def test_dense_predict_equals_inplace_predict(bundle):
+    """The C-API prediction gives XGBoost's own numbers: missing values, both output kinds,
+    one row and many, from several threads at once (each thread has its own output buffer)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    booster = bundle.model.booster_.copy()
+    trees = (0, bundle.model.best_iteration_ + 1)
+    rng = np.random.default_rng(0)
+    width = booster.num_features()
+    mats = [rng.normal(size=(rows, width)).astype(np.float32) for rows in (1, 104, 3000)]
+    mats[1][::3, 1] = np.nan
+    for margin in (True, False):
+        kind = "margin" if margin else "value"
+        for X in mats:
+            mine = dense_predict(booster, X, trees, margin=margin)
+            assert np.array_equal(mine, booster.inplace_predict(
+                X, iteration_range=trees, predict_type=kind))
+    assert isinstance(fastpath._DIRECT[booster], fastpath._DirectPredict)  # it was used
+    # a copy predicts with its own handle, and a booster with a predictor still pickles
+    assert fastpath._DIRECT.get(booster.copy()) is None
+    assert np.array_equal(pickle.loads(pickle.dumps(booster)).inplace_predict(mats[0]),
+                          booster.inplace_predict(mats[0]))
+    # a non-contiguous float64 view gives the same as its float32 copy
+    wide = rng.normal(size=(50, 2 * width))[:, ::2]
+    assert np.array_equal(dense_predict(booster, wide, trees, margin=True),
+                          booster.inplace_predict(wide.astype(np.float32),
+                                                  iteration_range=trees, predict_type="margin"))
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda k: dense_predict(booster, mats[k % 3], trees, True),
+                                range(64)))
+    for k, answer in enumerate(answers):
+        assert np.array_equal(answer, dense_predict(booster, mats[k % 3], trees, True))
+
+
+def test_dense_predict_keeps_inplace_predict_when_the_check_fails(bundle, monkeypatch):
+    booster = bundle.model.booster_.copy()
+    trees = (0, bundle.model.best_iteration_ + 1)
+    X = np.random.default_rng(1).normal(size=(20, booster.num_features())).astype(np.float32)
+    monkeypatch.setattr(fastpath._DirectPredict, "__call__",
+                        lambda self, matrix, margin: np.zeros(len(matrix), np.float32))
+    got = dense_predict(booster, X, trees, margin=True)
+    assert fastpath._DIRECT[booster] is False
+    assert np.array_equal(got, booster.inplace_predict(X, iteration_range=trees,
+                                                       predict_type="margin"))
+    assert got.std() > 0  # the zeros of the broken path were not returned

@@ -32,6 +32,7 @@ Examples
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -221,12 +222,100 @@ def predict_answer(model: AnswerModel, X: pd.DataFrame | FeatureBlock,
     trees = (0, model.best_iteration_ + 1)
     margin = model.margin(X)
     if margin is None:
-        return model.calibrate(booster.inplace_predict(matrix, iteration_range=trees))
+        return model.calibrate(dense_predict(booster, matrix, trees, margin=False))
     # the trees' margin plus ours instead of XGBoost's ``base_margin`` input, which costs a
     # per-call proxy matrix (~0.25 ms of a 2 ms ranking); the margin output adds the
     # intercept, which a base margin replaces
-    z = booster.inplace_predict(matrix, iteration_range=trees, predict_type="margin")
+    z = dense_predict(booster, matrix, trees, margin=True)
     return model.calibrate(expit(z - _intercept(booster) + margin))
+
+
+def dense_predict(booster: xgb.Booster, matrix: np.ndarray, trees: tuple[int, int],
+                  margin: bool) -> np.ndarray:
+    """``booster.inplace_predict(matrix, iteration_range=trees, predict_type=...)``.
+
+    The same XGBoost call, ``XGBoosterPredictFromDense`` of its C API, made without the
+    Python wrapper's per-call work (input type checks, JSON built twice, a class defined per
+    call to read the output): about 0.15 ms of a 0.2 ms prediction of a ranking's ~100 rows.
+    Each booster is checked once against ``inplace_predict`` (bit-identical answers on the
+    first matrix it predicts); a booster without the C handle, an XGBoost whose library
+    looks different, or any mismatch keeps ``inplace_predict``.
+    """
+    kind = "margin" if margin else "value"
+    try:
+        direct = _DIRECT.get(booster)
+    except TypeError:  # not weakly referable: not an XGBoost booster
+        direct = False
+    if direct is None:
+        direct = _DIRECT[booster] = _DirectPredict.check(booster, matrix, trees, kind)
+    if direct is not False and direct.trees == trees \
+            and direct.handle_value == booster.handle.value:
+        return direct(matrix, margin)
+    return booster.inplace_predict(matrix, iteration_range=trees, predict_type=kind)
+
+
+#: Each booster's direct predictor, or ``False`` where its check failed. Kept beside the
+#: booster, not on it: ``Booster.copy()`` and pickling carry a booster's attributes along.
+_DIRECT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _DirectPredict:
+    """A booster's dense prediction through XGBoost's C API (see :func:`dense_predict`)."""
+
+    def __init__(self, booster: xgb.Booster, trees: tuple[int, int]) -> None:
+        import ctypes
+
+        from xgboost import core
+
+        self.trees = trees
+        self._ctypes = ctypes
+        # the handle as a number, not the booster: the predictor is only ever called with
+        # its booster in hand, and must not keep it alive (see ``_DIRECT``)
+        self.handle_value = booster.handle.value
+        self._handle = ctypes.c_void_p(self.handle_value)
+        self._call = core._LIB.XGBoosterPredictFromDense
+        self._error = core._LIB.XGBGetLastError
+        self._error.restype = ctypes.c_char_p
+        self._args = {
+            kind: json.dumps({"type": int(kind), "training": False,
+                              "iteration_begin": int(trees[0]),
+                              "iteration_end": int(trees[1]), "missing": float("nan"),
+                              "strict_shape": False, "cache_id": 0}).encode()
+            for kind in (0, 1)}
+
+    @classmethod
+    def check(cls, booster, matrix: np.ndarray, trees: tuple[int, int],
+              kind: str) -> _DirectPredict | bool:
+        """A direct predictor for ``booster`` if it answers ``matrix`` exactly as
+        ``inplace_predict`` does, else ``False``."""
+        try:
+            direct = cls(booster, trees)
+            mine = direct(matrix, kind == "margin")
+        except Exception:  # noqa: BLE001 - an XGBoost unlike the one we know: its own wrapper
+            return False
+        theirs = booster.inplace_predict(matrix, iteration_range=trees, predict_type=kind)
+        same = mine.shape == np.shape(theirs) and np.array_equal(mine, theirs, equal_nan=True)
+        return direct if same else False
+
+    def __call__(self, matrix: np.ndarray, margin: bool) -> np.ndarray:
+        ctypes = self._ctypes
+        data = np.ascontiguousarray(matrix, dtype=np.float32)
+        if data.ndim != 2:
+            raise ValueError(f"a 2-d matrix is needed, not {data.ndim}-d")
+        interface = (b'{"data": [%d, false], "strides": null, "typestr": "<f4", '
+                     b'"shape": [%d, %d], "version": 3}'
+                     % (data.ctypes.data, data.shape[0], data.shape[1]))
+        shape = ctypes.POINTER(ctypes.c_uint64)()
+        dims = ctypes.c_uint64()
+        out = ctypes.POINTER(ctypes.c_float)()
+        if self._call(self._handle, interface, self._args[int(margin)], None,
+                      ctypes.byref(shape), ctypes.byref(dims), ctypes.byref(out)) != 0:
+            raise RuntimeError(self._error().decode(errors="replace"))
+        size = 1
+        for k in range(dims.value):
+            size *= int(shape[k])
+        # the output is XGBoost's per-thread buffer, reused by the next call: copy it
+        return np.ctypeslib.as_array(out, shape=(size,)).copy()
 
 
 def _intercept(booster) -> float:
