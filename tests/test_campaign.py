@@ -79,6 +79,29 @@ def test_kpis_follow_from_the_calls(campaign):
         2.5 * kpis.at["desk", "cost_per_reached"])
 
 
+def test_replayed_failures_have_the_histories_outcome_mix(campaign):
+    """A missed call is logged busy, voicemail, ... in the simulator's shares, as in the
+    history the model learnt from (not always ``no_answer``)."""
+    from scipy.stats import chisquare
+
+    from callback_timing.sim.outcomes import NON_ANSWER_SHARES
+
+    calls = campaign[0].calls
+    assert ((calls["outcome"] == "answered") == (calls["answered"] == 1)).all()
+    failed = calls.loc[calls["answered"] == 0, "outcome"].value_counts()
+    names = list(NON_ANSWER_SHARES)
+    assert set(failed.index) <= set(names) and failed.sum() > 1000
+    seen = failed.reindex(names, fill_value=0).to_numpy()
+    share = np.array([NON_ANSWER_SHARES[n] for n in names])
+    assert chisquare(seen, share / share.sum() * seen.sum()).pvalue > 1e-3
+    # common random numbers: policies that make the same failed first call log the same label
+    firsts = calls[(calls["attempt"] == 1) & (calls["answered"] == 0)]
+    alike = firsts.groupby(["request_id", "called_at", "p_true"])["outcome"].agg(
+        ["size", "nunique"])
+    alike = alike[alike["size"] > 1]
+    assert len(alike) > 20 and (alike["nunique"] == 1).all()
+
+
 def test_better_timing_pays_and_the_oracle_bounds_it(campaign):
     kpis = campaign[0].kpis
     desk, rules, model, oracle = (kpis.at[p, "value"] for p in ("desk", "rules", "model",

@@ -40,6 +40,7 @@ import pandas as pd
 from callback_timing import calendar
 from callback_timing.policy import Policy
 from callback_timing.policy_config import PolicyConfig, desk_config, load_policy_config
+from callback_timing.sim.outcomes import failure_labels
 from callback_timing.slots import SLOT_MINUTES
 
 if TYPE_CHECKING:
@@ -204,8 +205,14 @@ def _outcomes(world, log, reqs, at, draw, attempt) -> pd.DataFrame:
         extra.setdefault(cid, []).append(t64)
     p_true = world.p_answer(frame["contact_id"].to_numpy(), frame["called_at"], recent)
     frame["p_true"] = p_true
-    frame["answered"] = (frame.pop("_draw").to_numpy() < p_true).astype(np.int8)
-    frame["outcome"] = np.where(frame["answered"] == 1, "answered", "no_answer")
+    draw = frame.pop("_draw").to_numpy()
+    answered = draw < p_true
+    frame["answered"] = answered.astype(np.int8)
+    # a failed call's draw, rescaled, is a fresh uniform number: it picks the outcome (busy,
+    # voicemail, ...) in the simulator's shares, so replayed calls look like the history's
+    beyond = (draw - p_true) / np.maximum(1.0 - p_true, 1e-12)
+    frame["outcome"] = np.where(answered, "answered",
+                                failure_labels(np.clip(beyond, 0.0, 1.0 - 1e-12)))
     frame["attempt"] = attempt
     frame["call_id"] = frame["request_id"].astype(str) + f"#{attempt}"
     return frame

@@ -93,6 +93,19 @@ def resolve(
             "calls_last_24h": calls}
 
 
+def failure_labels(u: np.ndarray) -> np.ndarray:
+    """The non-answer outcome of calls from uniform draws ``u`` in [0, 1), in the shares of
+    :data:`NON_ANSWER_SHARES` (for a replay that draws its own numbers).
+
+    >>> failure_labels(np.array([0.0, 0.6, 0.999])).tolist()
+    ['no_answer', 'busy', 'invalid_number']
+    """
+    names = np.array(list(NON_ANSWER_SHARES), dtype=object)
+    edges = np.cumsum(list(NON_ANSWER_SHARES.values()))
+    edges /= edges[-1]
+    return names[np.minimum(np.searchsorted(edges, u, side="right"), len(names) - 1)]
+
+
 def outcomes_and_durations(
     answered: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
