@@ -147,6 +147,17 @@ def test_mixed_offsets_parse_to_the_same_utc_instant():
     assert set(result.calls["called_at"]) == {pd.Timestamp("2026-06-01T10:00:00Z")}
 
 
+def test_outcome_spelling_ignores_case_spaces_and_hyphens():
+    spelt = ["No Answer", "no-answer", " VOICEMAIL ", "Invalid  Number", "answered", "no answer!"]
+    result = clean_history(_frame(contact_id=list("abcdef"), outcome=spelt,
+                                  called_at=[f"2026-06-01T1{i}:00:00Z" for i in range(6)]),
+                           key=KEY)
+    assert result.calls.sort_values("called_at")["outcome"].tolist() == [
+        "no_answer", "no_answer", "voicemail", "invalid_number", "answered"]
+    assert result.calls["answered"].tolist().count(1) == 1
+    assert result.rejects[["row", "column"]].values.tolist() == [[7, "outcome"]]
+
+
 def test_naive_timestamps_need_assume_tz():
     frame = _frame(contact_id=list("abcd"), called_at=[
         "2026-06-01 12:00:00", "2026-03-29 02:30:00", "2026-10-25 02:30:00", "2026-06-01"])

@@ -337,7 +337,8 @@ def clean_history(
     rejects.add(contact_id.isna(), "contact_id", "empty contact_id")
     called_at, reason = _parse_times(raw["called_at"], assume_tz, required=True)
     rejects.add(reason.notna(), "called_at", reason.to_numpy())
-    outcome = _text(raw, "outcome").str.lower()
+    # case, spaces and hyphens do not matter: "No Answer" and "no-answer" are no_answer
+    outcome = _text(raw, "outcome").str.lower().str.replace(r"[\s\-]+", "_", regex=True)
     rejects.add(~outcome.isin(schema.OUTCOMES), "outcome",
                 "unknown outcome (expected one of " + ", ".join(schema.OUTCOMES) + ")")
     if "requested_at" in raw.columns:
