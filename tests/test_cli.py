@@ -136,6 +136,31 @@ def test_map_renames_a_foreign_export(tmp_path):
                     "--map")
 
 
+def test_time_format_reads_a_day_first_export(tmp_path):
+    """A European CRM export (04.05.2026 10:00, local time) with ISO rows among it."""
+    (tmp_path / "h.csv").write_text(
+        "contact_id,called_at,outcome,timezone\n"
+        "c-1,04.05.2026 10:00,answered,Europe/Warsaw\n"
+        "c-1,13.05.2026 10:15,busy,Europe/Warsaw\n"
+        "c-2,2026-05-04T10:00:00+02:00,no answer,Europe/Warsaw\n"
+        "c-2,13/05/2026 10:00,busy,Europe/Warsaw\n"
+    )
+    before = json.loads(run("validate", "--history", "h.csv", "--assume-tz", "Europe/Warsaw",
+                            "--json", cwd=tmp_path).stdout)
+    assert before["rows"]["clean"] == 1  # only the ISO row
+    out = run("validate", "--history", "h.csv", "--assume-tz", "Europe/Warsaw", "--time-format",
+              "%d.%m.%Y %H:%M", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["rows"]["clean"] == 3 and report["rows"]["rejected"] == 1
+    assert report["by_local_hour"][10]["calls"] == 3  # 10:00 in Warsaw, 4 and 13 May
+    rejects = pd.read_csv(tmp_path / "h.rejects.csv")
+    assert rejects[["row", "column"]].values.tolist() == [[5, "called_at"]]
+    assert "--time-format" in rejects["reason"].iloc[0]
+    _one_line_error(run("validate", "--history", "h.csv", "--time-format", "dd.mm.yyyy",
+                        cwd=tmp_path), "--time-format")
+
+
 def test_bad_zone_option_is_one_line(tmp_path):
     (tmp_path / "h.csv").write_text("contact_id,called_at,outcome\nc-1,2026-06-01T10:00Z,busy\n")
     out = run("validate", "--history", "h.csv", "--assume-tz", "Mars/Olympus", cwd=tmp_path)

@@ -82,6 +82,23 @@ def test_a_folder_url_with_the_simulators_truth_beside_reads_only_the_calls(
     assert len(spread.gather()) == loaded.n_clean
 
 
+def test_time_format_reads_another_layout_on_the_cluster(tmp_path, history_dir, pandas_path,
+                                                        cluster):
+    """The same history with its timestamps written 04.05.2026 10:00:00 +0200: with
+    ``time_format`` the cluster keeps the rows the ISO history keeps, at the same instants."""
+    loaded, _ = pandas_path
+    iso = r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}:\d{2}:\d{2})([+-]\d{2}):(\d{2})$"
+    for part in sorted(history_dir.glob("*.parquet")):
+        frame = pd.read_parquet(part)
+        frame["called_at"] = frame["called_at"].str.replace(iso, r"\3.\2.\1 \4 \5\6",
+                                                            regex=True)
+        frame.to_parquet(tmp_path / part.name, index=False)
+    assert frame["called_at"].str.contains("T", na=False).mean() < 0.05  # dirt aside
+    spread = read_history(str(tmp_path), cluster, key=KEY, time_format="%d.%m.%Y %H:%M:%S %z")
+    pd.testing.assert_frame_equal(spread.gather(), loaded.calls)
+    assert len(read_history(str(tmp_path), cluster, key=KEY).gather()) < loaded.n_clean / 10
+
+
 def test_split_and_priors_are_the_pandas_paths(pandas_path, dask_path):
     _, ev = pandas_path
     _, trained = dask_path

@@ -158,6 +158,25 @@ def test_outcome_spelling_ignores_case_spaces_and_hyphens():
     assert result.rejects[["row", "column"]].values.tolist() == [[7, "outcome"]]
 
 
+def test_time_format_reads_other_layouts_beside_iso():
+    stamps = ["04.05.2026 10:00", "2026-05-04T10:00:00+02:00", "05/04/2026 10:00 +0200",
+              "29.03.2026 02:30", "25.10.2026 02:30", "31.02.2026 10:00"]
+    frame = _frame(contact_id=list("abcdef"), called_at=stamps, timezone=["Europe/Berlin"] * 6)
+    naive = clean_history(frame, assume_tz="Europe/Berlin", key=KEY,
+                          time_format="%d.%m.%Y %H:%M")
+    got = naive.calls.set_index("contact_id")["called_at"]
+    assert got["a"] == got["b"] == pd.Timestamp("2026-05-04T08:00Z")
+    assert got["e"] == pd.Timestamp("2026-10-25T00:30Z")  # the autumn fold: summer time
+    assert _rejects(naive) == [(4, "called_at"), (5, "called_at"), (7, "called_at")]
+    assert "does not exist" in naive.rejects.set_index("row").at[5, "reason"]  # spring gap
+    with_offset = clean_history(frame, key=KEY, time_format="%m/%d/%Y %H:%M %z")
+    assert with_offset.calls.set_index("contact_id").at["c", "called_at"] == pd.Timestamp(
+        "2026-05-04T08:00Z")  # month first, as the layout says
+    assert len(with_offset.calls) == 2  # and the ISO row; naive rows need --assume-tz
+    with pytest.raises(ConfigError, match="--time-format"):
+        clean_history(frame, time_format="dd.mm.yyyy")
+
+
 def test_naive_timestamps_need_assume_tz():
     frame = _frame(contact_id=list("abcd"), called_at=[
         "2026-06-01 12:00:00", "2026-03-29 02:30:00", "2026-10-25 02:30:00", "2026-06-01"])

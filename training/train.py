@@ -53,9 +53,11 @@ def params_of(model: dict) -> dict | None:
 
 
 def reading_of(data: dict) -> dict:
-    """How to read the ``[data]`` section's history: column mapping and time zones."""
+    """How to read the ``[data]`` section's history: column mapping, time zones and the
+    layout of timestamps that are not ISO-8601."""
     return {"mapping": data.get("map") or None, "assume_tz": data.get("assume_tz") or None,
-            "default_tz": data.get("default_tz", "UTC")}
+            "default_tz": data.get("default_tz", "UTC"),
+            "time_format": data.get("time_format") or None}
 
 
 def train_job(cfg: dict) -> str:

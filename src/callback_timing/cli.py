@@ -44,6 +44,11 @@ AssumeTzOption = Annotated[
     str | None,
     typer.Option(help="IANA zone for timestamps without offset (else they are rejected)."),
 ]
+TimeFormatOption = Annotated[
+    str | None,
+    typer.Option(help="strftime layout of timestamps that are not ISO-8601, e.g. "
+                      "'%d.%m.%Y %H:%M' (read in --assume-tz) or '%m/%d/%Y %I:%M %p %z'."),
+]
 
 
 class Engine(StrEnum):
@@ -175,6 +180,7 @@ def _run_validate(
     as_json: bool,
     default_tz: str = "UTC",
     plot: Path | None = None,
+    time_format: str | None = None,
 ):
     from callback_timing.data import load_history, parse_mapping
     from callback_timing.report import quality_report, render_report
@@ -184,7 +190,7 @@ def _run_validate(
         progress(0, 1)
         result = load_history(
             history, mapping=parse_mapping(mapping or []), assume_tz=assume_tz,
-            default_tz=default_tz,
+            default_tz=default_tz, time_format=time_format,
         )
         progress(1, 1)
     rejects_path = rejects or _sidecar(history, "rejects", ".csv")
@@ -210,6 +216,7 @@ def validate_cmd(
     history: Annotated[Path, typer.Option(help="Call history file (.csv or .parquet).")],
     map_: MapOption = None,
     assume_tz: AssumeTzOption = None,
+    time_format: TimeFormatOption = None,
     default_tz: DefaultTzOption = "UTC",
     rejects: Annotated[
         Path | None, typer.Option(help="Where to write rejected rows (default: beside input).")
@@ -221,7 +228,7 @@ def validate_cmd(
     ] = None,
 ) -> None:
     """Print a data-quality report: rows, rejects by reason, duplicates, coverage."""
-    _run_validate(history, map_, assume_tz, rejects, as_json, default_tz, plot)
+    _run_validate(history, map_, assume_tz, rejects, as_json, default_tz, plot, time_format)
 
 
 def _print_training(report) -> None:
@@ -288,6 +295,7 @@ def train_cmd(
     ] = None,
     map_: MapOption = None,
     assume_tz: AssumeTzOption = None,
+    time_format: TimeFormatOption = None,
     default_tz: DefaultTzOption = "UTC",
     track: Annotated[
         bool, typer.Option(help="Log the run to MLflow and register the model.")
@@ -320,7 +328,7 @@ def train_cmd(
             history, out, mapping=parse_mapping(map_ or []), assume_tz=assume_tz,
             default_tz=default_tz, params=resolve_params(params), track=track,
             bentoml=bentoml, progress=progress, engine=engine.value, scheduler=scheduler,
-            workers=workers, forget=forget, older_than=cutoff,
+            workers=workers, forget=forget, older_than=cutoff, time_format=time_format,
         )
     if report.forgotten_calls:
         console.print(f"left out {report.forgotten_calls:,} calls of erased contacts (the "
@@ -368,6 +376,7 @@ def tune_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
     map_: MapOption = None,
     assume_tz: AssumeTzOption = None,
+    time_format: TimeFormatOption = None,
     default_tz: DefaultTzOption = "UTC",
     track: Annotated[
         bool, typer.Option(help="Log the search (one nested run per trial) to MLflow.")
@@ -380,7 +389,7 @@ def tune_cmd(
     from callback_timing.workflow import leave_out_expired, leave_out_forgotten
 
     loaded = load_history(history, mapping=parse_mapping(map_ or []), assume_tz=assume_tz,
-                          default_tz=default_tz)
+                          default_tz=default_tz, time_format=time_format)
     leave_out_forgotten(loaded, _forget_list(forget_db))
     leave_out_expired(loaded, _retention()[0])
     with _progress(f"tuning ({trials} trials)") as progress:

@@ -40,6 +40,9 @@ def retrain_cmd(
         "--map", help="Rename a column of the history: new=old (repeatable).")] = None,
     assume_tz: Annotated[str | None, typer.Option(
         help="IANA zone for history timestamps without offset.")] = None,
+    time_format: Annotated[str | None, typer.Option(
+        help="strftime layout of history timestamps that are not ISO-8601, e.g. "
+             "'%d.%m.%Y %H:%M'.")] = None,
     default_tz: Annotated[str, typer.Option(
         help="IANA zone for rows with no timezone, country or valid phone.")] = "UTC",
     bentoml: Annotated[bool, typer.Option(
@@ -66,6 +69,7 @@ def retrain_cmd(
                          api_key=os.environ.get("CALLBACK_TIMING_API_KEY") or None,
                          params=resolve_params(params), mapping=parse_mapping(map_ or []),
                          assume_tz=assume_tz, default_tz=default_tz, rules_path=rules,
+                         time_format=time_format,
                          rules_table_path=rules_table,
                          min_new_calls=min_new_calls, bentoml=bentoml, progress=progress)
     if as_json:

@@ -43,7 +43,7 @@ import pandas as pd
 from callback_timing import schema
 from callback_timing.bundle import HISTORY_COLUMNS, ModelBundle, library_versions
 from callback_timing.calendar import utc_ns_of
-from callback_timing.data import LoadResult, clean_history, zone_option
+from callback_timing.data import LoadResult, clean_history, time_format_option, zone_option
 from callback_timing.evaluate import classification_metrics
 from callback_timing.features import build_features, prior_rows, scored_calls
 from callback_timing.model import AnswerModel
@@ -183,12 +183,13 @@ def _number_rows(frame: pd.DataFrame, offsets: np.ndarray, partition_info=None) 
     return frame
 
 
-def _clean_part(frame: pd.DataFrame, assume_tz, key, default_tz) -> tuple:
+def _clean_part(frame: pd.DataFrame, assume_tz, key, default_tz, time_format=None) -> tuple:
     """Clean one contact partition: (clean calls, rejects, input rows, duplicates, warnings)."""
     frame = frame.drop(columns="_contact")
     frame.index = frame.index.astype("int64").rename("row")
     frame = frame.sort_index()  # the dataset's order: the first copy of a duplicate wins
-    result = clean_history(frame, assume_tz=assume_tz, key=key, default_tz=default_tz)
+    result = clean_history(frame, assume_tz=assume_tz, key=key, default_tz=default_tz,
+                           time_format=time_format)
     return (result.calls, result.rejects, result.n_input_rows, result.n_duplicates,
             result.warnings)
 
@@ -196,7 +197,8 @@ def _clean_part(frame: pd.DataFrame, assume_tz, key, default_tz) -> tuple:
 def read_history(source: str, client: Client, mapping: dict[str, str] | None = None,
                  assume_tz: str | None = None, default_tz: str = "UTC",
                  key: bytes | None = None, partitions: int | None = None,
-                 storage_options: dict | None = None) -> DistributedHistory:
+                 storage_options: dict | None = None,
+                 time_format: str | None = None) -> DistributedHistory:
     """Read, map, shuffle by contact and clean a partitioned Parquet call history.
 
     ``partitions``: how many contact partitions (default: as many as the input has, at least
@@ -210,6 +212,7 @@ def read_history(source: str, client: Client, mapping: dict[str, str] | None = N
     key = load_key() if key is None else key
     assume_tz = zone_option(assume_tz, "--assume-tz")  # mistakes found before any reading
     default_tz = zone_option(default_tz, "--default-tz") or "UTC"
+    time_format = time_format_option(time_format)
     with dask.config.set({"dataframe.convert-string": False}):
         try:
             raw = dd.read_parquet(_history_files(source, storage_options),
@@ -234,7 +237,7 @@ def read_history(source: str, client: Client, mapping: dict[str, str] | None = N
         workers = max(len(client.scheduler_info()["workers"]), 1)
         n = partitions or max(raw.npartitions, 2 * workers)
         shuffled = numbered.shuffle(on="_contact", npartitions=n)
-        tasks = [dask.delayed(_clean_part, nout=5)(p, assume_tz, key, default_tz)
+        tasks = [dask.delayed(_clean_part, nout=5)(p, assume_tz, key, default_tz, time_format)
                  for p in shuffled.to_delayed()]
         futures = client.compute(tasks)
     parts = [client.submit(_pick, f, 0) for f in futures]

@@ -65,7 +65,8 @@ logger = logging.getLogger(__name__)
 REJECT_COLUMNS: tuple[str, ...] = ("row", "column", "reason")
 
 REASON_MISSING = "missing timestamp"
-REASON_UNPARSEABLE = "unparseable timestamp (expected ISO-8601 with offset, e.g. 2026-06-01T10:00Z)"
+REASON_UNPARSEABLE = ("unparseable timestamp (expected ISO-8601 with offset, e.g. "
+                      "2026-06-01T10:00Z; another layout: --time-format)")
 REASON_NAIVE = "timestamp without UTC offset; use --assume-tz ZONE to read it as local time"
 REASON_GAP = "local time does not exist in the --assume-tz zone (daylight-saving gap)"
 WARN_PHONE = "invalid phone number (country/timezone used instead)"
@@ -152,10 +153,24 @@ def _as_ns(utc: pd.Series) -> pd.Series:
     return utc.where(utc.between(*bounds)).dt.as_unit("ns")
 
 
+def _read_times(text: pd.Series, utc: bool, time_format: str | None) -> pd.Series:
+    """ISO-8601 timestamps of text, else (where that fails) ``time_format``'s; NaT if neither."""
+    parsed = pd.to_datetime(text, format="ISO8601", utc=utc, errors="coerce")
+    rest = parsed.isna().to_numpy()
+    if time_format and rest.any():
+        other = pd.to_datetime(text[rest], format=time_format, utc=utc, errors="coerce")
+        if isinstance(other.dtype, pd.DatetimeTZDtype) == utc:  # naive text stays naive
+            parsed = parsed.where(~rest, other)
+    return parsed
+
+
 def _parse_times(
-    values: pd.Series, assume_tz: str | None, required: bool
+    values: pd.Series, assume_tz: str | None, required: bool, time_format: str | None = None
 ) -> tuple[pd.Series, pd.Series]:
-    """UTC instants of a timestamp column and a reason (missing when fine) per row."""
+    """UTC instants of a timestamp column and a reason (missing when fine) per row.
+
+    Text is read as ISO-8601, and where that fails with ``time_format`` (a ``strftime``
+    layout such as ``%d.%m.%Y %H:%M``); text without a UTC offset needs ``assume_tz``."""
     reason = pd.Series(np.nan, index=values.index, dtype="str")
     if required:
         reason[values.isna().to_numpy()] = REASON_MISSING
@@ -171,14 +186,13 @@ def _parse_times(
             reason[~present] = REASON_MISSING
         has_offset = text.str.contains(_OFFSET, regex=True, na=False).to_numpy()
         if has_offset.any():
-            parsed = pd.to_datetime(text[has_offset], format="ISO8601", utc=True, errors="coerce")
-            utc[has_offset] = _as_ns(parsed)
+            utc[has_offset] = _as_ns(_read_times(text[has_offset], True, time_format))
     naive = present & ~has_offset
     if naive.any():
         if pd.api.types.is_datetime64_dtype(values.dtype):
             local = values[naive]
         else:
-            local = pd.to_datetime(text[naive], format="ISO8601", errors="coerce")
+            local = _read_times(text[naive], False, time_format)
         if assume_tz is None:
             reason[local.index[local.notna()]] = REASON_NAIVE
         else:
@@ -303,11 +317,23 @@ def zone_option(value: str | None, option: str) -> str | None:
     return zone
 
 
+def time_format_option(value: str | None) -> str | None:
+    """``--time-format`` as given, or a :class:`ConfigError` naming the option when it is
+    not a ``strftime`` layout (no ``%`` directive: e.g. ``dd.mm.yyyy``)."""
+    if value is None or not str(value).strip():
+        return None
+    if "%" not in value:
+        raise ConfigError(f"--time-format: a strftime layout such as '%d.%m.%Y %H:%M' is "
+                          f"needed, not {value!r}")
+    return value
+
+
 def clean_history(
     frame: pd.DataFrame,
     assume_tz: str | None = None,
     key: bytes | None = None,
     default_tz: str = "UTC",
+    time_format: str | None = None,
 ) -> LoadResult:
     """Validate and clean a raw call-history frame (contract section 1).
 
@@ -321,6 +347,9 @@ def clean_history(
     key : pseudonymisation key; default :func:`~callback_timing.contacts.load_key`.
     default_tz : IANA zone for rows with no timezone, country or valid phone; such rows are
         kept with ``tz_source="default"`` and counted in :attr:`LoadResult.warnings`.
+    time_format : ``strftime`` layout of timestamps that are not ISO-8601, e.g.
+        ``%d.%m.%Y %H:%M`` (read in ``assume_tz``) or ``%d/%m/%Y %H:%M %z``; ISO-8601 text
+        is read as before.
 
     Returns
     -------
@@ -329,20 +358,21 @@ def clean_history(
     check_required(frame)
     assume_tz = zone_option(assume_tz, "--assume-tz")
     default_tz = zone_option(default_tz, "--default-tz") or "UTC"
+    time_format = time_format_option(time_format)
     bad_lines = list(frame.attrs.get("bad_lines", []))
     exact = frame.duplicated(keep="first").to_numpy()
     raw = frame.loc[~exact].reset_index(drop=True)
     rejects = _Rejects(_row_numbers(frame)[~exact])
     contact_id = _text(raw, "contact_id")
     rejects.add(contact_id.isna(), "contact_id", "empty contact_id")
-    called_at, reason = _parse_times(raw["called_at"], assume_tz, required=True)
+    called_at, reason = _parse_times(raw["called_at"], assume_tz, True, time_format)
     rejects.add(reason.notna(), "called_at", reason.to_numpy())
     # case, spaces and hyphens do not matter: "No Answer" and "no-answer" are no_answer
     outcome = _text(raw, "outcome").str.lower().str.replace(r"[\s\-]+", "_", regex=True)
     rejects.add(~outcome.isin(schema.OUTCOMES), "outcome",
                 "unknown outcome (expected one of " + ", ".join(schema.OUTCOMES) + ")")
     if "requested_at" in raw.columns:
-        requested_at, reason = _parse_times(raw["requested_at"], assume_tz, required=False)
+        requested_at, reason = _parse_times(raw["requested_at"], assume_tz, False, time_format)
         rejects.add(reason.notna(), "requested_at", reason.to_numpy())
     else:
         requested_at = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
@@ -385,8 +415,10 @@ def load_history(
     assume_tz: str | None = None,
     key: bytes | None = None,
     default_tz: str = "UTC",
+    time_format: str | None = None,
 ) -> LoadResult:
     """Read, map and clean a call-history file: :func:`read_table`, :func:`apply_mapping`,
     :func:`clean_history` (see there for the options)."""
     frame = apply_mapping(read_table(path), mapping)
-    return clean_history(frame, assume_tz=assume_tz, key=key, default_tz=default_tz)
+    return clean_history(frame, assume_tz=assume_tz, key=key, default_tz=default_tz,
+                         time_format=time_format)

@@ -131,22 +131,22 @@ def off_policy_veto(est: dict, min_ess: float, tolerance: float) -> str | None:
     return None
 
 
-def _merge(history, mapping, assume_tz, default_tz, exported: pd.DataFrame):
+def _merge(history, mapping, reading: dict, exported: pd.DataFrame):
     """The original history's rows and the store's (minus the calls the history has), as
     one cleaned :class:`~callback_timing.data.LoadResult`; and how many rows came from the
-    history."""
+    history. ``reading``: ``clean_history``'s options (``assume_tz``, ...)."""
     from callback_timing.data import clean_history
     from callback_timing.reading import apply_mapping, read_table
 
     store_rows = exported.drop(columns=["arm", "propensity"])
     if history is None:
-        return clean_history(store_rows, assume_tz=assume_tz, default_tz=default_tz), 0
+        return clean_history(store_rows, **reading), 0
     original = apply_mapping(read_table(history), mapping)
     known = set(original["call_id"].astype(str)) if "call_id" in original else set()
     store_rows = store_rows[~store_rows["call_id"].astype(str).isin(known)]
     merged = pd.concat([original.astype(object), store_rows.astype(object)],
                        ignore_index=True)
-    return clean_history(merged, assume_tz=assume_tz, default_tz=default_tz), len(original)
+    return clean_history(merged, **reading), len(original)
 
 
 def _served_until(bundle) -> pd.Timestamp | None:
@@ -192,6 +192,7 @@ def retrain(
     min_new_calls: int | None = None,
     bentoml: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    time_format: str | None = None,
 ) -> RetrainReport:
     """One turn of the learning loop (see the module docstring); never raises for a
     decision, only for a mistake (a missing store or history: ``ConfigError``).
@@ -208,6 +209,8 @@ def retrain(
     rules_table_path : the server's rule table (``serve --rules-table``), for the replay of
         the rankings the rules made.
     min_new_calls : overrides ``retraining.min_new_calls``.
+    mapping, assume_tz, default_tz, time_format : how ``history`` is read
+        (:func:`~callback_timing.data.clean_history`).
     """
     from callback_timing import tracking
     from callback_timing.contacts import load_keys
@@ -248,8 +251,9 @@ def retrain(
             report.reason = (f"{new:,} calls after the served model's data, "
                              f"{needed:,} needed (retraining.min_new_calls)")
             return _skipped(report, tracking)
-        result, report.history_calls = _merge(history, mapping, assume_tz, default_tz,
-                                              exported)
+        reading = {"assume_tz": assume_tz, "default_tz": default_tz,
+                   "time_format": time_format}
+        result, report.history_calls = _merge(history, mapping, reading, exported)
         leave_out_forgotten(result, forgotten)
         try:
             leave_out_expired(result, cutoff)  # nothing to do without a cutoff

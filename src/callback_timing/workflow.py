@@ -138,6 +138,7 @@ def train(
     workers: int = 2,
     forget: set[str] | None = None,
     older_than: pd.Timestamp | None = None,
+    time_format: str | None = None,
 ) -> TrainReport:
     """Train, calibrate and evaluate the answer model on a history file; track and store it.
 
@@ -155,6 +156,8 @@ def train(
     ``forget``: keyed pseudonyms of erased contacts (the outcome store's forget list,
     :meth:`~callback_timing.store.OutcomeStore.forgotten_hashes`): their calls are left out.
     ``older_than``: calls before this instant (the retention's cutoff) are left out too.
+    ``mapping``, ``assume_tz``, ``default_tz`` and ``time_format``: how the history is read
+    (:func:`~callback_timing.data.clean_history`).
     """
     if engine not in ("pandas", "dask"):
         raise ConfigError(f"unknown engine {engine!r}: expected 'pandas' or 'dask'")
@@ -164,7 +167,7 @@ def train(
 
         with dask_client(scheduler, workers) as client:
             spread = read_history(str(history), client, mapping=mapping, assume_tz=assume_tz,
-                                  default_tz=default_tz)
+                                  default_tz=default_tz, time_format=time_format)
             gone, expired, left = spread.leave_out(older_than, forget,
                                                    _keys() if forget else None)
             if left == 0:
@@ -176,7 +179,8 @@ def train(
             _store(report, _source_name(history), track, bentoml, trained.champion_metrics)
         return report
     history = Path(history)
-    result = load_history(history, mapping=mapping, assume_tz=assume_tz, default_tz=default_tz)
+    result = load_history(history, mapping=mapping, assume_tz=assume_tz, default_tz=default_tz,
+                          time_format=time_format)
     left_out = leave_out_forgotten(result, forget)
     expired = leave_out_expired(result, older_than)
     truth, world = load_ground_truth(history) if use_truth else (None, None)
