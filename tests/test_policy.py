@@ -142,6 +142,36 @@ def test_attempt_caps_and_minimum_gap():
     assert out["windows"] == [] and "3 attempts made for this request" in out["notes"][-1]
 
 
+def test_no_further_attempt_after_an_invalid_number(tmp_path):
+    now = pd.Timestamp("2026-05-05T10:00:00Z")
+    history = _history_with([(str(now - pd.Timedelta(hours=5)), "invalid_number", "r-1"),
+                             (str(now - pd.Timedelta(hours=30)), "no_answer", "r-0")])
+    policy = Policy(history=history)
+    stopped = policy.rank([_req("c-9000", str(now), request_id="r-1")])[0]
+    assert stopped["windows"] == [] and "found the number invalid" in stopped["notes"][-1]
+    later = str(now + pd.Timedelta(hours=3))
+    check = policy.dial_check({"contact_id": "c-9000"}, later, request_id="r-1")
+    assert not check["allowed"] and "invalid" in check["reasons"][0]
+    # a new request (perhaps with a corrected number) and an older one are ranked as usual
+    assert policy.rank([_req("c-9000", str(now), request_id="r-2")])[0]["windows"]
+    assert policy.rank([_req("c-9000", str(now), request_id="r-0")])[0]["windows"]
+    assert policy.dial_check({"contact_id": "c-9000"}, later, request_id="r-2")["allowed"]
+    # an outcome arriving through add_calls (what /outcomes does) stops its request at once
+    fresh = history.iloc[[1]].assign(call_id="h-new", request_id="r-2", answered=0,
+                                     outcome="invalid_number",
+                                     called_at=now - pd.Timedelta(hours=3))
+    policy.add_calls(fresh)
+    assert policy.rank([_req("c-9000", str(now), request_id="r-2")])[0]["windows"] == []
+    # the rule can be turned off in the policy file
+    rules = tmp_path / "policy.yaml"
+    rules.write_text("attempts:\n  stop_after_invalid_number: false\n")
+    relaxed = Policy(history=history, config=load_policy_config(rules))
+    assert relaxed.rank([_req("c-9000", str(now), request_id="r-1")])[0]["windows"]
+    rules.write_text("attempts:\n  stop_after_invalid_number: sometimes\n")
+    with pytest.raises(ConfigError, match="stop_after_invalid_number"):
+        load_policy_config(rules)
+
+
 def test_zone_disagreement_allows_only_hours_legal_in_both():
     out = Policy().rank([_req("moved", "2026-05-05T00:00:00Z", top_k=20, contact={
         "timezone": "Europe/London", "country": "GB", "phone": "+48512345678",

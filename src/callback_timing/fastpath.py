@@ -165,6 +165,7 @@ class HistoryIndex:
         self.history = history
         self._rows: dict | None = None
         self._request_ids: np.ndarray | None = None
+        self._invalid: np.ndarray | None = None
 
     def rows(self) -> dict:
         """Row positions of each contact's calls, in their original order."""
@@ -180,24 +181,38 @@ class HistoryIndex:
         parts = [rows[c] for c in contacts if c in rows]
         return h.iloc[np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)]
 
-    def attempts(self, request_ids: list, contacts: set[str]) -> dict[str, int]:
-        """Earlier calls per request id of ``request_ids`` among the calls of ``contacts``
-        (the attempts already made for those requests)."""
+    def attempts(self, request_ids: list, contacts: set[str]) -> dict[str, list]:
+        """The attempts already made for ``request_ids`` among the calls of ``contacts``:
+        ``[calls, whether one ended invalid_number]`` per request id that has any."""
         h = self.history
         if not len(h) or "request_id" not in h:
             return {}
         if self._request_ids is None:
             self._request_ids = h["request_id"].to_numpy(object)
+            self._invalid = (h["outcome"] == INVALID_OUTCOME).to_numpy(bool) \
+                if "outcome" in h else np.zeros(len(h), dtype=bool)
         rows = self.rows()
         parts = [rows[c] for c in contacts if c in rows]
         if not parts:
             return {}
-        wanted = set(request_ids)
-        made: dict[str, int] = {}
-        for rid in self._request_ids[np.concatenate(parts)]:
-            if rid in wanted:
-                made[rid] = made.get(rid, 0) + 1
+        made: dict[str, list] = {}
+        count_attempts(made, set(request_ids), self._request_ids[np.concatenate(parts)],
+                       self._invalid[np.concatenate(parts)])
         return made
+
+
+#: The outcome after which a request gets no further attempt (``stop_after_invalid_number``).
+INVALID_OUTCOME = "invalid_number"
+
+
+def count_attempts(made: dict[str, list], wanted: set, request_ids, invalid) -> None:
+    """Add calls (their request ids and whether each ended invalid_number) to ``made``:
+    ``[calls, any invalid]`` per request id in ``wanted``."""
+    for rid, bad in zip(request_ids, invalid, strict=True):
+        if rid in wanted:
+            entry = made.setdefault(rid, [0, False])
+            entry[0] += 1
+            entry[1] = entry[1] or bool(bad)
 
 
 def predict_answer(model: AnswerModel, X: pd.DataFrame | FeatureBlock,
@@ -360,7 +375,8 @@ def iso_local(at_ns: int, zone: str) -> str:
 # --- a batch of requests' slots and the responses cut from them ---------------------------
 
 #: Calling rules in the order they are checked (a slot's ``why`` is the first that forbids it).
-OUTSIDE, PHONE_HOURS, HORIZON, HOLIDAY, GAP, CAP_24H, CAP_7D, ATTEMPTS, DO_NOT_CALL = range(9)
+(OUTSIDE, PHONE_HOURS, HORIZON, HOLIDAY, GAP, CAP_24H, CAP_7D, ATTEMPTS, DO_NOT_CALL,
+ INVALID_NUMBER) = range(10)
 class SlotBatch:
     """The slots of a batch of normalised requests, request after request, in time order.
 
@@ -433,6 +449,9 @@ class SlotBatch:
             ATTEMPTS: lambda: (f"{self.attempts.get(i, 0)} attempts made for this request "
                                f"(cap {cfg.max_attempts_per_request})"),
             DO_NOT_CALL: "the contact objected to being called (do_not_call)",
+            INVALID_NUMBER: ("an earlier attempt of this request found the number invalid "
+                             "(invalid_number): check it, or send a new request with the "
+                             "corrected number"),
         }
         text = texts[code]
         return text() if callable(text) else text

@@ -195,7 +195,8 @@ class Policy:
         cap). Returns ``{"allowed": bool, "reasons": [...]}``: the first calling rule that
         forbids a call starting at ``at`` (calling hours in the contact's zone and the phone
         number's, public holiday, minimum gap, caps per 24 h and 7 days, attempts per
-        request, do-not-call), in plain language. Windows ranked hours earlier can have
+        request, an attempt of the request that found the number invalid, do-not-call), in
+        plain language. Windows ranked hours earlier can have
         become illegal since: this asks again.
         """
         raw = {"contact": contact, "now": at, "policy": "rules",
@@ -288,16 +289,17 @@ class Policy:
         calls = self._index.calls_of(contacts)
         return pd.concat([calls, *fresh], ignore_index=True) if fresh else calls
 
-    def _attempts(self, request_ids: list, contacts: set[str]) -> dict[str, int]:
-        """Calls made so far per request id among ``request_ids`` (history and added)."""
+    def _attempts(self, request_ids: list, contacts: set[str]) -> dict[str, list]:
+        """Calls made so far per request id among ``request_ids`` (history and added), and
+        whether one of them ended ``invalid_number``: ``[calls, invalid]``."""
         made = self._index.attempts(request_ids, contacts)
         wanted = set(request_ids)
         for c in contacts:
             part = self._recent.get(c)
             if part is not None and "request_id" in part:
-                for rid in part["request_id"].to_numpy(object):
-                    if rid in wanted:
-                        made[rid] = made.get(rid, 0) + 1
+                invalid = (part["outcome"] == fp.INVALID_OUTCOME).to_numpy(bool) \
+                    if "outcome" in part else np.zeros(len(part), dtype=bool)
+                fp.count_attempts(made, wanted, part["request_id"].to_numpy(object), invalid)
         return made
 
     def _scored(self, reqs: list[dict], every_slot: bool, exact: bool = False) -> SlotBatch:
@@ -520,9 +522,11 @@ class Policy:
         made = self._attempts([r["request_id"] for r in b.reqs], contacts)
         if made:
             for i, r in enumerate(b.reqs):
-                done = made.get(r["request_id"], 0)
+                done, invalid = made.get(r["request_id"], (0, False))
                 b.attempts[i] = done
-                if done >= cfg.max_attempts_per_request:
+                if invalid and cfg.stop_after_invalid_number:
+                    b.forbid_request(i, fp.INVALID_NUMBER)
+                elif done >= cfg.max_attempts_per_request:
                     b.forbid_request(i, fp.ATTEMPTS)
         for i, r in enumerate(b.reqs):
             if r["contact"].do_not_call:

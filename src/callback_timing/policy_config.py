@@ -90,6 +90,13 @@ def _positive(value: object, where: str, integer: bool = False) -> float:
     return number
 
 
+def _flag(value, where: str) -> bool:
+    """A yes/no setting (YAML ``true``/``false``), or a :class:`ConfigError` naming it."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     """Calling rules, urgency curve, window shaping and exploration (see ``policy.yaml``)."""
@@ -97,6 +104,7 @@ class PolicyConfig:
     calling_hours: dict[str, WeekHours] = field(default_factory=dict)
     allow_holiday_calls: bool = False
     max_attempts_per_request: int = 3
+    stop_after_invalid_number: bool = True
     max_calls_24h: int = 3
     max_calls_7d: int = 7
     min_gap_hours: float = 2.0
@@ -284,6 +292,8 @@ def _build(data: dict) -> PolicyConfig:
         allow_holiday_calls=bool((data.get("holidays") or {}).get("allow_calls", False)),
         max_attempts_per_request=int(
             _positive(att.get("per_request", 3), "attempts.per_request", True)),
+        stop_after_invalid_number=_flag(att.get("stop_after_invalid_number", True),
+                                        "attempts.stop_after_invalid_number"),
         max_calls_24h=int(
             _positive(att.get("per_contact_24h", 3), "attempts.per_contact_24h", True)),
         max_calls_7d=int(_positive(att.get("per_contact_7d", 7), "attempts.per_contact_7d", True)),
