@@ -297,7 +297,7 @@ class Policy:
         for c in contacts:
             part = self._recent.get(c)
             if part is not None and "request_id" in part:
-                invalid = (part["outcome"] == fp.INVALID_OUTCOME).to_numpy(bool) \
+                invalid = (part["outcome"].to_numpy(object) == fp.INVALID_OUTCOME) \
                     if "outcome" in part else np.zeros(len(part), dtype=bool)
                 fp.count_attempts(made, wanted, part["request_id"].to_numpy(object), invalid)
         return made
