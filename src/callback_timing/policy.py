@@ -506,14 +506,18 @@ class Policy:
         b.forbid(b.at + fp.STEP_NS > ends[b.req_of], fp.HORIZON)
         if b.X is not None:
             X = b.X
-            gap = np.nan_to_num(np.asarray(X["hours_since_last_call"], dtype=float), nan=np.inf)
+            gap = np.asarray(X["hours_since_last_call"], dtype=float)  # NaN: no call, no gap
             rules = [(gap < cfg.min_gap_hours, fp.GAP),
                      (np.asarray(X["calls_last_24h"]) >= cfg.max_calls_24h, fp.CAP_24H),
                      (np.asarray(X["calls_last_168h"]) >= cfg.max_calls_7d, fp.CAP_7D)]
             if not cfg.allow_holiday_calls:
                 rules.insert(0, (np.asarray(X["holiday"], dtype=bool), fp.HOLIDAY))
-            # the first of these rules that forbids each feature row, then each slot's row's
-            first = np.select([m for m, _ in rules], [c for _, c in rules], -1).astype(np.int8)
+            # the first of these rules that forbids each feature row (written last to first,
+            # so the first one's code stays; np.select does the same, slower on few rows),
+            # then each slot's row's
+            first = np.full(len(gap), -1, dtype=np.int8)
+            for mask, code in reversed(rules):
+                first[mask] = code
             has = b.feat >= 0
             codes = np.full(len(b.at), -1, dtype=np.int8)
             codes[has] = first[b.feat[has]]

@@ -17,6 +17,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -171,7 +172,7 @@ class PolicyConfig:
 
     def wait_discount(self, hours_from_now: np.ndarray | float) -> np.ndarray:
         """The policy's extra discount of waiting (``urgency.wait_half_life_hours``; 1 if off)."""
-        h = np.clip(np.asarray(hours_from_now, dtype=float), 0.0, None)
+        h = np.maximum(np.asarray(hours_from_now, dtype=float), 0.0)  # np.clip costs more
         if self.wait_half_life_hours <= 0:
             return np.ones_like(h)
         return 0.5 ** (h / self.wait_half_life_hours)
@@ -186,9 +187,15 @@ class PolicyConfig:
 
     def urgency_worth(self, hours_since_request: np.ndarray | float) -> np.ndarray:
         """Worth of a callback ``hours`` after the request (log-linear between the points)."""
+        x, log_worth = self._urgency_knots
+        h = np.maximum(np.asarray(hours_since_request, dtype=float), 0.0)
+        return np.exp(np.interp(h, x, log_worth))
+
+    @functools.cached_property
+    def _urgency_knots(self) -> tuple[np.ndarray, np.ndarray]:
+        """The urgency curve's hours and log worths (read once per ranking otherwise)."""
         x, worth = np.array(self.urgency_points, dtype=float).T
-        h = np.clip(np.asarray(hours_since_request, dtype=float), 0.0, None)
-        return np.exp(np.interp(h, x, np.log(worth)))
+        return x, np.log(worth)
 
 
 def desk_config(config: PolicyConfig) -> PolicyConfig:
