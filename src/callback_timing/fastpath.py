@@ -10,8 +10,9 @@ per-request pandas work. These helpers are pure functions of their arguments:
   ``minute_of_day`` and ``weekday`` of :func:`~callback_timing.calendar.local_clock`);
 - :func:`week_table`: a calling-hours week as a ``7 x 2`` array of minutes;
 - :func:`predict_answer`: an :class:`~callback_timing.model.AnswerModel`'s calibrated
-  ``p_answer`` through ``Booster.inplace_predict`` on a numeric matrix (bit-identical to the
-  ``DMatrix`` path, without its per-call DataFrame conversion), any other model as is;
+  ``p_answer`` through XGBoost's dense prediction on a numeric matrix (:func:`dense_predict`:
+  bit-identical to the ``DMatrix`` path, without its per-call DataFrame conversion or the
+  Python wrapper's per-call work), any other model as is;
 - :func:`iso_utc`, :func:`iso_local`: the ISO strings of a slot instant, cached;
 - :class:`SlotBatch`: a scored batch (slots, features, scores, the rule that forbids each
   slot), which :mod:`callback_timing.windows` turns into responses.
@@ -195,9 +196,9 @@ class HistoryIndex:
         parts = [rows[c] for c in contacts if c in rows]
         if not parts:
             return {}
+        mine = np.concatenate(parts)
         made: dict[str, list] = {}
-        count_attempts(made, set(request_ids), self._request_ids[np.concatenate(parts)],
-                       self._invalid[np.concatenate(parts)])
+        count_attempts(made, set(request_ids), self._request_ids[mine], self._invalid[mine])
         return made
 
 
@@ -217,7 +218,7 @@ def count_attempts(made: dict[str, list], wanted: set, request_ids, invalid) -> 
 
 def predict_answer(model: AnswerModel, X: pd.DataFrame | FeatureBlock,
                    booster: xgb.Booster | None = None) -> np.ndarray:
-    """``model.p_answer(X)``; for an AnswerModel via ``inplace_predict`` (same numbers).
+    """``model.p_answer(X)``; for an AnswerModel via :func:`dense_predict` (same numbers).
 
     ``X`` is a feature frame or a :class:`~callback_timing.feature_block.FeatureBlock` (read
     as arrays: the booster's float32 matrix is built straight from them, and the margin
@@ -374,9 +375,12 @@ def iso_local(at_ns: int, zone: str) -> str:
 
 # --- a batch of requests' slots and the responses cut from them ---------------------------
 
-#: Calling rules in the order they are checked (a slot's ``why`` is the first that forbids it).
+#: The calling rules' codes (a slot's ``why`` is the first rule that forbids it, in the order
+#: ``Policy._allowed`` checks them).
 (OUTSIDE, PHONE_HOURS, HORIZON, HOLIDAY, GAP, CAP_24H, CAP_7D, ATTEMPTS, DO_NOT_CALL,
  INVALID_NUMBER) = range(10)
+
+
 class SlotBatch:
     """The slots of a batch of normalised requests, request after request, in time order.
 
