@@ -156,9 +156,33 @@ def test_time_format_reads_a_day_first_export(tmp_path):
     assert report["by_local_hour"][10]["calls"] == 3  # 10:00 in Warsaw, 4 and 13 May
     rejects = pd.read_csv(tmp_path / "h.rejects.csv")
     assert rejects[["row", "column"]].values.tolist() == [[5, "called_at"]]
-    assert "--time-format" in rejects["reason"].iloc[0]
-    _one_line_error(run("validate", "--history", "h.csv", "--time-format", "dd.mm.yyyy",
-                        cwd=tmp_path), "--time-format")
+    assert "neither ISO-8601 nor --time-format" in rejects["reason"].iloc[0]
+    for layout in ("dd.mm.yyyy", "%d.%m.%Y %H:%i"):
+        _one_line_error(run("validate", "--history", "h.csv", "--assume-tz", "Europe/Warsaw",
+                            "--time-format", layout, cwd=tmp_path), "--time-format")
+    _one_line_error(run("validate", "--history", "h.csv", "--time-format", "%d.%m.%Y %H:%M",
+                        cwd=tmp_path), "--assume-tz")
+
+
+def test_no_output_overwrites_the_outcome_store(tmp_path):
+    """``export``/``roi --out`` naming the store (as a path or a sqlite:/// URL) is refused,
+    and the store stays a working database."""
+    from callback_timing.store import OutcomeStore
+
+    db = tmp_path / "outcomes.db"
+    store = OutcomeStore(str(db))
+    store.add_outcomes(pd.DataFrame({"call_id": ["x-1"], "contact_id": ["c-1"],
+                                     "called_at": pd.to_datetime(["2026-06-01T12:03:00Z"]),
+                                     "outcome": ["no_answer"]}))
+    store.close()
+    for command in ("export", "roi"):
+        for given in (str(db), f"sqlite:///{db}"):
+            _one_line_error(run(command, "--db", given, "--out", "outcomes.db", cwd=tmp_path),
+                            "--out", "--db")
+    assert db.read_bytes().startswith(b"SQLite format 3")
+    reopened = OutcomeStore(str(db))
+    assert len(reopened.outcomes_after(0)) == 1
+    reopened.close()
 
 
 def test_bad_zone_option_is_one_line(tmp_path):

@@ -173,8 +173,13 @@ def test_time_format_reads_other_layouts_beside_iso():
     assert with_offset.calls.set_index("contact_id").at["c", "called_at"] == pd.Timestamp(
         "2026-05-04T08:00Z")  # month first, as the layout says
     assert len(with_offset.calls) == 2  # and the ISO row; naive rows need --assume-tz
-    with pytest.raises(ConfigError, match="--time-format"):
-        clean_history(frame, time_format="dd.mm.yyyy")
+    assert naive.rejects.set_index("row").at[7, "reason"] == (
+        "unparseable timestamp (neither ISO-8601 nor --time-format '%d.%m.%Y %H:%M')")
+    for layout, problem in [("dd.mm.yyyy", "a strftime layout"),
+                            ("%d.%m.%Y %H:%i", "bad directive"), ("%d.%m.%Y %", "stray %"),
+                            ("%d.%m.%Y %H:%M", "--assume-tz")]:
+        with pytest.raises(ConfigError, match=problem):
+            clean_history(frame, time_format=layout)
 
 
 def test_naive_timestamps_need_assume_tz():

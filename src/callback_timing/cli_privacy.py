@@ -97,12 +97,13 @@ def export_cmd(
 
     Each call carries the arm and propensity of its request from the decision log; calls past
     the retention and those of erased contacts are left out."""
-    from callback_timing.cli import console
+    from callback_timing.cli import check_outputs, console
     from callback_timing.contacts import load_keys
     from callback_timing.export import export_history
     from callback_timing.policy_config import load_policy_config
-    from callback_timing.store import open_store
+    from callback_timing.store import open_store, store_file
 
+    check_outputs({"--db": store_file(db)}, {"--out": out})
     cfg = load_policy_config(rules)
     cutoff = cfg.active_cutoff()
     store = open_store(db)

@@ -148,10 +148,11 @@ def roi_cmd(
     KPIs per arm (model, rules, control), ROI against the control arm with a confidence
     interval, trend, answer-rate heatmap and funnel, from the outcome store and decision log of
     ``serve``."""
-    from callback_timing.cli import console
+    from callback_timing.cli import check_outputs, console
     from callback_timing.dashboard import KpiSource, parse_query, write_report
-    from callback_timing.store import open_store
+    from callback_timing.store import open_store, store_file
 
+    check_outputs({"--db": store_file(db)}, {"--out": out})
     try:
         filters, period = parse_query({"start": start, "end": end, "industry": industry,
                                        "country": country, "campaign": campaign,

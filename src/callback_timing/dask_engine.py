@@ -212,7 +212,7 @@ def read_history(source: str, client: Client, mapping: dict[str, str] | None = N
     key = load_key() if key is None else key
     assume_tz = zone_option(assume_tz, "--assume-tz")  # mistakes found before any reading
     default_tz = zone_option(default_tz, "--default-tz") or "UTC"
-    time_format = time_format_option(time_format)
+    time_format = time_format_option(time_format, assume_tz)
     with dask.config.set({"dataframe.convert-string": False}):
         try:
             raw = dd.read_parquet(_history_files(source, storage_options),

@@ -65,8 +65,7 @@ logger = logging.getLogger(__name__)
 REJECT_COLUMNS: tuple[str, ...] = ("row", "column", "reason")
 
 REASON_MISSING = "missing timestamp"
-REASON_UNPARSEABLE = ("unparseable timestamp (expected ISO-8601 with offset, e.g. "
-                      "2026-06-01T10:00Z; another layout: --time-format)")
+REASON_UNPARSEABLE = "unparseable timestamp (expected ISO-8601 with offset, e.g. 2026-06-01T10:00Z)"
 REASON_NAIVE = "timestamp without UTC offset; use --assume-tz ZONE to read it as local time"
 REASON_GAP = "local time does not exist in the --assume-tz zone (daylight-saving gap)"
 WARN_PHONE = "invalid phone number (country/timezone used instead)"
@@ -200,7 +199,7 @@ def _parse_times(
             aware = local.dt.tz_localize(assume_tz, ambiguous=dst, nonexistent="NaT")
             reason[local.index[local.notna() & aware.isna()]] = REASON_GAP
             utc[naive] = _as_ns(aware.dt.tz_convert("UTC"))
-    reason[present & utc.isna().to_numpy() & reason.isna().to_numpy()] = REASON_UNPARSEABLE
+    reason[present & utc.isna().to_numpy() & reason.isna().to_numpy()] = _unparseable(time_format)
     return utc, reason
 
 
@@ -317,15 +316,30 @@ def zone_option(value: str | None, option: str) -> str | None:
     return zone
 
 
-def time_format_option(value: str | None) -> str | None:
+def time_format_option(value: str | None, assume_tz: str | None) -> str | None:
     """``--time-format`` as given, or a :class:`ConfigError` naming the option when it is
-    not a ``strftime`` layout (no ``%`` directive: e.g. ``dd.mm.yyyy``)."""
+    not a ``strftime`` layout (no ``%`` directive, e.g. ``dd.mm.yyyy``, or one Python does
+    not know), or reads times without an offset while ``assume_tz`` gives no zone."""
     if value is None or not str(value).strip():
         return None
     if "%" not in value:
         raise ConfigError(f"--time-format: a strftime layout such as '%d.%m.%Y %H:%M' is "
                           f"needed, not {value!r}")
+    try:  # a directive Python does not know (%Q, %i, a stray %) fails on any text
+        pd.to_datetime(pd.Series(["2000"]), format=value, errors="coerce")
+    except ValueError as exc:
+        raise ConfigError(f"--time-format: {str(exc).splitlines()[0]}") from None
+    if assume_tz is None and "%z" not in value and "%Z" not in value:
+        raise ConfigError(f"--time-format {value!r} reads times without a UTC offset: give "
+                          "--assume-tz ZONE too (or a layout with %z)")
     return value
+
+
+def _unparseable(time_format: str | None) -> str:
+    """The reject reason of a timestamp that neither ISO-8601 nor ``time_format`` reads."""
+    if time_format is None:
+        return REASON_UNPARSEABLE
+    return f"unparseable timestamp (neither ISO-8601 nor --time-format {time_format!r})"
 
 
 def clean_history(
@@ -358,7 +372,7 @@ def clean_history(
     check_required(frame)
     assume_tz = zone_option(assume_tz, "--assume-tz")
     default_tz = zone_option(default_tz, "--default-tz") or "UTC"
-    time_format = time_format_option(time_format)
+    time_format = time_format_option(time_format, assume_tz)
     bad_lines = list(frame.attrs.get("bad_lines", []))
     exact = frame.duplicated(keep="first").to_numpy()
     raw = frame.loc[~exact].reset_index(drop=True)

@@ -593,6 +593,16 @@ class OutcomeStore:
         self.engine.dispose()
 
 
+def store_file(db: str) -> Path | None:
+    """The file of a SQLite outcome store given as a path or a ``sqlite:///`` URL (``None``
+    for another database): what an output option must not name."""
+    if "://" not in db:
+        return Path(db)
+    if db.startswith("sqlite:///") and len(db) > len("sqlite:///"):
+        return Path(db[len("sqlite:///"):])
+    return None
+
+
 def open_store(db: str) -> OutcomeStore:
     """The existing outcome store ``db`` (a SQLite file that is not there is a mistake,
     not a new store: ``ConfigError`` naming ``--db``)."""
