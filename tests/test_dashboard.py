@@ -78,6 +78,17 @@ def _frames():
     return decisions, outcomes
 
 
+def test_filters_take_iso_dates_only():
+    from callback_timing.dashboard import parse_query
+
+    filters, period = parse_query({"start": "2026-05-04", "end": "2026-06-01T00:00Z"})
+    assert (filters.start, filters.end) == (pd.Timestamp("2026-05-04", tz="UTC"),
+                                            pd.Timestamp("2026-06-01", tz="UTC"))
+    for bad in ("04.05.2026", "2026/05/04", "2026-02-30"):
+        with pytest.raises(ValueError, match="^start: not a date"):
+            parse_query({"start": bad})
+
+
 def test_request_fates_follow_each_request():
     fates = request_fates(*_frames()).set_index("request_id")
     assert list(fates.index) == ["r1", "r2", "r3", "r4", "r5", "r6"]

@@ -298,6 +298,9 @@ def test_contact_without_attributes_gets_documented_defaults():
     ({"horizon_hours": "x"}, "horizon_hours"), ({"top_k": 0}, "top_k"),
     ({"policy": "magic"}, "policy"), ({"urgency": "asap"}, "urgency"),
     ({"now": "yesterday-ish"}, "now"), ({"requested_at": "2026-05-06T00:00:00Z"}, "requested_at"),
+    # not ISO 8601: pandas alone would read 04.05.2026 as 5 April, 2026/05/04 as 4 May
+    ({"now": "04.05.2026 10:00+02:00"}, "now"), ({"now": "2026/05/04 10:00Z"}, "now"),
+    ({"requested_at": "May 4, 2026 10:00 UTC"}, "requested_at"),
     ({"contact": {"contact_id": "c", "timezone": "Mars/Olympus"}}, "contact.timezone"),
     ({"contact": {"contact_id": "c", "country": "Poland"}}, "contact.country"),
     ({"contact": {}}, "contact.contact_id"),

@@ -128,6 +128,10 @@ def test_purge_command(tmp_path):
                            capture_output=True, text=True, timeout=60)
     assert naive.returncode == 1 and naive.stderr.strip() == (
         "error: --now: give the offset too (e.g. 2026-03-01T10:00Z)")
+    day_first = subprocess.run([CLI, "purge", "--db", str(db), "--now", "01.03.2026"],
+                               capture_output=True, text=True, timeout=60)
+    assert day_first.returncode == 1 and day_first.stderr.strip() == (
+        "error: --now: not a timestamp: '01.03.2026'")  # not read as 3 January
     rules = tmp_path / "keep.yaml"
     rules.write_text("retention: {call_times_months: 0}\n")
     zero = subprocess.run([CLI, "purge", "--db", str(db), "--rules", str(rules)],

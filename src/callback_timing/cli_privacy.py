@@ -18,8 +18,10 @@ def parse_instant(text: str | None, option: str) -> pd.Timestamp | None:
     (midnight UTC); ``ConfigError`` naming ``option`` otherwise."""
     if text is None:
         return None
+    from callback_timing.isotime import parse_iso
+
     try:
-        at = pd.Timestamp(text.strip())
+        at = parse_iso(text)
     except ValueError:
         raise ConfigError(f"{option}: not a timestamp: {text[:40]!r}") from None
     if at.tz is None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from callback_timing.isotime import parse_iso
 from callback_timing.kpis import (
     DECISION_COLUMNS,
     OUTCOME_COLUMNS,
@@ -282,7 +283,7 @@ def parse_query(query: Mapping[str, str | None]) -> tuple[Filters, str]:
         if not raw:
             return None
         try:
-            at = pd.Timestamp(raw)
+            at = parse_iso(raw)
         except ValueError:
             raise ValueError(f"{name}: not a date (YYYY-MM-DD): {raw[:40]!r}") from None
         return at.tz_localize("UTC") if at.tz is None else at.tz_convert("UTC")

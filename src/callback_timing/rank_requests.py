@@ -31,6 +31,7 @@ from callback_timing.contacts import (
     is_valid_zone,
     parse_phones,
 )
+from callback_timing.isotime import parse_iso
 from callback_timing.policy_config import PolicyConfig
 from callback_timing.schema import CallbackTimingError
 
@@ -52,8 +53,8 @@ def _timestamp(value, field: str, default: pd.Timestamp | None = None) -> pd.Tim
         if default is None:
             raise RankRequestError(f"{field}: required")
         return default
-    try:
-        ts = pd.Timestamp(value)
+    try:  # text must be ISO 8601: pandas would read 04.05.2026 as 5 April
+        ts = parse_iso(value) if isinstance(value, str) else pd.Timestamp(value)
     except (ValueError, TypeError):
         raise RankRequestError(f"{field}: not a timestamp: {value!r}") from None
     if ts is pd.NaT:
