@@ -372,3 +372,12 @@ def test_a_binary_configuration_file_is_one_line(tmp_path, args):
     out = run(*args, cwd=tmp_path)
     _one_line_error(out, "error: x.yaml: not a text file (UTF-8)")
     assert out.stderr.strip().splitlines()[-1] == "error: x.yaml: not a text file (UTF-8)"
+
+
+def test_a_host_that_is_not_this_machine_is_named_as_the_host():
+    from callback_timing.cli_serve import check_port
+    from callback_timing.schema import ConfigError
+
+    for host in ("999.1.1.1", "10.255.255.1"):  # not a name; not an address of this machine
+        with pytest.raises(ConfigError, match="^--host: "):
+            check_port(host, 3918)

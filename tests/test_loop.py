@@ -421,3 +421,13 @@ def test_a_veto_keeps_a_challenger_that_is_better_offline(tmp_path, mlruns):
     run = client.get_run(report.run_id)
     assert run.data.metrics["offpolicy.dr"] == 0.1
     assert run.data.tags["decision"] == "challenger"
+
+
+@pytest.mark.parametrize("server", ["notaurl", "localhost:3000", "ftp://host/x"])
+def test_a_server_that_is_not_a_url_is_refused_before_training(tmp_path, server):
+    from callback_timing.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="^--server: a URL such as http://localhost:3000"):
+        retrain(str(tmp_path / "nothing.db"), model_dir=tmp_path / "m", server=server,
+                bentoml=False)
+    assert not (tmp_path / "m").exists()  # nothing trained or written

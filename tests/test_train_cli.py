@@ -139,6 +139,19 @@ def test_params_best_without_tuning_is_one_line(tmp_path):
         "(run `callback-timing tune` first)"]
 
 
+@pytest.mark.parametrize("params,problem", [
+    ('{"max_depth": "deep"}', "max_depth"), ('{"max_depth": -3}', "max_depth"),
+    ('{"n_estimators": 0}', "n_estimators"), ('{"max_dept": 4}', 'does not know "max_dept"'),
+    ('{"calibration": "platt"}', "calibration"),
+])
+def test_bad_parameters_are_one_line_before_reading_the_history(tmp_path, params, problem):
+    (tmp_path / "p.json").write_text(params)
+    out = run(tmp_path, "train", "--history", "missing.csv", "--params", "p.json")
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1 and "Traceback" not in out.stderr
+    assert lines[0].startswith("error: parameter file p.json: ") and problem in lines[0]
+
+
 def test_scheduler_tune_then_train_with_best(trained):
     tmp, _ = trained
     config = (ROOT / "training" / "configs" / "default.toml").read_text()

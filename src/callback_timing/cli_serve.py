@@ -31,9 +31,13 @@ def check_port(host: str, port: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
+        except socket.gaierror as exc:  # the name, not the port, is wrong
+            raise ConfigError(f"--host: {host!r} is not an address of this machine "
+                              f"({exc.strerror})") from None
         except OSError as exc:
             why = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-            raise ConfigError(f"--port: cannot listen on {host}:{port}: {why}") from None
+            option = "--port" if exc.errno in (errno.EADDRINUSE, errno.EACCES) else "--host"
+            raise ConfigError(f"{option}: cannot listen on {host}:{port}: {why}") from None
 
 
 def serve_environment(model: Path | None, db: str, control_share: float,

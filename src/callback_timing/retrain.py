@@ -40,6 +40,7 @@ import pandas as pd
 
 from callback_timing import config
 from callback_timing.schema import ConfigError
+from callback_timing.traffic import server_url
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +236,8 @@ def retrain(
     model_dir = check_model_folder(model_dir if model_dir is not None else config.model_dir())
     if history is not None and not Path(history).is_file():
         raise ConfigError(f"--history: no file {history}")
+    if server:  # found wrong now, not after training a model it cannot tell about
+        server_url(server)
     cutoff = cfg.active_cutoff()
     store = open_store(db)
     try:

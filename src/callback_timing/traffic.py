@@ -15,6 +15,7 @@ for a running server, :func:`ranker_poster` in process.
 from __future__ import annotations
 
 import json
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from callback_timing.schema import ConfigError
 from callback_timing.world import World
 
 if TYPE_CHECKING:
@@ -35,9 +37,21 @@ TEAMS = {"team-north": 0.6, "team-south": 0.4}
 DEADLINE = pd.Timedelta(hours=48)
 
 
+def server_url(value: str, option: str = "--server") -> str:
+    """A server's base URL (``http://`` or ``https://`` and a host), or a
+    :class:`ConfigError` naming ``option``."""
+    parsed = urllib.parse.urlparse(str(value))
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"{option}: a URL such as http://localhost:3000 is needed, "
+                          f"not {str(value)[:60]!r}")
+    return str(value)
+
+
 def http_poster(base_url: str, api_key: str | None = None,
                 timeout: float = 120.0) -> Callable[[str, dict], dict]:
     """``post(path, body)`` against a running server at ``base_url``."""
+    base_url = server_url(base_url)
+
     def post(path: str, body: dict) -> dict:
         request = urllib.request.Request(
             base_url.rstrip("/") + path, data=json.dumps(body).encode("utf-8"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from callback_timing import config
@@ -68,7 +70,44 @@ def resolve_params(spec: str | None) -> dict:
         raise ConfigError(f"parameter file {path} is not valid JSON: {exc.msg}") from None
     if not isinstance(params, dict):
         raise ConfigError(f"parameter file {path} must hold a JSON object of XGBoost parameters")
-    return params.get("params", params)
+    params = params.get("params", params)
+    check_params(params, f"parameter file {path}")
+    return params
+
+
+def check_params(params: dict, where: str) -> None:
+    """:class:`ConfigError` (one line naming ``where``) unless XGBoost takes ``params``: one
+    round on four rows with them, so a wrong value or an unknown name shows before training
+    instead of as a stack trace (or a warning) after reading the history."""
+    import warnings
+
+    import xgboost as xgb
+
+    from callback_timing.model import AnswerModel
+
+    rounds = params.get("n_estimators", 1)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ConfigError(f"{where}: n_estimators must be a whole number >= 1, not {rounds!r}")
+    if params.get("calibration", "sigmoid") not in ("sigmoid", "isotonic", "none"):
+        raise ConfigError(f"{where}: calibration must be 'sigmoid', 'isotonic' or 'none', "
+                          f"not {params['calibration']!r}")
+    try:
+        kwargs = AnswerModel(**params).classifier_kwargs()
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    for key in ("early_stopping_rounds", "callbacks"):
+        kwargs.pop(key, None)
+    kwargs.update(n_estimators=1, n_jobs=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            xgb.XGBClassifier(**kwargs).fit(np.array([[0.0], [1.0], [0.0], [1.0]]), [0, 1, 0, 1])
+        except (xgb.core.XGBoostError, ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}: {str(exc).strip().splitlines()[0]}") from None
+    unused = [m for w in caught for m in re.findall(r"Parameters: \{(.*?)\} are not used",
+                                                    str(w.message))]
+    if unused:
+        raise ConfigError(f"{where}: XGBoost does not know {unused[0].strip()}")
 
 
 def check_model_folder(target: str | Path) -> Path:
