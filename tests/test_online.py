@@ -116,6 +116,28 @@ def test_outcome_without_zone_takes_the_contacts_known_zone(tmp_path, bundle_dir
     assert OutcomeStore(tmp_path / "o.db").outcomes_after(0)["timezone"].tolist() == [known]
 
 
+def test_outcome_without_zone_takes_the_zone_rank_was_given(tmp_path, bundle_dir):
+    """A contact the history does not know, ranked with its zone: its outcomes (sent as in
+    the contract's example, without a zone) are stored in that zone, not the default UTC."""
+    ranker = _ranker(tmp_path, bundle_dir)
+    ranker.rank([{**_req("new-1"), "contact": {"contact_id": "new-1", "industry": "it",
+                                                "timezone": "Europe/Warsaw"}},
+                 {**_req("new-2"), "contact": {"contact_id": "new-2", "country": "US",
+                                                "subdivision": "NY"}}])
+    ranker.outcomes([{"call_id": f"z-{cid}", "contact_id": cid, "outcome": "busy",
+                      "called_at": "2026-05-04T08:00:00Z"} for cid in ("new-1", "new-2",
+                                                                     "never-ranked")])
+    stored = ranker.store.outcomes_after(0).set_index("call_id")
+    assert stored.loc["z-new-1", ["timezone", "industry"]].tolist() == ["Europe/Warsaw", "it"]
+    assert stored.loc["z-new-2", ["timezone", "country", "subdivision"]].tolist() == [
+        "America/New_York", "US", "NY"]
+    assert stored.at["z-never-ranked", "timezone"] == "UTC"  # the documented default
+    ranker.erase("new-1")  # an erased or opted-out contact's attributes are not kept
+    ranker.opt_out("new-2")
+    assert "new-1" not in ranker._given and "new-2" not in ranker._given
+    ranker.close()
+
+
 def test_control_arm_is_a_stable_share_of_auto_requests(tmp_path, bundle_dir):
     ranker = _ranker(tmp_path, bundle_dir, control_share=0.3)
     reqs = [_req(f"c-{i % 50:04d}", rid=f"req-{i}") for i in range(300)]

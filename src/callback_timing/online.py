@@ -39,6 +39,7 @@ import os
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,6 +66,8 @@ logger = logging.getLogger(__name__)
 _CALL_COLUMNS = ["call_id", "contact_id", "called_at", "outcome", "answered", "timezone",
                  "country", "subdivision", "industry", "request_id"]
 _PROFILE = ("timezone", "country", "subdivision", "industry")
+#: How many contacts' /rank attributes an instance keeps for their outcomes.
+_GIVEN_MAX = 200_000
 CONTROL_REASON = "control arm: answered as a traditional callback desk"
 
 
@@ -223,6 +226,9 @@ class OnlineRanker:
         self._privacy_beacon = Beacon(_beacon_path(self.store, "privacy"))
         self._opted_out: set[str] = self.store.opted_out()
         self._forgotten: set[str] = self.store.forgotten_hashes()
+        #: the zone, country, subdivision and industry /rank was last given per contact (the
+        #: most recent ``_GIVEN_MAX``): what an outcome without them is stored with
+        self._given: OrderedDict[str, dict] = OrderedDict()
         self._keys: list[bytes] | None = None
         self._cutoff: pd.Timestamp | None = None
         self.last_purge: dict | None = None
@@ -402,6 +408,7 @@ class OnlineRanker:
         """Both arms' answers, in order, logged (call with the lock held)."""
         if self._opted_out or self._forgotten:
             requests = [self._objected(r) for r in requests]
+        self._remember_given(requests)
         share = self.settings.control_share
         control = [share > 0 and isinstance(r, dict) and (r.get("policy") or "auto") == "auto"
                    and in_control(_arm_key(r), share) for r in requests]
@@ -440,6 +447,8 @@ class OnlineRanker:
         changed = self.store.set_opt_out(contact_id, opted_out)
         with self._lock:
             (self._opted_out.add if opted_out else self._opted_out.discard)(contact_id)
+            if opted_out:
+                self._given.pop(contact_id, None)
             self._tokens = self.store.privacy_tokens()
         self._privacy_beacon.ring()
         return changed
@@ -455,6 +464,7 @@ class OnlineRanker:
         with self._lock:
             self._forgotten.add(digest)
             self._opted_out.discard(contact_id)
+            self._given.pop(contact_id, None)
             self._tokens = self.store.privacy_tokens()
             self._generation = self._tokens[0]
         self._privacy_beacon.ring()
@@ -654,10 +664,33 @@ class OnlineRanker:
         return {"accepted": len(new), "duplicates": len(old) + result.n_duplicates,
                 "rejected": rejected}
 
+    def _remember_given(self, requests: list) -> None:
+        """Keep what each ranked contact was given as (zone, country, subdivision, industry;
+        no phone number), unless it opted out (call with the lock held)."""
+        for r in requests:
+            contact = r.get("contact") if isinstance(r, dict) else None
+            if not isinstance(contact, dict) or contact.get("opt_out"):
+                continue
+            cid = contact.get("contact_id")
+            given = {c: contact[c] for c in _PROFILE
+                     if isinstance(contact.get(c), str) and contact[c].strip()}
+            if isinstance(cid, str) and ("timezone" in given or "country" in given):
+                self._given[cid] = given
+                self._given.move_to_end(cid)
+                if len(self._given) > _GIVEN_MAX:
+                    self._given.popitem(last=False)
+
+    def _profile(self, contact_id: str) -> dict:
+        """A contact's zone, country, subdivision and industry: the history's, overridden by
+        what /rank was last given."""
+        given = self._given.get(contact_id)
+        known = self.policy.profile(contact_id)
+        return {**known, **given} if given else known
+
     def _with_profiles(self, raw: pd.DataFrame) -> pd.DataFrame:
-        """Fill a known contact's zone, country, subdivision and industry into outcomes that
-        give neither a zone, a country nor a phone number."""
-        profile = self.policy.profile
+        """Fill a known contact's zone, country, subdivision and industry (:meth:`_profile`)
+        into outcomes that give neither a zone, a country nor a phone number."""
+        profile = self._profile
         given = [raw[c].notna() if c in raw else pd.Series(False, index=raw.index)
                  for c in ("timezone", "country", "phone")]
         bare = ~(given[0] | given[1] | given[2])
