@@ -115,6 +115,10 @@ def test_schedule_follows_a_capacity_file_and_names_its_mistakes(tmp_path):
                      "line 3: capacity is not a number: 'lots'"),
         "half.csv": (b"at,capacity\n2026-05-05T08:00:00Z,2.5\n",
                      "expected a whole number, got 2.5"),
+        "naive.csv": (b"at,capacity\n2026-05-05T08:00:00Z,2\n2026-05-05 08:15,2\n",
+                      "line 3: at must be a slot start with its offset"),
+        "dayfirst.csv": (b"at,capacity\n05.05.2026 08:00+02:00,2\n",
+                         "line 2: at must be a slot start with its offset"),
     }
     for name, (content, message) in mistakes.items():
         (tmp_path / name).write_bytes(content)

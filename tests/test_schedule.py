@@ -79,6 +79,42 @@ def _brute_force(slots: pd.DataFrame, capacity: int) -> float:
     return best
 
 
+@pytest.mark.parametrize("seed", range(30))
+def test_a_contact_with_several_requests_is_called_once(seed):
+    """Requests of one contact share it: the optimum over schedules that call each contact at
+    most once (brute force), and greedy too never calls a contact twice."""
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(2, 6))
+    slots = _random(rng, n=n, m=int(rng.integers(1, 4)))
+    owner = {f"r{i}": f"c{int(k)}" for i, k in enumerate(rng.integers(0, 2, n))}
+    slots["contact_id"] = slots["request_id"].map(owner)
+    capacity = int(rng.integers(1, 3))
+    options = [[None] + [(g.loc[k, "at"], g.loc[k, "score"], owner[r])
+                         for k in g.index[g["allowed"]]]
+               for r, g in slots.groupby("request_id", sort=False)]
+    best = 0.0
+    for combo in itertools.product(*options):
+        picked = [c for c in combo if c is not None]
+        people = [who for _, _, who in picked]
+        counts = pd.Series([at for at, _, _ in picked], dtype=object).value_counts()
+        if len(set(people)) == len(people) and (counts <= capacity).all():
+            best = max(best, sum(sc for _, sc, _ in picked))
+    out = assign(slots, capacity)
+    _check_feasible(slots, out, capacity)
+    assert out["score"].sum() == pytest.approx(best, abs=1e-9)
+    for result in (out, greedy(slots, capacity), greedy(slots, capacity, order="request")):
+        assert result.loc[result["assigned"], "contact_id"].is_unique
+
+
+def test_repeated_requests_of_one_contact_get_one_call():
+    slots = _table(np.array([[0.5, 0.4], [0.5, 0.4], [0.5, 0.4], [0.3, 0.2]]))
+    slots.loc[slots["request_id"] != "r3", "contact_id"] = "c-same"
+    out = assign(slots, capacity=5)
+    assert out["assigned"].tolist().count(True) == 2  # c-same once, c3 once
+    assert out.loc[out["assigned"], "contact_id"].tolist() == ["c-same", "c3"]
+    assert out.loc[out["contact_id"] == "c-same", "score"].max() == 0.5
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_optimum_equals_brute_force_and_beats_greedy(seed):
     rng = np.random.default_rng(seed)

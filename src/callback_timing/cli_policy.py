@@ -160,6 +160,7 @@ def schedule_cmd(
     import pandas as pd
 
     from callback_timing.cli import check_outputs, console, err_console
+    from callback_timing.isotime import parse_iso
     from callback_timing.policy import ModelUnavailable, RankRequestError, load_policy
     from callback_timing.schedule import assign, compare
     from callback_timing.schema import ConfigError
@@ -180,7 +181,18 @@ def schedule_cmd(
             row = int(number.isna().to_numpy().argmax()) + 2  # its CSV line (header = 1)
             raise ConfigError(f"--capacity-file: line {row}: capacity is not a number: "
                               f"{table['capacity'].iloc[row - 2][:20]!r}")
-        seats = pd.Series(number.to_numpy(), index=table["at"].astype(str))
+        starts = []
+        for line, text in enumerate(table["at"].astype(str), start=2):
+            try:  # ISO 8601 with its offset, as the README asks: never a guess
+                start = parse_iso(text)
+            except ValueError:
+                start = None
+            if start is None or start.tzinfo is None:
+                raise ConfigError(f"--capacity-file: line {line}: at must be a slot start with "
+                                  f"its offset (e.g. 2026-06-01T10:00:00+02:00), not "
+                                  f"{text[:40]!r}")
+            starts.append(start.tz_convert("UTC"))
+        seats = pd.Series(number.to_numpy(), index=pd.DatetimeIndex(starts))
     policy, note = load_policy(model, rules, rules_table)
     err_console.print(note, highlight=False)
     good, bad = [], []

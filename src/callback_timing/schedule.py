@@ -8,7 +8,8 @@ transportation problem, solved as a rectangular assignment of requests to slot *
 slot repeated ``capacity`` times, plus one private zero-value seat per request so it may stay
 unassigned) with SciPy's sparse Jonker-Volgenant solver. :func:`greedy` is the baseline (each
 request takes its own best slot that still has room) and :func:`compare` puts the two side by
-side. Requests are scheduled independently: two requests of one contact may share a slot.
+side. A contact is called once: of several requests it has open, the schedule gives one a
+slot (the best there) and leaves the others unassigned, since that call answers them all.
 
 Examples
 --------
@@ -84,7 +85,8 @@ def assign(slots: pd.DataFrame, capacity: Capacity, objective: str = "score") ->
     CapacityError : a capacity is negative, not a whole number, or not on the slot grid.
     """
     table, cand, cap = _prepare(slots, capacity, objective)
-    return _result(table, cand, _optimal(cand, cap, len(table["requests"])))
+    units, cand = _per_contact(table, cand)
+    return _result(table, cand, _by_request(table, cand, _optimal(cand, cap, units)))
 
 
 def greedy(slots: pd.DataFrame, capacity: Capacity, objective: str = "score",
@@ -100,7 +102,7 @@ def greedy(slots: pd.DataFrame, capacity: Capacity, objective: str = "score",
     if order not in GREEDY_ORDERS:
         raise ConfigError(f"order: must be one of {', '.join(GREEDY_ORDERS)}, got {order!r}")
     table, cand, cap = _prepare(slots, capacity, objective)
-    n = len(table["requests"])
+    n, cand = _per_contact(table, cand)
     req, slot = cand["req"], cand["slot"]
     start = np.searchsorted(req, np.arange(n + 1))
     best = np.full(n, -np.inf)
@@ -114,7 +116,7 @@ def greedy(slots: pd.DataFrame, capacity: Capacity, objective: str = "score",
         if len(free):
             chosen[i] = start[i] + free[0]
             left[slot[chosen[i]]] -= 1
-    return _result(table, cand, chosen)
+    return _result(table, cand, _by_request(table, cand, chosen))
 
 
 def compare(slots: pd.DataFrame, capacity: Capacity, objective: str = "score",
@@ -268,6 +270,32 @@ def _optimal(cand: dict, cap: np.ndarray, n: int) -> np.ndarray:
     chosen = np.full(n, -1)
     chosen[order[r[real]]] = lookup[r[real], slot_of] - 1
     return chosen
+
+
+def _per_contact(table: dict, cand: dict) -> tuple[int, dict]:
+    """The candidates as the solvers see them: one unit per contact (``req`` is the unit),
+    with, per slot, the best of the contact's requests there (``request``). A contact is
+    called once however many requests it has open; a request without a ``contact_id`` is a
+    unit of its own. Sorted by unit, best first."""
+    contact, units = pd.factorize(pd.Series(table["contact_id"], dtype=object), sort=False)
+    alone = np.flatnonzero(contact < 0)
+    contact[alone] = len(units) + np.arange(len(alone))
+    unit = contact[cand["req"]]
+    order = np.lexsort((cand["slot"], -cand["value"], unit))
+    unit, out = unit[order], {k: v[order] for k, v in cand.items()}
+    keep = ~pd.DataFrame({"u": unit, "s": out["slot"]}).duplicated().to_numpy()  # the best
+    out = {k: v[keep] for k, v in out.items()}
+    out["request"], out["req"] = out["req"], unit[keep]
+    return len(units) + len(alone), out
+
+
+def _by_request(table: dict, cand: dict, chosen: np.ndarray) -> np.ndarray:
+    """Chosen candidate positions per unit (:func:`_per_contact`) as positions per request:
+    the request whose candidate the contact's call takes; the contact's others -1."""
+    out = np.full(len(table["requests"]), -1)
+    picked = chosen[chosen >= 0]
+    out[cand["request"][picked]] = picked
+    return out
 
 
 def _result(table: dict, cand: dict, chosen: np.ndarray) -> pd.DataFrame:
