@@ -63,7 +63,7 @@ def test_simulate_starts_recently_by_default_or_where_told(tmp_path):
 
     recent = run("simulate", "--contacts", "20", "--days", "30", "--out", "r.csv", cwd=tmp_path)
     assert recent.returncode == 0, recent.stderr
-    start = pd.Timestamp(re.search(r"over 30 days from (\S+) ", recent.stdout).group(1))
+    start = pd.Timestamp(re.search(r"\(30 days from (\S+)\) ", recent.stdout).group(1))
     today = pd.Timestamp.now(tz="UTC").tz_localize(None).normalize()
     assert start.weekday() == 0 and 37 <= (today - start).days <= 43  # retention keeps it
     first = pd.to_datetime(pd.read_csv(tmp_path / "r.csv")["called_at"], utc=True,
@@ -71,7 +71,15 @@ def test_simulate_starts_recently_by_default_or_where_told(tmp_path):
     assert first >= pd.Timestamp(start, tz="UTC") - pd.Timedelta(hours=14)  # local midnight
     fixed = run("simulate", "--contacts", "20", "--days", "30", "--start", "2026-03-02",
                 "--out", "f.csv", cwd=tmp_path)
-    assert "over 30 days from 2026-03-02 to f.csv" in " ".join(fixed.stdout.split())
+    assert "(30 days from 2026-03-02) to f.csv" in " ".join(fixed.stdout.split())
+    again = run("simulate", "--contacts", "20", "--days", "30", "--out", "f.csv", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr  # a simulated history may be simulated anew
+    (tmp_path / "crm.csv").write_text("contact_id,called_at,outcome\n")
+    _one_line_error(run("simulate", "--contacts", "20", "--out", "crm.csv", cwd=tmp_path),
+                    "crm.csv exists and is not a simulated history")
+    assert (tmp_path / "crm.csv").read_text() == "contact_id,called_at,outcome\n"
+    _one_line_error(run("simulate", "--contacts", "20", "--out", ".", cwd=tmp_path),
+                    "is a folder")
 
 
 def test_simulate_then_validate_accounts_for_every_row(tmp_path):

@@ -108,12 +108,19 @@ def _run_simulate(
 ) -> Path:
     from callback_timing.simulation import (
         check_history_path,
+        ground_truth_paths,
         save_ground_truth,
         simulate,
         write_history,
     )
 
+    if out.is_dir():
+        raise ConfigError(f"--out: {out} is a folder: give a file such as {out / 'history.csv'}")
     check_history_path(out)  # before the work, not after it
+    world = ground_truth_paths(out)[1]
+    if out.exists() and not world.exists():  # a real export, not one simulate wrote
+        raise ConfigError(f"--out: {out} exists and is not a simulated history (no "
+                          f"{world.name} beside it): give another file")
     with _progress("simulating calls") as progress:
         result = simulate(
             contacts=contacts,
@@ -126,8 +133,8 @@ def _run_simulate(
     path = write_history(result.history, out)
     _, world_path = save_ground_truth(result, path)
     console.print(
-        f"wrote {len(result.history):,} calls of {contacts:,} contacts over {days} days from "
-        f"{start} to {path} (ground truth: {world_path})"
+        f"wrote {len(result.history):,} calls of {contacts:,} contacts ({days} days from "
+        f"{start}) to {path} (ground truth: {world_path})"
     )
     return path
 
