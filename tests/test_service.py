@@ -163,6 +163,20 @@ def test_malformed_json_is_a_400(client):
     assert r.status_code == 400 and r.json()["error"].startswith("outcomes: ")
 
 
+def test_json_sent_as_form_data_is_read_as_json(client):
+    """``curl -d '{...}'`` without ``-H content-type`` says form data; the body is JSON."""
+    body = b'{"contact": {"contact_id": "c-0007"}, "now": "2026-05-04T06:00:00Z"}'
+    for kind in (None, "application/x-www-form-urlencoded", "text/plain; charset=utf-8"):
+        r = client.post("/rank", content=body, headers={"content-type": kind} if kind else {})
+        assert r.status_code == 200 and r.json()["contact_id"] == "c-0007", (kind, r.text)
+    r = client.post("/outcomes", content=b'{"outcomes": []}',
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200 and r.json()["accepted"] == 0
+    r = client.post("/rank", content=b"contact=c-0007",  # real form data: still refused
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400
+
+
 def test_info_docs_and_readiness(client):
     assert client.get("/readyz").status_code == 200
     info = client.get("/info").json()

@@ -140,8 +140,23 @@ def quiet_client_errors() -> None:
             own.setLevel(logging.INFO)
 
 
+def _as_json(scope: dict, body: bytes) -> dict:
+    """``scope`` with ``Content-Type: application/json`` when the body is a JSON object or
+    array sent without it (``curl -d '{...}'`` says form data): the API reads only JSON, and
+    would otherwise report the fields it was sent as missing."""
+    headers = scope["headers"]
+    given = dict(headers).get(b"content-type", b"").split(b";")[0].strip().lower()
+    if given.endswith(b"json") or body.lstrip()[:1] not in (b"{", b"["):
+        return scope
+    if given not in (b"", b"application/x-www-form-urlencoded", b"text/plain"):
+        return scope
+    kept = [(k, v) for k, v in headers if k.lower() != b"content-type"]
+    return {**scope, "headers": [*kept, (b"content-type", b"application/json")]}
+
+
 class Guard:
-    """ASGI middleware: the optional API key, the body size limit, and ``/docs``."""
+    """ASGI middleware: the optional API key, the body size limit, ``/docs``, and JSON bodies
+    sent without their content type."""
 
     def __init__(self, app, api_key: str | None = None, max_body: int = 16 * 2**20) -> None:
         self.app, self.api_key, self.max_body = app, api_key, max_body
@@ -198,6 +213,7 @@ class Guard:
         async def replay():
             return messages.pop(0) if messages else await receive()
 
+        scope = _as_json(scope, b"".join(m.get("body", b"") for m in messages))
         return await self.app(scope, replay, _FieldErrors(send))
 
     def _authorised(self, scope) -> bool:
