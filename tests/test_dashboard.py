@@ -87,6 +87,8 @@ def test_filters_take_iso_dates_only():
     for bad in ("04.05.2026", "2026/05/04", "2026-02-30"):
         with pytest.raises(ValueError, match="^start: not a date"):
             parse_query({"start": bad})
+    with pytest.raises(ValueError, match="^end: must be after start"):
+        parse_query({"start": "2026-11-01", "end": "2026-10-01"})
 
 
 def test_request_fates_follow_each_request():

@@ -291,7 +291,10 @@ def parse_query(query: Mapping[str, str | None]) -> tuple[Filters, str]:
     period = (query.get("period") or "week").strip()
     if period not in ("day", "week"):
         raise ValueError(f"period: 'day' or 'week', not {period[:20]!r}")
-    return Filters(start=day("start"), end=day("end"),
+    start, end = day("start"), day("end")
+    if start is not None and end is not None and end <= start:
+        raise ValueError(f"end: must be after start ({start:%Y-%m-%d}), got {end:%Y-%m-%d}")
+    return Filters(start=start, end=end,
                    **{k: (query.get(k) or None) for k in ("industry", "country", "campaign",
                                                            "team")}), period
 
