@@ -119,6 +119,8 @@ def _one_line_error(out: subprocess.CompletedProcess, *needles: str) -> None:
 
 def test_missing_file_is_one_line(tmp_path):
     _one_line_error(run("validate", "--history", "nope.csv", cwd=tmp_path), "nope.csv")
+    _one_line_error(run("evaluate", "--history", "nope.csv", cwd=tmp_path),
+                    "--history: no file nope.csv")
 
 
 def test_missing_required_column_is_named(tmp_path):

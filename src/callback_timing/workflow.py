@@ -444,6 +444,8 @@ def evaluate_campaign(
     from callback_timing.policy import load_bundle
 
     history = Path(history)
+    if not history.is_file():
+        raise ConfigError(f"--history: no file {history}")
     _, world = load_ground_truth(history)
     if world is None:
         raise ConfigError(f"{history} has no synthetic world beside it (*.world.parquet): "
