@@ -302,8 +302,15 @@ def test_unreadable_files_raise_schema_error(tmp_path):
     with pytest.raises(SchemaError, match="'phone' appears twice"):
         read_table(tmp_path / "twice.csv")
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
-    with pytest.raises(SchemaError, match="cannot read"):
+    with pytest.raises(SchemaError, match="bad.parquet: not a Parquet file, or a damaged one"):
         read_table(tmp_path / "bad.parquet")
+    text = "contact_id\tcalled_at\toutcome\nc1\t2026-06-01T10:00Z\tbusy\n"
+    (tmp_path / "unicode.txt").write_bytes(text.encode("utf-16"))  # Excel's "Unicode text"
+    with pytest.raises(SchemaError, match="UTF-16 text .* save it as 'CSV UTF-8'"):
+        read_table(tmp_path / "unicode.txt")
+    (tmp_path / "cut.csv.gz").write_bytes(gzip.compress(text.encode())[:30])
+    with pytest.raises(SchemaError, match="cut.csv.gz: a damaged or truncated compressed"):
+        read_table(tmp_path / "cut.csv.gz")
     with pytest.raises(SchemaError, match="a folder, not a file"):
         read_table(tmp_path)
     (tmp_path / "crm.xlsx").write_text("contact_id,called_at,outcome\n")  # named, not made

@@ -98,8 +98,14 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise SchemaError(f"cannot read call history {path}: {path.suffix} is not supported; "
                           "save it as CSV or Parquet")
     bad: list[tuple[int, str]] = []
+    parquet = path.suffix.lower() in _PARQUET_SUFFIXES
+    if not parquet:
+        with path.open("rb") as head:
+            if head.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+                raise SchemaError(f"cannot read call history {path}: UTF-16 text (Excel's "
+                                  "'Unicode text'); save it as 'CSV UTF-8'")
     try:
-        if path.suffix.lower() in _PARQUET_SUFFIXES:
+        if parquet:
             frame = pd.read_parquet(path)
             frame.index = pd.RangeIndex(2, len(frame) + 2, name="row")
         else:
@@ -118,8 +124,15 @@ def read_table(path: str | Path) -> pd.DataFrame:
             except (ValueError, UnicodeDecodeError):  # ParserError is a ValueError
                 frame, bad = _read_csv_exact(path, sep)
     except (OSError, ValueError, EOFError, lzma.LZMAError, pa.ArrowException) as exc:
-        # the exception's text may quote file content (a phone number): name its type only
-        raise SchemaError(f"cannot read call history {path}: {type(exc).__name__}") from None
+        # the exception's text may quote file content (a phone number): its type, in words
+        packed = path.suffix.lower() in (".gz", ".bz2", ".xz")
+        what = ("not a Parquet file, or a damaged one" if parquet
+                else "a damaged or truncated compressed file"
+                if packed and isinstance(exc, EOFError | lzma.LZMAError | OSError)
+                else (exc.strerror or "cannot be read") if isinstance(exc, OSError)
+                else "unreadable text")
+        raise SchemaError(f"cannot read call history {path}: {what} "
+                          f"({type(exc).__name__})") from None
     frame.attrs["bad_lines"] = bad
     return frame
 
