@@ -80,6 +80,8 @@ def test_simulate_starts_recently_by_default_or_where_told(tmp_path):
     assert (tmp_path / "crm.csv").read_text() == "contact_id,called_at,outcome\n"
     _one_line_error(run("simulate", "--contacts", "20", "--out", ".", cwd=tmp_path),
                     "is a folder")
+    _one_line_error(run("simulate", "--start", "2026-02-30", "--out", "g.csv", cwd=tmp_path),
+                    "--start: not a date (YYYY-MM-DD): '2026-02-30'", "out of range")
 
 
 def test_simulate_then_validate_accounts_for_every_row(tmp_path):

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -162,8 +162,8 @@ def simulate_cmd(
     out: Annotated[
         Path, typer.Option(help="Output file (.csv or .parquet).")
     ] = config.data_dir() / "history.csv",
-    start: Annotated[datetime | None, typer.Option(
-        formats=["%Y-%m-%d"], metavar="YYYY-MM-DD",
+    start: Annotated[str | None, typer.Option(
+        metavar="YYYY-MM-DD",
         help="First day of the period; default: the Monday about DAYS + 7 days ago, so the "
              "history ends a week or two before today and the 12-month retention keeps it. "
              "Give it for a fixed history (same seed, same start: same history).")] = None,
@@ -175,7 +175,14 @@ def simulate_cmd(
     """Write a synthetic call history with a known ground truth (contract section 1)."""
     from callback_timing.simulation import recent_start
 
-    first = start.date() if start is not None else recent_start(days + 7)
+    if start is None:
+        first = recent_start(days + 7)
+    else:
+        try:
+            first = date.fromisoformat(start.strip())
+        except ValueError as exc:  # 2026-02-30: "day is out of range for month"
+            raise ConfigError(f"--start: not a date (YYYY-MM-DD): {start[:40]!r} "
+                              f"({exc})") from None
     _run_simulate(contacts, days, seed, out, first, dirt_rate)
 
 
