@@ -190,6 +190,8 @@ def test_no_output_overwrites_the_outcome_store(tmp_path):
         for given in (str(db), f"sqlite:///{db}"):
             _one_line_error(run(command, "--db", given, "--out", "outcomes.db", cwd=tmp_path),
                             "--out", "--db")
+    _one_line_error(run("export", "--db", str(db), "--out", "served.txt", cwd=tmp_path),
+                    "--out: served.txt is neither .csv")
     assert db.read_bytes().startswith(b"SQLite format 3")
     reopened = OutcomeStore(str(db))
     assert len(reopened.outcomes_after(0)) == 1

@@ -135,7 +135,11 @@ def evaluate_cmd(
                   "earlier call", highlight=False)
     captured = [f"{p} {value_lift_captured(kpis, p):.0%}" for p in ("model", "rules")
                 if p in kpis.index and {"desk", "oracle"} <= set(kpis.index)]
-    if captured:
+    if captured and kpis.at["oracle", "value"] <= kpis.at["desk", "value"]:
+        console.print("share of the oracle's value lift over the desk: n/a (the oracle did not "
+                      f"beat the desk on these {int(kpis.iloc[0]['requests'])} requests: too "
+                      "few to measure; give more --requests)", highlight=False)
+    elif captured:
         console.print("share of the oracle's value lift over the desk: " + ", ".join(captured),
                       highlight=False)
     if report.figure:
