@@ -484,6 +484,6 @@ def test_export_writes_the_store_as_a_clean_call_history(tmp_path, bundle_dir, m
     assert "left out: 0 past the retention of 24 months, 1 of erased" in " ".join(
         kept.stdout.split())
     assert sorted(pd.read_csv(out)["call_id"]) == ["k-0", "k-1", "k-old"]
-    missing = subprocess.run([CLI, "export", "--db", str(tmp_path / "none.db"), "--out", "x"],
+    missing = subprocess.run([CLI, "export", "--db", str(tmp_path / "none.db"), "--out", "x.csv"],
                              env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and "no outcome store" in missing.stderr
