@@ -130,3 +130,15 @@ def test_a_later_request_sees_the_calls_made_for_an_earlier_one():
     # the desk calls the first request at once; the second must wait 30 h after that call
     assert calls["first"] == monday
     assert calls["second"] >= calls["first"] + pd.Timedelta(hours=30)
+
+
+def test_the_lift_line_says_n_a_when_the_oracle_does_not_beat_the_desk():
+    from callback_timing.cli_policy import lift_line
+
+    kpis = pd.DataFrame({"requests": 5, "value": [0.30, 0.45, 0.44, 0.48]},
+                        index=["desk", "rules", "model", "oracle"])
+    assert lift_line(kpis) == ("share of the oracle's value lift over the desk: model 78%, "
+                               "rules 83%")
+    kpis.loc["oracle", "value"] = 0.29  # five requests: the truth lost to the desk by chance
+    assert "n/a (the oracle did not beat the desk on these 5 requests" in lift_line(kpis)
+    assert lift_line(kpis.drop(index="oracle")) is None

@@ -101,7 +101,6 @@ def evaluate_cmd(
     """Replay callback requests in the synthetic world: desk vs rules vs model vs oracle."""
     from rich.table import Table
 
-    from callback_timing.campaign import value_lift_captured
     from callback_timing.cli import _progress, check_outputs, console, err_console
     from callback_timing.workflow import evaluate_campaign
 
@@ -133,19 +132,30 @@ def evaluate_cmd(
                   "request; hours: to contact; cost: per reached callback; value: urgency-"
                   "weighted reach; illegal: calls outside legal hours; cold: contacts with no "
                   "earlier call", highlight=False)
-    captured = [f"{p} {value_lift_captured(kpis, p):.0%}" for p in ("model", "rules")
-                if p in kpis.index and {"desk", "oracle"} <= set(kpis.index)]
-    if captured and kpis.at["oracle", "value"] <= kpis.at["desk", "value"]:
-        console.print("share of the oracle's value lift over the desk: n/a (the oracle did not "
-                      f"beat the desk on these {int(kpis.iloc[0]['requests'])} requests: too "
-                      "few to measure; give more --requests)", highlight=False)
-    elif captured:
-        console.print("share of the oracle's value lift over the desk: " + ", ".join(captured),
-                      highlight=False)
+    shares = lift_line(kpis)
+    if shares:
+        console.print(shares, highlight=False)
     if report.figure:
         console.print(f"plot: {report.figure}", highlight=False)
     if report.run_id:
         console.print(f"MLflow: run {report.run_id}", highlight=False)
+
+
+def lift_line(kpis) -> str | None:
+    """The campaign's "share of the oracle's value lift" line for the model and the rules;
+    n/a when the oracle did not beat the desk (too few requests to measure a lift)."""
+    from callback_timing.campaign import value_lift_captured
+
+    if not {"desk", "oracle"} <= set(kpis.index):
+        return None
+    head = "share of the oracle's value lift over the desk: "
+    if kpis.at["oracle", "value"] <= kpis.at["desk", "value"]:
+        return (head + f"n/a (the oracle did not beat the desk on these "
+                f"{int(kpis.iloc[0]['requests'])} requests: too few to measure; give more "
+                "--requests)")
+    shares = [f"{p} {value_lift_captured(kpis, p):.0%}" for p in ("model", "rules")
+              if p in kpis.index]
+    return head + ", ".join(shares) if shares else None
 
 
 def schedule_cmd(
