@@ -106,10 +106,6 @@ def export_cmd(
     from callback_timing.store import open_store, store_file
 
     check_outputs({"--db": store_file(db)}, {"--out": out})
-    kind = "".join(out.suffixes[-2:]).lower()
-    if not (kind.endswith((".csv", ".parquet")) or kind in (".csv.gz", ".csv.bz2", ".csv.xz")):
-        raise ConfigError(f"--out: {out.name} is neither .csv (.csv.gz) nor .parquet: the "
-                          "history `train` reads")
     cfg = load_policy_config(rules)
     cutoff = cfg.active_cutoff()
     store = open_store(db)

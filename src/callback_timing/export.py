@@ -80,9 +80,15 @@ def history_of(store: OutcomeStore, cutoff: pd.Timestamp | None, keys: list[byte
 
 def export_history(store: OutcomeStore, out: str | Path, cutoff: pd.Timestamp | None,
                    keys: list[bytes] | None) -> Export:
-    """Write :func:`history_of` to ``out`` (``.parquet``, else CSV); folders are made."""
-    frame, expired, erased = history_of(store, cutoff, keys)
+    """Write :func:`history_of` to ``out`` (``.parquet``, else CSV, compressed by a ``.gz``,
+    ``.bz2`` or ``.xz`` suffix); folders are made. Another file type is a
+    :class:`ConfigError` naming ``--out``: ``train`` would not read it."""
     out = Path(out)
+    kind = "".join(out.suffixes[-2:]).lower()
+    if not (kind.endswith((".csv", ".parquet")) or kind in (".csv.gz", ".csv.bz2", ".csv.xz")):
+        raise ConfigError(f"--out: {out.name} is neither .csv (.csv.gz) nor .parquet: the "
+                          "history `train` reads")
+    frame, expired, erased = history_of(store, cutoff, keys)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".parquet":
         frame.to_parquet(out, index=False)

@@ -190,8 +190,7 @@ class HistoryIndex:
             return {}
         if self._request_ids is None:
             self._request_ids = h["request_id"].to_numpy(object)
-            self._invalid = (h["outcome"] == INVALID_OUTCOME).to_numpy(bool) \
-                if "outcome" in h else np.zeros(len(h), dtype=bool)
+            self._invalid = invalid_calls(h)
         rows = self.rows()
         parts = [rows[c] for c in contacts if c in rows]
         if not parts:
@@ -204,6 +203,13 @@ class HistoryIndex:
 
 #: The outcome after which a request gets no further attempt (``stop_after_invalid_number``).
 INVALID_OUTCOME = "invalid_number"
+
+
+def invalid_calls(calls: pd.DataFrame) -> np.ndarray:
+    """Whether each call of a frame ended ``invalid_number`` (all false without outcomes)."""
+    if "outcome" not in calls:
+        return np.zeros(len(calls), dtype=bool)
+    return calls["outcome"].to_numpy(object) == INVALID_OUTCOME
 
 
 def count_attempts(made: dict[str, list], wanted: set, request_ids, invalid) -> None:
@@ -335,14 +341,17 @@ class _DirectPredict:
 
 
 def _intercept(booster) -> float:
-    """The booster's intercept (``base_score``) on the logit scale, cached on it."""
-    cached = getattr(booster, "_ct_intercept", None)
+    """The booster's intercept (``base_score``) on the logit scale, kept beside it (as
+    ``_DIRECT`` keeps its predictor)."""
+    cached = _INTERCEPT.get(booster)
     if cached is None:
         learner = json.loads(booster.save_config())["learner"]
         base = float(str(learner["learner_model_param"]["base_score"]).strip("[]"))
-        cached = float(np.log(base / (1.0 - base)))
-        booster._ct_intercept = cached
+        cached = _INTERCEPT[booster] = float(np.log(base / (1.0 - base)))
     return cached
+
+
+_INTERCEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _iso_seconds(ns: int) -> str:

@@ -297,9 +297,8 @@ class Policy:
         for c in contacts:
             part = self._recent.get(c)
             if part is not None and "request_id" in part:
-                invalid = (part["outcome"].to_numpy(object) == fp.INVALID_OUTCOME) \
-                    if "outcome" in part else np.zeros(len(part), dtype=bool)
-                fp.count_attempts(made, wanted, part["request_id"].to_numpy(object), invalid)
+                fp.count_attempts(made, wanted, part["request_id"].to_numpy(object),
+                                  fp.invalid_calls(part))
         return made
 
     def _scored(self, reqs: list[dict], every_slot: bool, exact: bool = False) -> SlotBatch:
