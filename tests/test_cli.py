@@ -304,6 +304,35 @@ def test_demo_never_overwrites_a_real_history_or_model(tmp_path):
     assert not (tmp_path / "demo").exists() and (tmp_path / "notes" / "todo.txt").exists()
 
 
+def test_demo_refuses_a_world_too_small_to_train_before_simulating(tmp_path):
+    out = run("demo", "--no-serve", "--contacts", "100", "--days", "30", cwd=tmp_path)
+    assert out.returncode == 1 and out.stderr.strip() == (
+        "error: --contacts x --days: 100 x 30 = 3,000 contact-days simulate ~300 calls, too "
+        "few to train on: give at least 5,000 (e.g. --contacts 167 --days 30)")
+    assert not (tmp_path / "data").exists()  # nothing simulated
+    short = run("demo", "--no-serve", "--contacts", "5000", "--days", "2", cwd=tmp_path)
+    assert short.returncode == 2 and "--days" in short.stderr  # no train/validation/test split
+    help_text = run("demo", "--help", cwd=tmp_path).stdout.replace("│", " ")
+    assert "--contacts x --days at least 5,000" in " ".join(help_text.split())
+
+
+def test_help_paragraphs_are_reflowed_for_the_terminal():
+    from callback_timing.cli import app, reflow_help
+
+    assert reflow_help("""First line.
+
+    One paragraph
+        over two lines of ``code``.
+    - an item
+      continued
+    - another""") == ("First line.\n\nOne paragraph over two lines of `code`.\n"
+                       "- an item continued\n- another")
+    for info in app.registered_commands:  # no docstring line break survives inside a sentence
+        for paragraph in (info.help or "").split("\n\n"):
+            assert all(line.startswith(("- ", "* ")) for line in paragraph.splitlines()[1:]), (
+                info.name, paragraph)
+
+
 @pytest.mark.slow
 def test_demo_runs_the_main_job_and_ends_serving(tmp_path):
     import socket

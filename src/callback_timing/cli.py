@@ -6,6 +6,7 @@ stack trace); 2 a usage error (unknown option, missing argument: Typer's message
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -133,7 +134,8 @@ def _run_simulate(
     path = write_history(result.history, out)
     _, world_path = save_ground_truth(result, path)
     console.print(
-        f"wrote {len(result.history):,} calls of {contacts:,} contacts ({days} days from "
+        f"wrote {len(result.history):,} calls of {contacts:,} contacts ({days} "
+        f"{'day' if days == 1 else 'days'} from "
         f"{start}) to {path} (ground truth: {world_path})"
     )
     return path
@@ -424,13 +426,23 @@ def tune_cmd(
         console.print(line, soft_wrap=True, highlight=False)
 
 
+DEMO_MIN_CONTACT_DAYS = 5000
+"""The demo's smallest world: ~0.1 simulated call per contact and day, 300 clean calls to train."""
+DEMO_MIN_DAYS = 3
+"""Fewer days do not split into train, validation and test periods."""
+
+
 @app.command("demo")
 def demo_cmd(
     workdir: Annotated[Path, typer.Option(help="Folder for the generated files.")] = (
         config.data_dir()
     ),
-    contacts: Annotated[int, typer.Option(min=1, help="Synthetic contacts.")] = 2000,
-    days: Annotated[int, typer.Option(min=1, help="Simulated days.")] = 120,
+    contacts: Annotated[int, typer.Option(
+        min=1, help="Synthetic contacts (--contacts x --days at least "
+                    f"{DEMO_MIN_CONTACT_DAYS:,}: about 0.1 call per contact and day, and "
+                    "training needs 300 clean calls).")] = 2000,
+    days: Annotated[int, typer.Option(
+        min=DEMO_MIN_DAYS, help="Simulated days (train, validation and test periods).")] = 120,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     model: Annotated[Path, typer.Option(help="Folder for the model bundle.")] = (
         config.model_dir()
@@ -456,6 +468,12 @@ def demo_cmd(
     from callback_timing.workflow import check_model_folder, train
 
     steps = 5 if serve else 4
+    if contacts * days < DEMO_MIN_CONTACT_DAYS:  # found before the work, not at training
+        raise ConfigError(
+            f"--contacts x --days: {contacts:,} x {days:,} = {contacts * days:,} contact-days "
+            f"simulate ~{contacts * days // 10:,} calls, too few to train on: give at least "
+            f"{DEMO_MIN_CONTACT_DAYS:,} (e.g. --contacts {-(-DEMO_MIN_CONTACT_DAYS // days):,} "
+            f"--days {days:,})")
     check_model_folder(model)  # before the work, like the port
     history = workdir / "history.csv"
     world = ground_truth_paths(history)[1]  # what simulate writes beside a history
@@ -578,6 +596,32 @@ def _register_policy_commands() -> None:
 
 
 _register_policy_commands()
+
+
+def reflow_help(doc: str) -> str:
+    """A command's docstring as ``--help`` prints it: each paragraph one line, for the terminal
+    to wrap (Typer keeps the docstring's line breaks), list items (``- ``) on lines of their
+    own, and reST's double backquotes single."""
+    paragraphs = []
+    for paragraph in inspect.cleandoc(doc).split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not line.lstrip().startswith(("- ", "* ")):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.rstrip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs).replace("``", "`")
+
+
+def _reflow_command_help() -> None:
+    for info in app.registered_commands:
+        doc = info.help or (info.callback.__doc__ if info.callback else None)
+        if doc:
+            info.help = reflow_help(doc)
+
+
+_reflow_command_help()
 
 
 def main() -> None:
