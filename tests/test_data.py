@@ -242,6 +242,24 @@ def test_zone_sources_and_flags():
     assert calls.loc["a", "phone_hash"] == calls.loc["e", "phone_hash"]
 
 
+def test_subdivisions_are_iso_codes_and_give_a_us_state_its_zone():
+    frame = _frame(
+        contact_id=list("abcdef"),
+        country=["US", "us", "DE", "DE", "PL", None],
+        subdivision=["us-ca", "Texas", "by", "DE-BE", "FL", "ny"],
+    )
+    result = clean_history(frame, key=KEY)
+    calls = result.calls.set_index("contact_id")
+    assert calls["subdivision"].fillna("-").to_dict() == {
+        "a": "CA", "b": "TX", "c": "BY", "d": "BE", "e": "-", "f": "NY"}
+    assert calls["timezone"].drop("f").to_dict() == {
+        "a": "America/Los_Angeles", "b": "America/Chicago", "c": "Europe/Berlin",
+        "d": "Europe/Berlin", "e": "Europe/Warsaw"}
+    assert result.warnings == {"subdivision its country does not have (ignored)": 1,
+                               "no timezone, country or valid phone (UTC used; see "
+                               "--default-tz)": 1}
+
+
 # --- duplicates ------------------------------------------------------------------------------
 
 

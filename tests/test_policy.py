@@ -89,6 +89,24 @@ def test_stricter_hours_per_state_and_weekday():
     _check_legal(texas, "America/Chicago", start_h=9)
 
 
+def test_the_desk_keeps_stricter_regional_hours():
+    """The control arm and the campaign's desk open Mon-Fri 08:00-18:00, but never outside a
+    region's legal hours (Texas from 09:00)."""
+    from callback_timing.policy_config import desk_config
+
+    desk = Policy(config=desk_config(load_policy_config(None)))
+    texas = desk.rank([_req("tx", "2026-11-30T13:00:00Z", top_k=20, urgency="flexible",
+                            contact={"timezone": "America/Chicago", "country": "US",
+                                     "subdivision": "TX"})])[0]
+    assert texas["windows"]
+    _check_legal(texas, "America/Chicago", start_h=9, end_h=18)
+    assert min(_local(w["start"], "America/Chicago") for w in texas["windows"]).hour == 9
+    poland = desk.rank([_req("pl", "2026-11-30T05:00:00Z", top_k=20, urgency="flexible",
+                             contact={"timezone": "Europe/Warsaw", "country": "PL"})])[0]
+    _check_legal(poland, "Europe/Warsaw", start_h=8, end_h=18)
+    assert min(_local(w["start"], "Europe/Warsaw") for w in poland["windows"]).hour == 8
+
+
 def test_no_calls_on_public_holidays_unless_configured(tmp_path):
     req = _req("pl", "2026-11-10T22:00:00Z", top_k=20, horizon_hours=24,
                contact={"timezone": "Europe/Warsaw", "country": "PL", "industry": "consumer"})
@@ -140,6 +158,10 @@ def test_attempt_caps_and_minimum_gap():
                           for h in (0, 3, 6)])
     out = Policy(history=done).rank([_req("c-9000", str(now), request_id="r-77")])[0]
     assert out["windows"] == [] and "3 attempts made for this request" in out["notes"][-1]
+    night = Policy(history=done).rank([_req("c-9000", "2026-05-05T18:00:00Z",
+                                            request_id="r-77", horizon_hours=12)])[0]
+    assert night["notes"][-1] == ("no allowed slot in the horizon: 3 attempts made for this "
+                                  "request (cap 3)")  # not the night's calling hours
 
 
 def test_no_further_attempt_after_an_invalid_number(tmp_path):
@@ -286,6 +308,63 @@ def test_exploration_share_and_propensity(bundle):
     assert {o["explored"] for o in never.rank(reqs[:50])} == {False}
 
 
+def test_explored_windows_keep_their_distance(bundle):
+    """The explored slot comes first; the others neither overlap it nor start within the
+    minimum separation of it, and stay best first."""
+    always = Policy(bundle, config=dataclasses.replace(load_policy_config(),
+                                                       exploration_share=1.0))
+    outs = always.rank([_req(f"c-{i:04d}", request_id=f"x-{i}", top_k=10, horizon_hours=24)
+                        for i in range(60)])
+    for out in outs:
+        spans = [(pd.Timestamp(w["start"]), pd.Timestamp(w["end"])) for w in out["windows"]]
+        for a, (start, end) in enumerate(spans):
+            for other_start, other_end in spans[a + 1:]:
+                assert abs(other_start - start) >= pd.Timedelta(minutes=60), out["windows"]
+                assert other_end <= start or end <= other_start, out["windows"]
+        scores = [w["score"] for w in out["windows"][1:]]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_a_contact_known_by_country_or_state_gets_that_zones_hours():
+    """No timezone or phone: the zone comes from the country (then the US state), as the
+    contract says; a state spanning two zones allows only hours legal in both."""
+    policy = Policy()
+    poland = policy.rank([_req("pl", "2026-12-02T10:00:00Z", top_k=20,
+                               contact={"country": "pl"})])[0]
+    _check_legal(poland, "Europe/Warsaw")
+    assert not poland["notes"] and poland["windows"][0]["local_start"].endswith("+01:00")
+    evening = policy.dial_check({"contact_id": "pl", "country": "PL"},
+                                "2026-12-02T20:30:00Z")  # 21:30 in Warsaw
+    assert evening == {"allowed": False,
+                       "reasons": ["outside calling hours 08:00-21:00 Europe/Warsaw"]}
+    california = {"contact_id": "ca", "country": "US", "subdivision": "us-ca"}
+    assert not policy.dial_check(california, "2026-12-02T15:00:00Z")["allowed"]  # 07:00 LA
+    assert policy.dial_check(california, "2026-12-02T17:00:00Z")["allowed"]  # 09:00 LA
+    texas = policy.rank([_req("tx", "2026-12-02T12:00:00Z", top_k=20, urgency="flexible",
+                              contact={"country": "US", "subdivision": "Texas"})])[0]
+    _check_legal(texas, "America/Chicago", start_h=9)
+    _check_legal(texas, "America/Denver", start_h=9)  # El Paso keeps Mountain time
+    assert texas["notes"] == ["only hours legal in both America/Chicago and America/Denver "
+                              "(US-TX spans both)"]
+    us = policy.rank([_req("us", "2026-12-02T12:00:00Z", contact={"country": "US"})])[0]
+    assert us["notes"] == ["time zone taken from the country: America/New_York (the country "
+                           "has several; give contact.timezone or phone)"]
+
+
+def test_subdivisions_are_read_as_iso_codes_or_names():
+    policy = Policy()  # Epiphany is a holiday in Bavaria, not in Berlin
+    for given in ("BY", "by", "DE-BY", "Bayern"):
+        check = policy.dial_check({"contact_id": f"by-{given}", "timezone": "Europe/Berlin",
+                                   "country": "DE", "subdivision": given},
+                                  "2027-01-06T09:00:00Z")
+        assert check == {"allowed": False, "reasons": ["public holiday"]}, given
+    assert policy.dial_check({"contact_id": "be", "timezone": "Europe/Berlin", "country": "DE",
+                              "subdivision": "BE"}, "2027-01-06T09:00:00Z")["allowed"]
+    florida = {"contact_id": "fl", "timezone": "America/New_York", "country": "US",
+               "subdivision": "US-FL"}  # 20:30 in Miami: Florida stops at 20:00
+    assert not policy.dial_check(florida, "2026-12-03T01:30:00Z")["allowed"]
+
+
 def test_contact_without_attributes_gets_documented_defaults():
     out = Policy().rank([{"contact": {"contact_id": "bare"}, "now": "2026-05-05T00:00:00Z"}])[0]
     assert out["windows"] and out["request_id"].startswith("bare@")
@@ -303,6 +382,10 @@ def test_contact_without_attributes_gets_documented_defaults():
     ({"requested_at": "May 4, 2026 10:00 UTC"}, "requested_at"),
     ({"contact": {"contact_id": "c", "timezone": "Mars/Olympus"}}, "contact.timezone"),
     ({"contact": {"contact_id": "c", "country": "Poland"}}, "contact.country"),
+    ({"contact": {"contact_id": "c", "country": "XX"}}, "contact.country"),
+    ({"contact": {"contact_id": "c", "country": "PL", "subdivision": "FL"}},
+     "contact.subdivision"),
+    ({"contact": {"contact_id": "c", "phone": "12345"}}, "contact.phone"),
     ({"contact": {}}, "contact.contact_id"),
     ({"campaign": 7}, "campaign"), ({"team": "t" * 129}, "team"),
 ])

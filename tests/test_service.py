@@ -175,6 +175,11 @@ def test_json_sent_as_form_data_is_read_as_json(client):
     r = client.post("/rank", content=b"contact=c-0007",  # real form data: still refused
                     headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 400
+    for kind in ("multipart/form-data; boundary=x", "multipart/form-data"):
+        for path in ("/rank", "/rank_batch", "/outcomes", "/check"):
+            r = client.post(path, content=b"garbage", headers={"content-type": kind})
+            assert r.status_code == 415, (path, kind, r.text)
+            assert r.json()["error"].startswith("content-type: the API reads JSON")
 
 
 def test_info_docs_and_readiness(client):

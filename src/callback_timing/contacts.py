@@ -131,19 +131,25 @@ MAIN_ZONE_OVERRIDES: dict[str, str] = {
 
 
 @lru_cache(maxsize=1)
-def _zone_tab() -> dict[str, str]:
-    """First zone listed per country in tzdata's ``zone.tab``."""
+def _zone_tab_all() -> dict[str, tuple[str, ...]]:
+    """The zones tzdata's ``zone.tab`` lists per country, in its order."""
     try:
         text = (importlib.resources.files("tzdata") / "zoneinfo" / "zone.tab").read_text()
     except (ModuleNotFoundError, FileNotFoundError):  # pragma: no cover - system tz database
         path = Path("/usr/share/zoneinfo/zone.tab")
         text = path.read_text() if path.exists() else ""
-    first: dict[str, str] = {}
+    zones: dict[str, list[str]] = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
             parts = line.split("\t")
-            first.setdefault(parts[0], parts[2])
-    return first
+            zones.setdefault(parts[0], []).append(parts[2])
+    return {country: tuple(names) for country, names in zones.items()}
+
+
+@lru_cache(maxsize=1)
+def _zone_tab() -> dict[str, str]:
+    """First zone listed per country in tzdata's ``zone.tab``."""
+    return {country: zones[0] for country, zones in _zone_tab_all().items()}
 
 
 @lru_cache(maxsize=1)
@@ -180,9 +186,18 @@ def normalise_country(values: pd.Series) -> pd.Series:
     >>> normalise_country(pd.Series([" de", "PL", "Germany", None])).tolist()
     ['DE', 'PL', nan, nan]
     """
-    known = set(phonenumbers.SUPPORTED_REGIONS) | set(_zone_tab())
     code = values.astype("str").str.strip().str.upper()
-    return code.where(code.isin(known)).astype("str").rename(values.name)
+    return code.where(code.isin(_known_countries())).astype("str").rename(values.name)
+
+
+def known_country(code: str) -> bool:
+    """Whether tzdata or phonenumbers knows the ISO 3166-1 alpha-2 code (any case)."""
+    return code.strip().upper() in _known_countries()
+
+
+@lru_cache(maxsize=1)
+def _known_countries() -> frozenset[str]:
+    return frozenset(phonenumbers.SUPPORTED_REGIONS) | frozenset(_zone_tab())
 
 
 @lru_cache(maxsize=1024)
@@ -205,6 +220,114 @@ def country_main_timezone(country: str) -> str | None:
         zones = phone_timezone.time_zones_for_number(example) if example else ()
         zone = zones[0] if len(zones) == 1 else None
     return zone if is_valid_zone(zone) else None
+
+
+#: The zone most of a US state's people live in, where the ``us`` package lists another first.
+STATE_MAIN_ZONE: dict[str, str] = {"IN": "America/Indiana/Indianapolis", "KY": "America/New_York"}
+
+
+@lru_cache(maxsize=1)
+def _state_zones() -> dict[str, tuple[str, ...]]:
+    """US state/territory code -> its time zones (the ``us`` package), main zone first."""
+    import us
+
+    out = {}
+    for state in us.states.STATES_AND_TERRITORIES:
+        zones = [z for z in state.time_zones if is_valid_zone(z)]
+        main = STATE_MAIN_ZONE.get(state.abbr, zones[0] if zones else None)
+        if main is not None:
+            out[state.abbr] = (main, *(z for z in zones if z != main))
+    return out
+
+
+def _offsets(zone: str) -> tuple[float, float]:
+    """A zone's UTC offsets in hours mid-January and mid-July (standard and summer time)."""
+    import datetime as dt
+
+    tz = zoneinfo.ZoneInfo(zone)
+    return tuple(dt.datetime(2026, month, 15, 12, tzinfo=tz).utcoffset().total_seconds() / 3600
+                 for month in (1, 7))
+
+
+@lru_cache(maxsize=4096)
+def region_zones(country: str | None, subdivision: str | None = None) -> tuple[str, ...]:
+    """The time zones of a contact known only by its country (and subdivision): the main zone
+    first, then -- when the region spans several UTC offsets -- the one farthest from it, whose
+    calling hours must hold too. ``()`` for an unknown country.
+
+    US states come from the ``us`` package (a contact in Texas may live in Chicago's or
+    Denver's time); other countries give their main zone, see :func:`country_main_timezone`.
+
+    >>> region_zones("US", "TX"), region_zones("US", "CA"), region_zones("PL"), region_zones("XX")
+    (('America/Chicago', 'America/Denver'), ('America/Los_Angeles',), ('Europe/Warsaw',), ())
+    """
+    if not isinstance(country, str):
+        return ()
+    code = country.strip().upper()
+    zones = _state_zones().get(subdivision or "", ()) if code == "US" else ()
+    if not zones:
+        main = country_main_timezone(code)
+        return (main,) if main else ()
+    home = _offsets(zones[0])
+    far = max(zones[1:], key=lambda z: max(abs(a - b) for a, b in zip(_offsets(z), home,
+                                                                         strict=True)),
+              default=None)
+    return (zones[0], far) if far is not None and _offsets(far) != home else (zones[0],)
+
+
+def spans_several_offsets(country: str | None) -> bool:
+    """Whether tzdata lists zones of different UTC offsets for the country (US, CA, ES, ...).
+
+    >>> spans_several_offsets("US"), spans_several_offsets("PL")
+    (True, False)
+    """
+    zones = _zone_tab_all().get(country or "", ())
+    return len({_offsets(z) for z in zones if is_valid_zone(z)}) > 1
+
+
+@lru_cache(maxsize=1024)
+def _subdivision_table(country: str) -> dict[str, str] | None:
+    """Upper-cased subdivision code or name -> the code python-holidays uses; ``None`` for a
+    country python-holidays does not cover."""
+    import holidays
+
+    try:
+        calendar = holidays.country_holidays(country)
+    except NotImplementedError:
+        return None
+    table = {name.upper(): code for name, code in
+             (getattr(calendar, "subdivisions_aliases", None) or {}).items()}
+    table.update({code.upper(): code for code in calendar.subdivisions})
+    return table
+
+
+def subdivision_code(country: str | None, text: str | None) -> str | None:
+    """A subdivision as python-holidays and the calling hours know it: ``FL``, ``us-fl`` and
+    ``Florida`` -> ``FL``; ``None`` for one its country does not have (or no text). Without a
+    country, or for a country python-holidays does not cover, the text upper-cased.
+
+    >>> [subdivision_code("US", s) for s in ("fl", "US-FL", "Florida", "ZZ")]
+    ['FL', 'FL', 'FL', None]
+    >>> subdivision_code("DE", "by"), subdivision_code(None, " ny ")
+    ('BY', 'NY')
+    """
+    if not isinstance(text, str) or not text.strip():
+        return None
+    key = text.strip().upper()
+    if not isinstance(country, str) or not country.strip():
+        return key
+    country = country.strip().upper()
+    key = key.removeprefix(f"{country}-")
+    table = _subdivision_table(country)
+    return key if table is None else table.get(key)
+
+
+def normalise_subdivisions(country: pd.Series, subdivision: pd.Series) -> pd.Series:
+    """:func:`subdivision_code` per row, computed once per distinct (country, text) pair."""
+    key = country.astype("str").fillna("") + "|" + subdivision.astype("str").fillna("")
+    codes = {k: subdivision_code(*(part or None for part in k.split("|", 1)))
+             for k in key.unique()}
+    return key.map(codes).astype("str").rename(subdivision.name)
 
 
 # --- phone numbers ---------------------------------------------------------------------------

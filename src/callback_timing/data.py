@@ -40,12 +40,13 @@ import pandas as pd
 from callback_timing import schema
 from callback_timing.contacts import (
     canonical_zone,
-    country_main_timezone,
     load_key,
     normalise_country,
     normalise_industry,
+    normalise_subdivisions,
     parse_phones,
     pseudonymise,
+    region_zones,
 )
 from callback_timing.reading import apply_mapping, check_required, parse_mapping, read_table
 from callback_timing.schema import ConfigError
@@ -71,6 +72,7 @@ REASON_GAP = "local time does not exist in the --assume-tz zone (daylight-saving
 WARN_PHONE = "invalid phone number (country/timezone used instead)"
 WARN_COUNTRY = "unknown country code (ignored)"
 WARN_MISMATCH = "country differs from the phone's country (given country kept)"
+WARN_SUBDIVISION = "subdivision its country does not have (ignored)"
 WARN_DEFAULT_TZ = "no timezone, country or valid phone ({zone} used; see --default-tz)"
 
 # a time of day followed by "Z" or a +hh[:mm] offset, at the end of the text
@@ -254,8 +256,11 @@ def _resolve_contacts(
     mismatch = given_country.notna() & phones["country"].notna() & (
         given_country != phones["country"])
     use_phone = phones["timezone"].notna() & ~mismatch
-    main = country.map({c: country_main_timezone(c) for c in country.dropna().unique()})
-    main = main.astype("str")
+    subdivision_text = _text(raw, "subdivision")
+    subdivision = normalise_subdivisions(country, subdivision_text)
+    place = country.fillna("") + "|" + subdivision.fillna("")  # once per distinct place
+    main = place.map({key: (region_zones(*(part or None for part in key.split("|")))
+                            or (None,))[0] for key in place.unique()}).astype("str")
     source = np.select([given_tz.notna(), use_phone, main.notna()],
                        ["given", "phone", "country"], "default")
     no_zone = (source == "default") & ~rejects.any
@@ -265,6 +270,7 @@ def _resolve_contacts(
     out = pd.DataFrame({
         "phone_hash": pseudonymise(phones["e164"], key or b""),
         "country": country.astype("str"),
+        "subdivision": subdivision,
         "timezone": zone.astype("str"),
         "tz_source": pd.Series(source, index=raw.index, dtype="str"),
         "tz_flag": (phones["tz_ambiguous"] & (source == "phone")).astype(bool),
@@ -273,6 +279,7 @@ def _resolve_contacts(
         WARN_PHONE: int((bad_phone & fallback).sum()),
         WARN_COUNTRY: int((country_text.notna() & given_country.isna()).sum()),
         WARN_MISMATCH: int(mismatch.sum()),
+        WARN_SUBDIVISION: int((subdivision_text.notna() & subdivision.isna()).sum()),
         WARN_DEFAULT_TZ.format(zone=default_tz): int(no_zone.sum()),
     }
     return out, warnings
@@ -398,8 +405,7 @@ def clean_history(
         "outcome": outcome,
         "answered": (outcome == schema.POSITIVE_OUTCOME).astype("int8"),
         "call_id": _text(raw, "call_id"),
-        **{c: contacts[c] for c in ("phone_hash", "country")},
-        "subdivision": _text(raw, "subdivision").str.upper(),
+        **{c: contacts[c] for c in ("phone_hash", "country", "subdivision")},
         **{c: contacts[c] for c in ("timezone", "tz_source", "tz_flag")},
         "industry": normalise_industry(_text(raw, "industry")),
         "requested_at": requested_at,

@@ -453,7 +453,7 @@ class SlotBatch:
         texts = {
             OUTSIDE: "outside calling hours",
             PHONE_HOURS: lambda: (f"outside calling hours in {self.reqs[i]['contact'].phone_zone}"
-                                  " (the phone number's zone)"),
+                                  f" ({self.reqs[i]['contact'].second_zone_why})"),
             HORIZON: "beyond the horizon",
             HOLIDAY: "public holiday",
             GAP: f"less than {cfg.min_gap_hours:g} h after the last call",

@@ -163,7 +163,8 @@ class PolicyConfig:
         keys = []
         if isinstance(country, str) and country:
             if isinstance(subdivision, str) and subdivision:
-                keys.append(f"{country.upper()}-{subdivision.upper()}")
+                sub = subdivision.upper().removeprefix(f"{country.upper()}-")  # US-FL or FL
+                keys.append(f"{country.upper()}-{sub}")
             keys.append(country.upper())
         for key in [*keys, "default"]:
             if key in self.calling_hours:
@@ -202,7 +203,19 @@ def desk_config(config: PolicyConfig) -> PolicyConfig:
     """The calling rules with a traditional callback desk's opening hours (Mon-Fri
     08:00-18:00 local) and no exploration: what the control arm and the campaign's desk use."""
     desk = ((8 * 60, 18 * 60),) * 5 + (None, None)
-    return dataclasses.replace(config, calling_hours={"default": desk}, exploration_share=0.0)
+    default = config.hours_for(None, None)  # the legal hours stay the limit: a stricter
+    hours = {key: _within(desk, week)      # region (US-TX opens at 09:00) keeps its own
+             for key, week in {**config.calling_hours, "default": default}.items()}
+    return dataclasses.replace(config, calling_hours=hours, exploration_share=0.0)
+
+
+def _within(a: WeekHours, b: WeekHours) -> WeekHours:
+    """The hours of each weekday inside both ``a`` and ``b`` (``None``: no calls that day)."""
+    days = []
+    for x, y in zip(a, b, strict=True):
+        start, end = (max(x[0], y[0]), min(x[1], y[1])) if x and y else (0, 0)
+        days.append((start, end) if start < end else None)
+    return tuple(days)
 
 
 def _merge(base: dict, override: dict) -> dict:

@@ -29,7 +29,11 @@ import pandas as pd
 from callback_timing.contacts import (
     industry_of,
     is_valid_zone,
+    known_country,
     parse_phones,
+    region_zones,
+    spans_several_offsets,
+    subdivision_code,
 )
 from callback_timing.isotime import parse_iso
 from callback_timing.policy_config import PolicyConfig
@@ -81,6 +85,8 @@ class Contact:
     notes: list[str]
     #: the contact objected to being called at all: no slot is allowed
     do_not_call: bool = False
+    #: why ``phone_zone`` (a second zone whose calling hours must hold too) applies
+    second_zone_why: str = "the phone number's zone"
 
 
 class RequestReader:
@@ -168,7 +174,7 @@ class RequestReader:
 
         country = given("country")
         if country is not None:
-            if len(country) != 2 or not country.isalpha():
+            if len(country) != 2 or not country.isalpha() or not known_country(country):
                 raise RankRequestError(f"contact.country: expected an ISO 3166 alpha-2 code, "
                                        f"got {country!r}")
             country = country.upper()
@@ -180,6 +186,11 @@ class RequestReader:
                 phone_country = parsed["country"]
                 if not parsed["tz_ambiguous"]:
                     phone_zone = parsed["timezone"]
+            elif country is None and given("timezone") is None and profile is None:
+                raise RankRequestError("contact.phone: invalid phone number and no country or "
+                                       "timezone to fall back on")
+            else:
+                notes.append("invalid phone number: not used for the time zone")
         zone = given("timezone")
         if zone is not None:
             if not is_valid_zone(zone):
@@ -188,15 +199,31 @@ class RequestReader:
             zone = profile["timezone"]
         elif phone_zone is not None:
             zone = phone_zone
-        else:
-            zone = self.config.default_timezone
-            notes.append(f"time zone unknown: calling hours applied in {zone}")
         if country is None:
             country = (profile["country"] if profile is not None
                        and isinstance(profile["country"], str) else phone_country)
         subdivision = given("subdivision")
-        if subdivision is None and profile is not None and isinstance(profile["subdivision"], str):
+        if subdivision is not None:
+            code = subdivision_code(country, subdivision)
+            if code is None:
+                raise RankRequestError(f"contact.subdivision: {country} has no subdivision "
+                                       f"{subdivision!r} (an ISO 3166-2 code such as US-FL or FL)")
+            subdivision = code
+        elif profile is not None and isinstance(profile["subdivision"], str):
             subdivision = profile["subdivision"]
+        second_why = "the phone number's zone"
+        if zone is None:
+            zones = region_zones(country, subdivision)
+            if zones:
+                zone = zones[0]
+                if len(zones) > 1:  # legal in both, as with a phone's zone
+                    phone_zone, second_why = zones[1], f"{country}-{subdivision} spans both"
+                elif spans_several_offsets(country) and not (country == "US" and subdivision):
+                    notes.append(f"time zone taken from the country: {zone} (the country has "
+                                 "several; give contact.timezone or phone)")
+            else:
+                zone = self.config.default_timezone
+                notes.append(f"time zone unknown: calling hours applied in {zone}")
         industry = given("industry")
         if industry is not None:
             industry = industry_of(industry)
@@ -206,8 +233,8 @@ class RequestReader:
         if phone_zone == zone:
             phone_zone = None
         if phone_zone is not None:
-            notes.append(f"only hours legal in both {zone} and {phone_zone} (the phone "
-                         "number's zone)")
+            notes.append(f"only hours legal in both {zone} and {phone_zone} ({second_why})")
         opt_out = bool(raw.get("opt_out", False))
         return Contact(cid, zone, country, subdivision, industry, phone_zone, opt_out, notes,
-                       do_not_call=bool(raw.get("do_not_call", False)))
+                       do_not_call=bool(raw.get("do_not_call", False)),
+                       second_zone_why=second_why)

@@ -197,6 +197,11 @@ class Guard:
             return await self.app(scope, empty, send)
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
+        kind = dict(scope["headers"]).get(b"content-type", b"").strip().lower()
+        if kind.startswith(b"multipart/"):  # BentoML's form parser answers a bad one with 500
+            return await _error(415, "content-type: the API reads JSON: send the body as "
+                                     "application/json, not multipart form data")(
+                scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             return await self._too_large(scope, receive, send)

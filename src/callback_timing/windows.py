@@ -23,7 +23,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from callback_timing.fastpath import NO_MODEL, STEP_NS, SlotBatch, iso_local, iso_utc
+from callback_timing.fastpath import (
+    ATTEMPTS,
+    DO_NOT_CALL,
+    INVALID_NUMBER,
+    NO_MODEL,
+    STEP_NS,
+    SlotBatch,
+    iso_local,
+    iso_utc,
+)
 from callback_timing.slots import SLOT_MINUTES
 
 if TYPE_CHECKING:
@@ -98,8 +107,11 @@ def _plan(batch: SlotBatch, i: int) -> dict:
     rows = lo + np.flatnonzero(batch.why[lo:hi] < 0)
     if len(rows) == 0:
         if hi > lo:
-            reasons = pd.Series(batch.why_texts(np.arange(lo, hi))).value_counts()
-            return {"note": "no allowed slot in the horizon: " + reasons.index[0]}
+            # a rule of the whole request (attempt cap, do not call, invalid number) is why,
+            # though the night's slots, forbidden first by the hours, outnumber the rest
+            whole = np.flatnonzero(np.isin(batch.why[lo:hi], REQUEST_RULES))
+            reasons = pd.Series(batch.why_texts(lo + whole if len(whole) else np.arange(lo, hi)))
+            return {"note": "no allowed slot in the horizon: " + reasons.value_counts().index[0]}
         return {}
     at = batch.at[rows]
     hours, worth, _, score = batch.scores(rows)
@@ -116,12 +128,20 @@ def _plan(batch: SlotBatch, i: int) -> dict:
         if stable_unit(r["request_id"], "explore") < share and total > 0:
             rng = np.random.default_rng(int(stable_unit(r["request_id"], "pick") * 2**32))
             pick = int(rng.choice(len(rows), p=score / total))
-            windows = [(pick, pick)] + [w for w in windows if w[0] != pick][: r["top_k"] - 1]
+            # the others keep their distance from the explored slot, as from each other
+            sep = cfg.min_separation_minutes * 60 * 10**9  # ``at`` is in nanoseconds
+            near = [at[w[0]] - sep < at[pick] < at[w[1]] + sep for w in windows]
+            windows = [(pick, pick)] + [w for w, n in zip(windows, near, strict=True)
+                                        if not n][: r["top_k"] - 1]
             explored = True
         chosen = windows[0][0]
         propensity = pick_probability(share, score[chosen], total, chosen == best)
     return {"rows": rows, "at": at, "hours": hours, "worth": worth, "score": score,
             "windows": windows, "explored": explored, "propensity": propensity}
+
+
+#: the rules that forbid a whole request, not some of its slots
+REQUEST_RULES = (ATTEMPTS, DO_NOT_CALL, INVALID_NUMBER)
 
 
 def stable_unit(text: str, salt: str) -> float:
