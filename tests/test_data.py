@@ -310,6 +310,12 @@ def test_parse_mapping_errors(item):
         parse_mapping([item])
 
 
+def test_one_column_cannot_feed_two():
+    with pytest.raises(ConfigError, match="^invalid --map 'called_at=start': 'start' is "
+                                          "already the source of another column$"):
+        parse_mapping(["requested_at=start", "called_at=start"])
+
+
 def test_unreadable_files_raise_schema_error(tmp_path):
     with pytest.raises(SchemaError, match="no such file"):
         read_table(tmp_path / "nope.csv")
@@ -334,6 +340,46 @@ def test_unreadable_files_raise_schema_error(tmp_path):
     (tmp_path / "crm.xlsx").write_text("contact_id,called_at,outcome\n")  # named, not made
     with pytest.raises(SchemaError, match=r"\.xlsx is not supported; save it as CSV"):
         read_table(tmp_path / "crm.xlsx")
+    # a Windows-1252 export: refused, not read with "Müller" and "Mäller" both as "M?ller"
+    (tmp_path / "cp1252.csv").write_bytes("contact_id,called_at,outcome\nMüller,2026-06-01T10"
+                                          ":00Z,busy\n".encode("cp1252"))
+    with pytest.raises(SchemaError, match="cp1252.csv: not UTF-8 text .* 'CSV UTF-8'"):
+        read_table(tmp_path / "cp1252.csv")
+
+
+def test_columns_outside_the_contract_are_not_read(tmp_path):
+    """Excel's unnamed trailing columns, a repeated note, a list column: ignored. A contract
+    column twice is still an error, in Parquet as in CSV."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "excel.csv").write_text("contact_id,called_at,outcome,,,notes,notes\n"
+                                        "c1,2026-06-01T10:00Z,busy,,,a,b\n")
+    assert clean_history(read_table(tmp_path / "excel.csv"), key=KEY).n_clean == 1
+    base = [pa.array(["c1", "c1"]), pa.array(["2026-06-01T10:00Z", "2026-06-02T10:00Z"]),
+            pa.array(["busy", "answered"])]
+    names = ["contact_id", "called_at", "outcome"]
+    pq.write_table(pa.table([*base, pa.array([["x", "y"], ["x", "y"]]), pa.array(["a", "b"]),
+                             pa.array(["c", "d"])], names=[*names, "tags", "note", "note"]),
+                   tmp_path / "extra.parquet")
+    result = clean_history(read_table(tmp_path / "extra.parquet"), key=KEY)
+    assert result.n_clean == 2 and result.n_rejected_rows == 0
+    pq.write_table(pa.table([*base, base[2]], names=[*names, "outcome"]),
+                   tmp_path / "twice.parquet")
+    with pytest.raises(SchemaError, match="twice.parquet: column 'outcome' appears twice"):
+        read_table(tmp_path / "twice.parquet")
+
+
+def test_whole_number_ids_with_gaps_keep_their_digits(tmp_path):
+    """An integer column with a null, written outside pandas, reads as floats: 7.0 is "7"."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"contact_id": pa.array([7, None, 10], pa.int64()),
+                             "called_at": ["2026-06-01T10:00Z"] * 3,
+                             "outcome": ["busy"] * 3}), tmp_path / "ids.parquet")
+    result = clean_history(read_table(tmp_path / "ids.parquet"), key=KEY)
+    assert sorted(result.calls["contact_id"]) == ["10", "7"] and result.n_rejected_rows == 1
 
 
 def test_semicolons_blank_lines_quoted_breaks_and_malformed_lines(tmp_path):

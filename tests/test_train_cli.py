@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +55,13 @@ def test_train_writes_bundle_run_registry_and_bentoml(trained):
     constant = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
     assert meta["metrics"]["log_loss"] < 0.97 * constant
     assert "-> champion: no champion yet" in out.stdout
+    # the history's account, as `validate` gives it, and its rejected rows beside it
+    line = next(x for x in out.stdout.splitlines() if x.startswith("history: "))
+    rows, clean, rejected, dups = (int(n.replace(",", "")) for n in
+                                   re.findall(r"([\d,]+) (?:rows|clean|rejected|exact)", line))
+    assert rows == clean + rejected + dups and rejected > 0
+    assert line.endswith("(rejected rows with reasons: data/h.rejects.csv)")
+    assert pd.read_csv(tmp / "data" / "h.rejects.csv")["row"].nunique() == rejected
     assert "truth ceiling AUC" in out.stdout and "logistic_regression" in out.stdout
     assert "information bound AUC" in out.stdout
     truth = meta["truth"]
@@ -102,6 +111,20 @@ def test_unusable_history_is_one_line_and_registers_nothing(tmp_path):
     assert out.stderr.strip().count("\n") == 0 and "too few clean calls" in out.stderr
     assert not (tmp_path / "models").exists()
     assert not (tmp_path / "bentoml").exists()
+    (tmp_path / "bad.csv").write_text(
+        "contact_id,called_at,outcome,timezone\n"
+        "c1,2026-06-01 10:00,answered,Europe/Warsaw\n"
+        "c1,2026-06-02T10:00Z,picked up,Europe/Warsaw\n"
+    )
+    for command in ("train", "tune"):
+        out = run(tmp_path, command, "--history", "bad.csv", "--no-track")
+        assert out.returncode == 1 and "too few clean calls" in out.stderr
+        assert ("history: 2 rows, 0 clean, 2 rejected, 0 exact duplicates (rejected rows with "
+                "reasons: bad.rejects.csv)") in out.stdout, command
+        assert pd.read_csv(tmp_path / "bad.rejects.csv")["column"].tolist() == [
+            "called_at", "outcome"]
+    folder = run(tmp_path, "train", "--history", "bad.csv", "--rejects", ".")
+    assert folder.returncode == 1 and folder.stderr.startswith("error: --rejects: . is a folder")
 
 
 def test_train_never_replaces_a_history_or_a_folder_of_other_files(trained):

@@ -143,8 +143,10 @@ def _run_simulate(
 
 def check_outputs(inputs: dict[str, Path | None], outputs: dict[str, Path | None]) -> None:
     """:class:`ConfigError` when an output option names one of the command's input files
-    (``{"--history": path}``): writing it would destroy the input."""
+    (``{"--history": path}``): writing it would destroy the input; or a folder."""
     for out_name, out in outputs.items():
+        if out is not None and out.is_dir():
+            raise ConfigError(f"{out_name}: {out} is a folder: give a file in it")
         for in_name, source in inputs.items():
             if out is not None and source is not None and out.resolve() == source.resolve():
                 raise ConfigError(f"{out_name} is the {in_name} file, which would be "
@@ -247,6 +249,33 @@ def validate_cmd(
     _run_validate(history, map_, assume_tz, rejects, as_json, default_tz, plot, time_format)
 
 
+def _account(history: str | Path, rejects: Path | None):
+    """``on_loaded`` of ``train`` and ``tune``: one line of what the history held, and its
+    rejected rows written to ``rejects`` (default: beside a local history file)."""
+    def told(result) -> None:
+        if rejects is not None:
+            where: Path | None = rejects
+        else:
+            local = Path(str(history))
+            where = (_sidecar(local, "rejects", ".csv")
+                     if "://" not in str(history) and local.is_file() else None)
+        line = (f"history: {result.n_input_rows:,} rows, {result.n_clean:,} clean, "
+                f"{result.n_rejected_rows:,} rejected, {result.n_duplicates:,} exact "
+                "duplicates")
+        if result.n_rejected_rows and where is not None:
+            result.write_rejects(where)
+            line += f" (rejected rows with reasons: {where})"
+        elif result.n_rejected_rows:
+            line += " (--rejects FILE writes them with their reasons)"
+        console.print(line, highlight=False, soft_wrap=True)
+    return told
+
+
+RejectsOption = Annotated[Path | None, typer.Option(
+    help="CSV file for the rejected rows with row number, column and reason (default: "
+         "beside the history, as HISTORY.rejects.csv).")]
+
+
 def _print_training(report) -> None:
     from rich.table import Table
 
@@ -330,6 +359,7 @@ def train_cmd(
         int, typer.Option(min=1, help="Worker processes of the LocalCluster (no --scheduler).")
     ] = 2,
     forget_db: ForgetDbOption = config.db_path(),
+    rejects: RejectsOption = None,
 ) -> None:
     """Build features, train and calibrate the answer model, evaluate it on a later period."""
     from callback_timing.data import parse_mapping
@@ -337,6 +367,8 @@ def train_cmd(
 
     if scheduler and engine is not Engine.dask:
         raise ConfigError("--scheduler needs --engine dask")
+    if "://" not in history:
+        check_outputs({"--history": Path(history)}, {"--rejects": rejects})
     forget = _forget_list(forget_db)
     cutoff, months = _retention()
     with _progress(f"training ({engine.value})") as progress:
@@ -345,6 +377,7 @@ def train_cmd(
             default_tz=default_tz, params=resolve_params(params), track=track,
             bentoml=bentoml, progress=progress, engine=engine.value, scheduler=scheduler,
             workers=workers, forget=forget, older_than=cutoff, time_format=time_format,
+            on_loaded=_account(history, rejects),
         )
     if report.forgotten_calls:
         console.print(f"left out {report.forgotten_calls:,} calls of erased contacts (the "
@@ -398,14 +431,17 @@ def tune_cmd(
         bool, typer.Option(help="Log the search (one nested run per trial) to MLflow.")
     ] = True,
     forget_db: ForgetDbOption = config.db_path(),
+    rejects: RejectsOption = None,
 ) -> None:
     """Search XGBoost parameters on the train/validation periods; save the best for `train`."""
     from callback_timing.data import load_history, parse_mapping
     from callback_timing.tuning import tune
     from callback_timing.workflow import leave_out_expired, leave_out_forgotten
 
+    check_outputs({"--history": history}, {"--rejects": rejects})
     loaded = load_history(history, mapping=parse_mapping(map_ or []), assume_tz=assume_tz,
                           default_tz=default_tz, time_format=time_format)
+    _account(history, rejects)(loaded)
     leave_out_forgotten(loaded, _forget_list(forget_db))
     leave_out_expired(loaded, _retention()[0])
     with _progress(f"tuning ({trials} trials)") as progress:

@@ -138,6 +138,10 @@ NULL_TOKENS: tuple[str, ...] = ("NULL", "null", "None", "NaN", "nan", "N/A", "n/
 
 
 def _strip(values: pd.Series) -> pd.Series:
+    if values.dtype.kind == "f":  # integers with a gap (Parquet from outside pandas): 7.0 -> 7
+        whole = values.notna() & (values == values.round()) & (values.abs() < 2**53)
+        if whole.sum() == values.notna().sum():
+            values = values.astype("Int64")
     text = values.astype("str").str.strip()
     return text.where((text != "") & ~text.isin(NULL_TOKENS))
 
@@ -381,6 +385,8 @@ def clean_history(
     default_tz = zone_option(default_tz, "--default-tz") or "UTC"
     time_format = time_format_option(time_format, assume_tz)
     bad_lines = list(frame.attrs.get("bad_lines", []))
+    # the contract's columns only: others (notes, Excel's unnamed ones, lists) are not read
+    frame = frame[[c for c in frame.columns if c in schema.ALL_COLUMNS]]
     exact = frame.duplicated(keep="first").to_numpy()
     raw = frame.loc[~exact].reset_index(drop=True)
     rejects = _Rejects(_row_numbers(frame)[~exact])

@@ -57,7 +57,7 @@ def _read_csv_exact(path: Path, sep: str) -> tuple[pd.DataFrame, list[tuple[int,
     records: list[list[str]] = []
     rows: list[int] = []
     bad: list[tuple[int, str]] = []
-    with _open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+    with _open(path, newline="", encoding="utf-8-sig") as handle:  # strict: see read_table
         reader = csv.reader(handle, delimiter=sep)
         start = 1
         for record in reader:
@@ -106,11 +106,19 @@ def read_table(path: str | Path) -> pd.DataFrame:
                                   "'Unicode text'); save it as 'CSV UTF-8'")
     try:
         if parquet:
-            frame = pd.read_parquet(path)
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names
+            twice = sorted({n for n in names if names.count(n) > 1 and n in schema.ALL_COLUMNS})
+            if twice:
+                raise SchemaError(
+                    f"cannot read call history {path}: column {twice[0]!r} appears twice")
+            frame = pd.read_parquet(path, columns=[n for n in names if names.count(n) == 1])
             frame.index = pd.RangeIndex(2, len(frame) + 2, name="row")
         else:
             sep, names = _sniff_header(path)
-            twice = sorted({name for name in names if names.count(name) > 1})
+            twice = sorted({name for name in names if names.count(name) > 1
+                            and name in schema.ALL_COLUMNS})  # others are not read
             if twice:
                 raise SchemaError(
                     f"cannot read call history {path}: column {twice[0]!r} appears twice")
@@ -122,7 +130,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
                 frame.index = pd.RangeIndex(2, len(frame) + 2, name="row")
                 frame.columns = [str(c).strip() for c in frame.columns]
             except (ValueError, UnicodeDecodeError):  # ParserError is a ValueError
-                frame, bad = _read_csv_exact(path, sep)
+                try:
+                    frame, bad = _read_csv_exact(path, sep)
+                except UnicodeDecodeError:  # a guess would merge "Müller" with "Mäller"
+                    raise SchemaError(
+                        f"cannot read call history {path}: not UTF-8 text (e.g. a Windows-1252 "
+                        "or Latin-1 export); save it as 'CSV UTF-8'") from None
     except (OSError, ValueError, EOFError, lzma.LZMAError, pa.ArrowException) as exc:
         # the exception's text may quote file content (a phone number): its type, in words
         packed = path.suffix.lower() in (".gz", ".bz2", ".xz")
@@ -157,6 +170,9 @@ def parse_mapping(items: list[str] | None) -> dict[str, str]:
             raise ConfigError(f"invalid --map {item!r}: {new!r} is not a call-history column")
         if new in mapping:
             raise ConfigError(f"invalid --map {item!r}: {new!r} is mapped twice")
+        if old in mapping.values():
+            raise ConfigError(f"invalid --map {item!r}: {old!r} is already the source of "
+                              "another column")
         mapping[new] = old
     return mapping
 
@@ -180,7 +196,8 @@ def apply_mapping(frame: pd.DataFrame, mapping: dict[str, str] | None) -> pd.Dat
 
 def check_required(frame: pd.DataFrame) -> None:
     """Raise :class:`SchemaError` naming required columns the frame lacks (or has twice)."""
-    twice = frame.columns[frame.columns.duplicated()].unique().tolist()
+    twice = [c for c in frame.columns[frame.columns.duplicated()].unique()
+             if c in schema.ALL_COLUMNS]  # others are not read
     if twice:
         raise SchemaError(f"column {twice[0]!r} appears twice")
     missing = [c for c in schema.REQUIRED_COLUMNS if c not in frame.columns]

@@ -178,6 +178,7 @@ def train(
     forget: set[str] | None = None,
     older_than: pd.Timestamp | None = None,
     time_format: str | None = None,
+    on_loaded: Callable[[LoadResult], None] | None = None,
 ) -> TrainReport:
     """Train, calibrate and evaluate the answer model on a history file; track and store it.
 
@@ -196,7 +197,9 @@ def train(
     :meth:`~callback_timing.store.OutcomeStore.forgotten_hashes`): their calls are left out.
     ``older_than``: calls before this instant (the retention's cutoff) are left out too.
     ``mapping``, ``assume_tz``, ``default_tz`` and ``time_format``: how the history is read
-    (:func:`~callback_timing.data.clean_history`).
+    (:func:`~callback_timing.data.clean_history`). ``on_loaded(result)`` is told how the
+    history read (rows, rejects, duplicates): before training with pandas (so a history too
+    dirty to train on is accounted for), after it with Dask (the clean calls gathered).
     """
     if engine not in ("pandas", "dask"):
         raise ConfigError(f"unknown engine {engine!r}: expected 'pandas' or 'dask'")
@@ -215,11 +218,15 @@ def train(
             report = TrainReport(evaluation=trained.evaluation,
                                  load=spread.load_result(trained.calls), bundle_dir=out_dir,
                                  forgotten_calls=gone, expired_calls=expired)
+            if on_loaded is not None:
+                on_loaded(report.load)
             _store(report, _source_name(history), track, bentoml, trained.champion_metrics)
         return report
     history = Path(history)
     result = load_history(history, mapping=mapping, assume_tz=assume_tz, default_tz=default_tz,
                           time_format=time_format)
+    if on_loaded is not None:
+        on_loaded(result)
     left_out = leave_out_forgotten(result, forget)
     expired = leave_out_expired(result, older_than)
     truth, world = load_ground_truth(history) if use_truth else (None, None)
