@@ -147,6 +147,27 @@ def test_mixed_offsets_parse_to_the_same_utc_instant():
     assert set(result.calls["called_at"]) == {pd.Timestamp("2026-06-01T10:00:00Z")}
 
 
+def test_calls_dated_after_the_time_of_reading_are_rejected():
+    frame = _frame(called_at=["2026-06-01T10:00:00Z", "2026-06-02T09:00:00Z",
+                              "2026-06-02T11:00:00+00:00", "2099-01-01T10:00:00Z"])
+    result = clean_history(frame, key=KEY, now=pd.Timestamp("2026-06-01T10:00:00Z"))
+    assert _rejects(result) == [(4, "called_at"), (5, "called_at")]  # a day's grace
+    assert set(result.rejects["reason"]) == {
+        "in the future (more than a day after the time of reading)"}
+    _assert_accounted(result)
+
+
+def test_a_date_alone_or_no_outcome_is_named_as_such():
+    frame = _frame(called_at=["2026-06-01", "2026-06-01T10:00:00Z", "2026-06-01T11:00:00Z",
+                              "2026-06-01T12:00:00Z"],
+                   outcome=["busy", "", "answered", "busy"], contact_id=["a", "b", "c", "x" * 257])
+    result = clean_history(frame, assume_tz="Europe/Berlin", key=KEY)
+    assert result.rejects[["row", "column", "reason"]].values.tolist() == [
+        [2, "called_at", "a date without the time of day"], [3, "outcome", "missing outcome"],
+        [5, "contact_id", "contact_id longer than 256 characters (/rank could not name it)"]]
+    _assert_accounted(result)
+
+
 def test_outcome_spelling_ignores_case_spaces_and_hyphens():
     spelt = ["No Answer", "no-answer", " VOICEMAIL ", "Invalid  Number", "answered", "no answer!"]
     result = clean_history(_frame(contact_id=list("abcdef"), outcome=spelt,
@@ -187,13 +208,13 @@ def test_naive_timestamps_need_assume_tz():
         "2026-06-01 12:00:00", "2026-03-29 02:30:00", "2026-10-25 02:30:00", "2026-06-01"])
     without = clean_history(frame, key=KEY)
     assert without.n_clean == 0
-    assert without.rejects["reason"].str.contains("--assume-tz").all()
+    assert without.rejects["reason"].iloc[:3].str.contains("--assume-tz").all()
     with_tz = clean_history(frame, assume_tz="europe/berlin", key=KEY)
     by_contact = with_tz.calls.set_index("contact_id")["called_at"]
     assert by_contact["a"] == pd.Timestamp("2026-06-01T10:00Z")
     assert by_contact["c"] == pd.Timestamp("2026-10-25T00:30Z")  # fold: first (summer) instant
-    assert by_contact["d"] == pd.Timestamp("2026-05-31T22:00Z")
-    assert _rejects(with_tz) == [(3, "called_at")]  # 02:30 on 29 March does not exist
+    # 02:30 on 29 March does not exist; a date alone is no time of a call (not midnight)
+    assert _rejects(with_tz) == [(3, "called_at"), (5, "called_at")]
     assert "daylight-saving gap" in with_tz.rejects["reason"].iloc[0]
 
 

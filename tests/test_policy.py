@@ -351,6 +351,16 @@ def test_a_contact_known_by_country_or_state_gets_that_zones_hours():
                            "has several; give contact.timezone or phone)"]
 
 
+def test_the_dial_check_names_every_rule_that_forbids_the_call():
+    night = Policy().dial_check({"contact_id": "xmas", "timezone": "Europe/Warsaw",
+                                 "country": "PL"}, "2026-12-25T02:00:00Z")
+    assert night == {"allowed": False, "reasons": [
+        "outside calling hours 08:00-21:00 Europe/Warsaw", "public holiday"]}
+    day = Policy().dial_check({"contact_id": "xmas", "timezone": "Europe/Warsaw",
+                               "country": "PL"}, "2026-12-25T10:00:00Z")
+    assert day == {"allowed": False, "reasons": ["public holiday"]}
+
+
 def test_subdivisions_are_read_as_iso_codes_or_names():
     policy = Policy()  # Epiphany is a holiday in Bavaria, not in Berlin
     for given in ("BY", "by", "DE-BY", "Bayern"):

@@ -98,16 +98,27 @@ def test_outcomes_then_rank_then_check(client):
         {"call_id": "h-1", "request_id": "r-h", "contact_id": "c-0007",  # New York
          "called_at": "2026-05-04T14:00:00Z", "outcome": "no_answer", "attempt": 1},
         {"call_id": "h-2", "contact_id": "c-0007", "called_at": "not a time",
-         "outcome": "no_answer"}]})
+         "outcome": "no_answer"},
+        {"call_id": "h-3", "contact_id": "c-0007", "called_at": "2099-05-04T14:00:00Z",
+         "outcome": "answered"}]})  # a typo that would count as a call for decades
     assert r.status_code == 200
     body = r.json()
     assert (body["accepted"], body["duplicates"]) == (1, 0)
     assert [(x["index"], x["call_id"], x["field"]) for x in body["rejected"]] == [
-        (1, "h-2", "called_at")]
+        (1, "h-2", "called_at"), (2, "h-3", "called_at")]
+    assert body["rejected"][1]["reason"].startswith("in the future")
     again = client.post("/outcomes", json={"outcomes": [
         {"call_id": "h-1", "contact_id": "c-0007", "called_at": "2026-05-04T14:00:00Z",
          "outcome": "no_answer"}]}).json()
     assert (again["accepted"], again["duplicates"]) == (0, 1)
+    changed = client.post("/outcomes", json={"outcomes": [  # a "correction" of a stored call
+        {"call_id": "h-1", "contact_id": "c-0007", "called_at": "2026-05-04T14:00:00Z",
+         "outcome": "answered"},
+        {"contact_id": "c-0007", "called_at": "2026-05-04T14:00:00Z", "outcome": "busy"}]})
+    assert changed.json() == {"accepted": 1, "duplicates": 0, "rejected": [
+        {"index": 0, "call_id": "h-1", "field": "outcome",
+         "reason": "call_id already stored with another outcome: the stored call is kept "
+                   "(give a correction a new call_id)"}]}
     ranked = client.post("/rank", json={"contact": {"contact_id": "c-0007"},
                                         "now": "2026-05-04T14:01:00Z"}).json()
     assert pd.Timestamp(ranked["windows"][0]["start"]) >= pd.Timestamp("2026-05-04T16:00:00Z")
@@ -133,6 +144,15 @@ def test_outcomes_then_rank_then_check(client):
     ({"contact": {"contact_id": "c"}, "now": "2026-06-01T10:00:00"}, "now"),  # no offset
     ({"contact": {"contact_id": "c"}, "now": "2026-06-01T10:00:00Z",
       "requested_at": "2026-06-01T09:00"}, "requested_at"),
+    # no lax coercion: true is not 1 hour, "yes" not true, a number not a time since 1970
+    ({"contact": {"contact_id": "c"}, "top_k": True}, "top_k"),
+    ({"contact": {"contact_id": "c"}, "horizon_hours": "48"}, "horizon_hours"),
+    ({"contact": {"contact_id": "c", "opt_out": "yes"}}, "contact.opt_out"),
+    ({"contact": {"contact_id": "c"}, "now": 1764064800000}, "now"),
+    ({"contact": {"contact_id": "c", "country": "XX"}}, "contact.country"),
+    ({"contact": {"contact_id": "c", "country": "PL", "subdivision": "TX"}},
+     "contact.subdivision"),
+    ({"contact": {"contact_id": "c", "phone": "abc"}}, "contact.phone"),
 ])
 def test_bad_rank_requests_get_a_400_naming_the_field(client, body, field, caplog):
     with caplog.at_level(logging.INFO):
@@ -140,6 +160,26 @@ def test_bad_rank_requests_get_a_400_naming_the_field(client, body, field, caplo
     assert r.status_code == 400
     assert r.json()["error"].startswith(f"{field}: ")
     assert not [rec for rec in caplog.records if rec.exc_info]  # no traceback logged
+    warned = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    assert any(m.startswith("client error /rank: ") and field in m for m in warned), warned
+
+
+def test_null_is_the_default_and_a_dialer_clock_a_little_ahead_is_forgiven(client):
+    body = {"contact": {"contact_id": "c-0007", "opt_out": None}, "top_k": None,
+            "horizon_hours": None, "policy": None, "urgency": None,
+            "now": "2026-05-04T06:00:00Z"}
+    r = client.post("/rank", json=body)
+    assert r.status_code == 200 and len(r.json()["windows"]) == 3, r.text
+    ahead = pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=5)  # no `now`: the server's
+    r = client.post("/rank", json={"contact": {"contact_id": "c-0007"},
+                                   "requested_at": ahead.isoformat()})
+    assert r.status_code == 200, r.text
+    hour = (ahead + pd.Timedelta(hours=1)).isoformat()
+    r = client.post("/rank", json={"contact": {"contact_id": "c-0007"}, "requested_at": hour})
+    assert r.status_code == 400 and r.json()["error"] == "requested_at: must not be after now"
+    r = client.post("/rank", json={"contact": {"contact_id": "c-0007"}, "now": 12345})
+    assert r.json()["error"] == ("now: expected an ISO 8601 timestamp with offset, e.g. "
+                                 "2026-06-01T10:00:00Z")
 
 
 def test_every_timestamp_needs_its_offset(client):

@@ -136,8 +136,8 @@ def test_train_never_replaces_a_history_or_a_folder_of_other_files(trained):
         assert refused.returncode == 1, refused.stderr
         assert refused.stderr.startswith(f"error: {message}") and refused.stderr.count("\n") == 1
     assert (tmp / "data" / "h.csv").read_bytes() == before
-    assert sorted(p.name for p in (tmp / "data").iterdir()) == [
-        "h.csv", "h.truth.parquet", "h.world.parquet"]
+    assert sorted(p.name for p in (tmp / "data").iterdir()) == [  # + the training's rejects
+        "h.csv", "h.rejects.csv", "h.truth.parquet", "h.world.parquet"]
 
 
 def test_a_model_folder_is_new_empty_or_a_bundle(tmp_path, trained):

@@ -36,6 +36,9 @@ err_console = Console(stderr=True)
 log = logging.getLogger("callback_timing")
 
 
+HISTORY_HELP = ("Call history file: CSV (UTF-8; comma, semicolon, tab or | separated; "
+                ".gz/.bz2/.xz too) or Parquet")
+
 # options shared by every command that reads a call history
 MapOption = Annotated[
     list[str] | None,
@@ -231,7 +234,7 @@ def _run_validate(
 
 @app.command("validate")
 def validate_cmd(
-    history: Annotated[Path, typer.Option(help="Call history file (.csv or .parquet).")],
+    history: Annotated[Path, typer.Option(help=HISTORY_HELP + ".")],
     map_: MapOption = None,
     assume_tz: AssumeTzOption = None,
     time_format: TimeFormatOption = None,
@@ -329,7 +332,7 @@ ForgetDbOption = Annotated[str, typer.Option(
 @app.command("train")
 def train_cmd(
     history: Annotated[str, typer.Option(
-        help="Call history file (.csv or .parquet); with --engine dask partitioned Parquet: "
+        help=HISTORY_HELP + "; with --engine dask partitioned Parquet: "
              "a folder, glob or fsspec URL (s3://, gs://, abfs://, ...).")],
     out: Annotated[
         Path, typer.Option(help="Folder for the model bundle.")
@@ -416,7 +419,7 @@ def _forget_list(db: str) -> set[str]:
 
 @app.command("tune")
 def tune_cmd(
-    history: Annotated[Path, typer.Option(help="Call history file (.csv or .parquet).")],
+    history: Annotated[Path, typer.Option(help=HISTORY_HELP + ".")],
     trials: Annotated[int, typer.Option(min=1, help="Number of Optuna trials.")] = 30,
     timeout: Annotated[
         float | None,

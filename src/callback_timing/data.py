@@ -69,9 +69,15 @@ REASON_MISSING = "missing timestamp"
 REASON_UNPARSEABLE = "unparseable timestamp (expected ISO-8601 with offset, e.g. 2026-06-01T10:00Z)"
 REASON_NAIVE = "timestamp without UTC offset; use --assume-tz ZONE to read it as local time"
 REASON_GAP = "local time does not exist in the --assume-tz zone (daylight-saving gap)"
+REASON_DAY_ONLY = "a date without the time of day"
+#: The longest ``contact_id`` (the HTTP API's limit)
+MAX_ID_LENGTH = 256
 WARN_PHONE = "invalid phone number (country/timezone used instead)"
 WARN_COUNTRY = "unknown country code (ignored)"
 WARN_MISMATCH = "country differs from the phone's country (given country kept)"
+#: How far after the clock a call may be dated (clocks and zones of exports disagree a little;
+#: a call dated later is a typo, such as 2099, that would pass the test slice's end)
+FUTURE_TOLERANCE = pd.Timedelta(days=1)
 WARN_SUBDIVISION = "subdivision its country does not have (ignored)"
 WARN_DEFAULT_TZ = "no timezone, country or valid phone ({zone} used; see --default-tz)"
 
@@ -206,6 +212,10 @@ def _parse_times(
             reason[local.index[local.notna() & aware.isna()]] = REASON_GAP
             utc[naive] = _as_ns(aware.dt.tz_convert("UTC"))
     reason[present & utc.isna().to_numpy() & reason.isna().to_numpy()] = _unparseable(time_format)
+    if not pd.api.types.is_datetime64_any_dtype(values.dtype):
+        day_only = text.str.fullmatch(r"\d{4}-\d{2}-\d{2}", na=False).to_numpy()
+        reason[day_only] = REASON_DAY_ONLY  # read as midnight, a call nobody made
+        utc[day_only] = pd.NaT
     return utc, reason
 
 
@@ -263,7 +273,7 @@ def _resolve_contacts(
     subdivision_text = _text(raw, "subdivision")
     subdivision = normalise_subdivisions(country, subdivision_text)
     place = country.fillna("") + "|" + subdivision.fillna("")  # once per distinct place
-    main = place.map({key: (region_zones(*(part or None for part in key.split("|")))
+    main = place.map({key: (region_zones(*(part or None for part in key.split("|", 1)))
                             or (None,))[0] for key in place.unique()}).astype("str")
     source = np.select([given_tz.notna(), use_phone, main.notna()],
                        ["given", "phone", "country"], "default")
@@ -359,6 +369,7 @@ def clean_history(
     key: bytes | None = None,
     default_tz: str = "UTC",
     time_format: str | None = None,
+    now: pd.Timestamp | None = None,
 ) -> LoadResult:
     """Validate and clean a raw call-history frame (contract section 1).
 
@@ -375,6 +386,8 @@ def clean_history(
     time_format : ``strftime`` layout of timestamps that are not ISO-8601, e.g.
         ``%d.%m.%Y %H:%M`` (read in ``assume_tz``) or ``%d/%m/%Y %H:%M %z``; ISO-8601 text
         is read as before.
+    now : the time of reading (default: the clock); a call dated more than
+        :data:`FUTURE_TOLERANCE` after it is rejected.
 
     Returns
     -------
@@ -392,11 +405,17 @@ def clean_history(
     rejects = _Rejects(_row_numbers(frame)[~exact])
     contact_id = _text(raw, "contact_id")
     rejects.add(contact_id.isna(), "contact_id", "empty contact_id")
+    rejects.add((contact_id.str.len() > MAX_ID_LENGTH).to_numpy(), "contact_id",
+                f"contact_id longer than {MAX_ID_LENGTH} characters (/rank could not name it)")
     called_at, reason = _parse_times(raw["called_at"], assume_tz, True, time_format)
     rejects.add(reason.notna(), "called_at", reason.to_numpy())
+    latest = (now if now is not None else pd.Timestamp.now(tz="UTC")) + FUTURE_TOLERANCE
+    rejects.add((called_at > latest).to_numpy(), "called_at",
+                "in the future (more than a day after the time of reading)")
     # case, spaces and hyphens do not matter: "No Answer" and "no-answer" are no_answer
     outcome = _text(raw, "outcome").str.lower().str.replace(r"[\s\-]+", "_", regex=True)
-    rejects.add(~outcome.isin(schema.OUTCOMES), "outcome",
+    rejects.add(outcome.isna(), "outcome", "missing outcome")
+    rejects.add(outcome.notna() & ~outcome.isin(schema.OUTCOMES), "outcome",
                 "unknown outcome (expected one of " + ", ".join(schema.OUTCOMES) + ")")
     if "requested_at" in raw.columns:
         requested_at, reason = _parse_times(raw["requested_at"], assume_tz, False, time_format)

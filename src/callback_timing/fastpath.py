@@ -417,6 +417,19 @@ class SlotBatch:
         self.req_of = np.repeat(np.arange(len(self.count)), self.count)
         self.slot_no = np.arange(int(self.count.sum())) - self.off[self.req_of]
         self.why = np.full(len(self.req_of), -1, dtype=np.int8)
+        #: with :meth:`keep_every_rule`: a bit per rule that forbids each slot (``1 << code``)
+        self.every: np.ndarray | None = None
+
+    def keep_every_rule(self) -> None:
+        """Record every rule that forbids a slot, not only the first (the dial-time check)."""
+        self.every = np.zeros(len(self.req_of), dtype=np.int32)
+
+    def every_code(self, pos: int) -> list[int]:
+        """The codes of every rule that forbids slot ``pos`` (after :meth:`keep_every_rule`),
+        the first one's first."""
+        bits = int(self.every[pos]) if self.every is not None else 0
+        first = int(self.why[pos])
+        return [first] * (first >= 0) + [c for c in range(31) if bits >> c & 1 and c != first]
 
     def scores(self, rows: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -436,11 +449,15 @@ class SlotBatch:
     def forbid(self, mask: np.ndarray, code: int) -> None:
         """Forbid the slots of ``mask`` that no earlier rule forbids."""
         self.why[mask & (self.why < 0)] = code
+        if self.every is not None:
+            self.every[mask] |= 1 << code
 
     def forbid_request(self, i: int, code: int) -> None:
         """Forbid every still allowed slot of request ``i``."""
         part = self.why[self.off[i]:self.off[i] + self.count[i]]
         part[part < 0] = code
+        if self.every is not None:
+            self.every[self.off[i]:self.off[i] + self.count[i]] |= 1 << code
 
     @property
     def allowed(self) -> np.ndarray:

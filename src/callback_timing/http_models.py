@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 _ID = {"min_length": 1, "max_length": 256, "pattern": r"^[^\x00]*$"}  # no NUL: PostgreSQL
 #: An outcome's field as sent: checked per outcome by the history's validation, not here.
@@ -39,8 +39,15 @@ class ContactIn(BaseModel):
     subdivision: str | None = Field(None, max_length=16, examples=[None])
     timezone: str | None = Field(None, max_length=64, examples=["Europe/Warsaw"],
                                  description="IANA name")
-    opt_out: bool = Field(False, description="opted out of AI timing: a traditional callback")
-    do_not_call: bool = Field(False, description="objected to being called: no slot allowed")
+    opt_out: bool = Field(False, strict=True,
+                          description="opted out of AI timing: a traditional callback")
+    do_not_call: bool = Field(False, strict=True,
+                              description="objected to being called: no slot allowed")
+
+    @field_validator("opt_out", "do_not_call", mode="before")
+    @classmethod
+    def _null_is_false(cls, value: Any) -> Any:
+        return False if value is None else value
 
 
 class RankRequest(BaseModel):
@@ -55,9 +62,9 @@ class RankRequest(BaseModel):
                                  description="default: the server clock")
     requested_at: datetime | None = Field(None, examples=["2026-06-01T09:55:00Z"],
                                           description="default: now")
-    horizon_hours: float = Field(48.0, ge=0.25, le=336,
+    horizon_hours: float = Field(48.0, ge=0.25, le=336, strict=True,
                                  description="hours ahead to look (one 15-minute slot at least)")
-    top_k: int = Field(3, ge=1, le=20)
+    top_k: int = Field(3, ge=1, le=20, strict=True)
     policy: Literal["auto", "model", "rules"] = "auto"
     urgency: Literal["standard", "urgent", "flexible"] = "standard"
     campaign: str | None = Field(None, max_length=128, pattern=r"^[^\x00]*$",
@@ -67,6 +74,21 @@ class RankRequest(BaseModel):
     team: str | None = Field(None, max_length=128, pattern=r"^[^\x00]*$",
                              examples=["inside-sales-north"],
                              description="the team that calls back (free text): as campaign")
+
+    @field_validator("horizon_hours", "top_k", "policy", "urgency", mode="before")
+    @classmethod
+    def _null_is_the_default(cls, value: Any, info) -> Any:
+        """``null`` is the default, as for ``now`` (dialers serialise unset fields so)."""
+        return cls.model_fields[info.field_name].default if value is None else value
+
+    @field_validator("now", "requested_at", mode="before")
+    @classmethod
+    def _text_timestamp(cls, value: Any) -> Any:
+        """ISO 8601 text: a number would be read as seconds (or milliseconds) since 1970."""
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("expected an ISO 8601 timestamp with offset, e.g. "
+                             "2026-06-01T10:00:00Z")
+        return value
 
     def to_policy(self) -> dict:
         """The request as :meth:`callback_timing.policy.Policy.rank` reads it."""
@@ -92,7 +114,8 @@ def batch_item(item: RankRequest | Any) -> dict:
         where = ".".join(str(x) for x in first["loc"]) or "request"
         rid = item.get("request_id") if isinstance(item, dict) else None
         keep = isinstance(rid, str) and len(rid) <= 256 and "\x00" not in rid
-        return {"request_id": rid if keep else None, "error": f"{where}: {first['msg']}"}
+        problem = first["msg"].removeprefix("Value error, ")
+        return {"request_id": rid if keep else None, "error": f"{where}: {problem}"}
 
 
 class Window(BaseModel):

@@ -659,10 +659,37 @@ class OnlineRanker:
                 p.add_calls(fresh)
         if new:
             self._outcome_beacon.ring()
+        conflicts = self._conflicts(calls, old)
+        if conflicts:  # a re-sent call_id is a duplicate only if it says the same
+            rows_of = {_call_key(r): i for i, r in enumerate(rows)}
+            rejected += [{"index": rows_of.get(cid, -1), "call_id": cid, "field": field,
+                          "reason": f"call_id already stored with another {field}: the "
+                                    "stored call is kept (give a correction a new call_id)"}
+                         for cid, field in conflicts.items()]
+            rejected.sort(key=lambda r: r["index"])
+        duplicates = len(old) + result.n_duplicates - len(conflicts)
         logger.debug("outcomes: %d accepted, %d duplicates, %d rejected", len(new),
-                    len(old) + result.n_duplicates, len(rejected))
-        return {"accepted": len(new), "duplicates": len(old) + result.n_duplicates,
-                "rejected": rejected}
+                     duplicates, len(rejected))
+        return {"accepted": len(new), "duplicates": duplicates, "rejected": rejected}
+
+    def _conflicts(self, calls: pd.DataFrame, old: list[str]) -> dict[str, str]:
+        """``call_id`` -> the first field (``contact_id``, ``called_at``, ``outcome``) in which
+        a re-sent call differs from the stored one."""
+        if not old:
+            return {}
+        stored = self.store.stored_calls(sorted(set(old)))
+        sent = calls.drop_duplicates("call_id").set_index("call_id")
+        out = {}
+        for cid, (contact, at, outcome) in stored.items():
+            if cid not in sent.index:
+                continue
+            mine = sent.loc[cid]
+            for field, theirs in (("contact_id", contact), ("called_at", at),
+                                  ("outcome", outcome)):
+                if mine[field] != theirs:
+                    out[cid] = field
+                    break
+        return out
 
     def _remember_given(self, requests: list) -> None:
         """Keep what each ranked contact was given as (zone, country, subdivision, industry;
@@ -917,6 +944,19 @@ def _explanation(answer: dict, objected: bool, config) -> list[str]:
                  f"{config.retention_call_months} months; you may ask us to erase them or to "
                  "stop using them for timing at any time.")
     return lines
+
+
+def _call_key(row) -> str | None:
+    """An outcome's ``call_id`` as stored: the given one, else ``contact_id@called_at``."""
+    if not isinstance(row, dict):
+        return None
+    if row.get("call_id") is not None:
+        return str(row["call_id"]).strip()
+    try:
+        at = pd.Timestamp(str(row.get("called_at"))).tz_convert("UTC")
+    except (ValueError, TypeError):
+        return None
+    return f"{str(row.get('contact_id')).strip()}@{at.isoformat()}"
 
 
 def _text(row, key: str) -> str | None:

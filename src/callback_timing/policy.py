@@ -192,8 +192,9 @@ class Policy:
 
         ``contact`` is a ``/rank`` contact, ``at`` the instant of the call (default: ``now``,
         the clock) and ``request_id`` the callback request it belongs to (for its attempt
-        cap). Returns ``{"allowed": bool, "reasons": [...]}``: the first calling rule that
-        forbids a call starting at ``at`` (calling hours in the contact's zone and the phone
+        cap). Returns ``{"allowed": bool, "reasons": [...]}``: every calling rule that
+        forbids a call starting at ``at``, the first in this order first (calling hours in
+        the contact's zone and the phone
         number's, public holiday, minimum gap, caps per 24 h and 7 days, attempts per
         request, an attempt of the request that found the number invalid, do-not-call), in
         plain language. Windows ranked hours earlier can have
@@ -205,19 +206,22 @@ class Policy:
             raw["request_id"] = request_id
         req = self.normalise(raw, now)
         b = self._scored([req], every_slot=True, exact=True)
-        code = int(b.why[0]) if len(b.why) else fp.OUTSIDE
-        if code < 0:
+        codes = b.every_code(0) if len(b.why) else [fp.OUTSIDE]
+        if not codes:
             return {"allowed": True, "reasons": []}
-        text = b.why_text(code, 0)
-        if code == fp.OUTSIDE:
-            c = req["contact"]
-            (_minute,), (weekday,) = fp.local_parts(np.array([req["now"].value]),
-                                                   np.array([c.timezone], dtype=object))
-            start, end = self._week(c.country, c.subdivision)[weekday]
-            text = (f"outside calling hours {start // 60:02d}:{start % 60:02d}-"
-                    f"{end // 60:02d}:{end % 60:02d} {c.timezone}" if end > start
-                    else f"no calls on this weekday in {c.timezone}")
-        return {"allowed": False, "reasons": [text]}
+        texts = []
+        for code in codes:
+            text = b.why_text(code, 0)
+            if code == fp.OUTSIDE:
+                c = req["contact"]
+                (_minute,), (weekday,) = fp.local_parts(np.array([req["now"].value]),
+                                                       np.array([c.timezone], dtype=object))
+                start, end = self._week(c.country, c.subdivision)[weekday]
+                text = (f"outside calling hours {start // 60:02d}:{start % 60:02d}-"
+                        f"{end // 60:02d}:{end % 60:02d} {c.timezone}" if end > start
+                        else f"no calls on this weekday in {c.timezone}")
+            texts.append(text)
+        return {"allowed": False, "reasons": texts}
 
     # --- calls made since the history --------------------------------------------------------
 
@@ -316,6 +320,8 @@ class Policy:
         else:
             first, count = fp.slot_grid(now_ns, [r["horizon_hours"] for r in reqs])
         b.layout(count)
+        if exact:
+            b.keep_every_rule()
         grids = fp.shared_grids(reqs, now_ns, first, count)
         zones = np.array([c.timezone for c in grids.contacts], dtype=object)
         local = tzclock.local_ns(grids.at, zones[grids.of])
@@ -522,6 +528,11 @@ class Policy:
             codes[has] = first[b.feat[has]]
             open_ = (b.why < 0) & (codes >= 0)
             b.why[open_] = codes[open_]
+            if b.every is not None:  # the dial-time check names every rule
+                for mask, code in rules:
+                    hit = np.zeros(len(b.at), dtype=bool)
+                    hit[has] = np.asarray(mask, dtype=bool)[b.feat[has]]
+                    b.every[hit] |= 1 << code
         made = self._attempts([r["request_id"] for r in b.reqs], contacts)
         if made:
             for i, r in enumerate(b.reqs):

@@ -64,11 +64,17 @@ def _timestamp(value, field: str, default: pd.Timestamp | None = None) -> pd.Tim
     if ts is pd.NaT:
         raise RankRequestError(f"{field}: not a timestamp: {value!r}")
     if not 1970 <= ts.year <= 2200:
-        raise RankRequestError(f"{field}: out of range (years 1970 to 2200): {value!r}")
+        shown = value if isinstance(value, str) else ts.isoformat()  # not datetime(9999, ...)
+        raise RankRequestError(f"{field}: out of range (years 1970 to 2200): {shown!r}")
     if ts.tzinfo is None:  # a dialer's local time read as UTC would shift every window
         raise RankRequestError(f"{field}: give the UTC offset (e.g. {ts:%Y-%m-%dT%H:%M:%S}Z "
                                f"or {ts:%Y-%m-%dT%H:%M:%S}+02:00)")
     return ts.as_unit("ns").tz_convert("UTC")
+
+
+#: How far a dialer's clock may run ahead of the server's: a ``requested_at`` this much after
+#: the server's clock (``now`` not given) is read as now
+CLOCK_SKEW = pd.Timedelta(minutes=5)
 
 
 @dataclass
@@ -118,6 +124,8 @@ class RequestReader:
         clock_now = now if now is not None else pd.Timestamp.now(tz="UTC")
         now_ts = _timestamp(request.get("now"), "now", clock_now)
         requested = _timestamp(request.get("requested_at"), "requested_at", now_ts)
+        if requested > now_ts and request.get("now") is None and requested - now_ts <= CLOCK_SKEW:
+            requested = now_ts  # the dialer's clock a little ahead of ours
         if requested > now_ts:
             raise RankRequestError("requested_at: must not be after now")
         horizon = request.get("horizon_hours", cfg.default_horizon_hours)

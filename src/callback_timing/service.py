@@ -72,6 +72,13 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "detail": detail}, status_code=status)
 
 
+def _client_error(path: str, message: str) -> JSONResponse:
+    """A 400 naming the field, and its WARNING line: the field, not the value (which may be
+    personal: a phone number, a contact id)."""
+    logger.warning("client error %s: %s", path, message.partition(": ")[0])
+    return _error(400, message)
+
+
 class ClientErrorLog(logging.Filter):
     """BentoML logs a full traceback at ERROR for every request it could not validate; a
     client's mistake is one WARNING line here (server errors keep their traceback)."""
@@ -89,8 +96,13 @@ class ClientErrorLog(logging.Filter):
                 exc.title.endswith("IODescriptor") or exc.title == "Input")
             if invalid or (exc is not None and 400 <= code < 500):
                 lines = str(exc).splitlines() or [type(exc).__name__]
+                what = lines[0][:200]
+                if invalid and exc.errors():  # the field, not "1 validation error for Input"
+                    first = exc.errors()[0]
+                    what = ".".join(str(x) for x in first.get("loc", ())) or "body"
+                    what += f": {first.get('type', 'invalid')}"  # no value: it may be personal
                 where = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
-                record.msg, record.args = "client error %s: %s", (where, lines[0][:200])
+                record.msg, record.args = "client error %s: %s", (where, what)
                 record.exc_info = record.exc_text = None
                 record.levelno, record.levelname = logging.WARNING, "WARNING"
         except Exception:  # noqa: BLE001 - a log filter must never break the request
@@ -271,7 +283,8 @@ class _FieldErrors:
             data = json.loads(body)
             detail = data.get("detail") if isinstance(data, dict) else None
             if isinstance(detail, list) and "validation error" in str(data.get("error")):
-                items = [{"loc": list(d.get("loc", [])), "msg": d.get("msg", "")}
+                items = [{"loc": list(d.get("loc", [])),
+                          "msg": str(d.get("msg", "")).removeprefix("Value error, ")}
                          for d in detail if isinstance(d, dict)]
                 first = items[0] if items else {"loc": [], "msg": "invalid body"}
                 where = ".".join(str(x) for x in first["loc"]) or "body"
@@ -378,7 +391,7 @@ class CallbackTiming:
             self.metrics.observe_rankings(answers)
             return JSONResponse(answers[0])
         except RankRequestError as exc:
-            return _error(400, str(exc))
+            return _client_error("/rank", str(exc))
         except ModelUnavailable as exc:
             return _error(503, f"policy: {exc}")
 
@@ -414,8 +427,7 @@ class CallbackTiming:
             return CheckResponse.model_validate(self.ranker.check(
                 body.contact.model_dump(exclude_none=True), body.at, body.request_id))
         except RankRequestError as exc:
-            message = str(exc).replace("now: ", "at: ", 1)
-            return _error(400, message)
+            return _client_error("/check", str(exc).replace("now: ", "at: ", 1))
 
     @bentoml.api(route="/info")
     def info(self) -> InfoResponse:

@@ -357,6 +357,19 @@ class OutcomeStore:
         frame["answered"] = frame["answered"].astype(np.int8)
         return frame
 
+    def stored_calls(self, call_ids: list[str]) -> dict[str, tuple[str, pd.Timestamp, str]]:
+        """``call_id`` -> ``(contact_id, called_at (UTC), outcome)`` of the stored ones."""
+        found: dict[str, tuple[str, pd.Timestamp, str]] = {}
+        cols = (outcomes.c.call_id, outcomes.c.contact_id, outcomes.c.called_at,
+                outcomes.c.outcome)
+        with self.engine.connect() as conn:
+            for start in range(0, len(call_ids), 500):
+                part = call_ids[start:start + 500]
+                for cid, contact, at, outcome in conn.execute(
+                        sa.select(*cols).where(outcomes.c.call_id.in_(part))):
+                    found[cid] = (contact, _utc(pd.Series([at])).iloc[0], outcome)
+        return found
+
     def last_seq(self) -> int:
         """The highest outcome sequence number (0 when empty)."""
         with self.engine.connect() as conn:
