@@ -684,10 +684,10 @@ class OnlineRanker:
             if cid not in sent.index:
                 continue
             mine = sent.loc[cid]
-            for field, theirs in (("contact_id", contact), ("called_at", at),
-                                  ("outcome", outcome)):
-                if mine[field] != theirs:
-                    out[cid] = field
+            for name, theirs in (("contact_id", contact), ("called_at", at),
+                                 ("outcome", outcome)):
+                if mine[name] != theirs:
+                    out[cid] = name
                     break
         return out
 
