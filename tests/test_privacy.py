@@ -118,12 +118,24 @@ def test_purge_command(tmp_path):
     store.add_outcomes(pd.DataFrame([_call("a", "2025-01-10T10:00:00Z"),
                                      _call("b", "2026-05-10T10:00:00Z")]))
     store.close()
+    from callback_timing.online import Beacon, beacon_path
+
+    server = Beacon(beacon_path(OutcomeStore(db), "privacy"))  # what a server watches
     run = subprocess.run([CLI, "purge", "--db", str(db), "--now", "2026-03-01"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("purged 1 calls and 0 rankings older than "
                                  "2025-03-01 00:00:00 UTC (12 months)")
     assert OutcomeStore(db).outcomes_after(0)["call_id"].tolist() == ["b"]
+    assert server.changed()  # a running server forgets the purged calls at its next answer
+    again = subprocess.run([CLI, "purge", "--db", str(db), "--now", "2026-03-01"],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and not server.changed()  # nothing purged: nothing to say
+    register = subprocess.run([CLI, "register", "--out", str(db)], capture_output=True,
+                              text=True, timeout=60)
+    assert register.returncode == 1 and register.stderr.startswith(f"error: --out: {db} is a "
+                                                                   "database")
+    assert OutcomeStore(db).count_outcomes() == 1
     naive = subprocess.run([CLI, "purge", "--db", str(db), "--now", "2026-03-01T10:00"],
                            capture_output=True, text=True, timeout=60)
     assert naive.returncode == 1 and naive.stderr.strip() == (
@@ -226,6 +238,38 @@ def test_purge_takes_old_calls_out_of_the_service_memory(tmp_path, bundle_dir, m
     off.close()
 
 
+def test_outcomes_past_the_retention_are_not_kept(tmp_path, bundle_dir, monkeypatch):
+    monkeypatch.setenv("CALLBACK_TIMING_HOME", str(tmp_path / "home"))
+    ranker = _ranker(tmp_path, bundle_dir)  # purging, as a server does by default
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    done = ranker.outcomes([
+        {"call_id": "old", "contact_id": "c-0001", "outcome": "busy",
+         "called_at": _iso(now - pd.DateOffset(months=13))},
+        {"call_id": "new", "contact_id": "c-0001", "outcome": "busy",
+         "called_at": _iso(now - pd.Timedelta(days=1))}])
+    assert done == {"accepted": 1, "duplicates": 0, "rejected": [
+        {"index": 0, "call_id": "old", "field": "called_at",
+         "reason": "older than the retention (12 months): not kept"}]}
+    assert ranker.store.outcomes_after(0)["call_id"].tolist() == ["new"]
+    ranker.close()
+
+
+def test_an_outcome_with_a_phone_keeps_the_rest_of_the_profile(tmp_path, bundle_dir,
+                                                              monkeypatch):
+    """A phone number says where a contact is, not its industry: the history's industry is
+    kept (it was stored as "other", changing the contact's rankings and reasons)."""
+    monkeypatch.setenv("CALLBACK_TIMING_HOME", str(tmp_path / "home"))
+    ranker = _ranker(tmp_path, bundle_dir, purge=False)
+    known = ranker.policy.profile("c-0001")
+    assert known["industry"] not in (None, "other")
+    done = ranker.outcomes([{"call_id": "ph-1", "contact_id": "c-0001", "outcome": "busy",
+                             "phone": "+48512345678", "called_at": _iso(NOW)}])
+    assert done["accepted"] == 1
+    stored = ranker.store.outcomes_after(0).set_index("call_id").loc["ph-1"]
+    assert stored["industry"] == known["industry"] and stored["country"] == "PL"
+    ranker.close()
+
+
 # --- over HTTP, behind the API key -----------------------------------------------------------
 
 def test_the_contact_endpoints_of_a_real_server(tmp_path, bundle_dir):
@@ -269,7 +313,22 @@ def test_the_contact_endpoints_of_a_real_server(tmp_path, bundle_dir):
         gone = httpx.delete(f"{base}/c-0001", headers=key).json()
         assert gone["erased"] and set(gone["deleted"]) == {"outcomes", "decisions", "opt_outs"}
         assert gone["deleted"]["decisions"] == 3 and gone["deleted"]["outcomes"] == 1
-        assert httpx.get(f"{base}/c-0001", headers=key).json()["erased"]
+        after = httpx.get(f"{base}/c-0001", headers=key).json()
+        assert after["erased"] and "erased at your request" in after["explanation"][1]
+        assert not any("objected" in line or "ask us to erase" in line
+                       for line in after["explanation"])
+        # ids are read as /outcomes reads them (spaces around dropped), and an id that ends
+        # in /opt_out (sent as %2F) is erased, not mistaken for the opt-out of another
+        assert server.post("/outcomes", {"outcomes": [
+            {"call_id": f"odd-{i}", "contact_id": cid, "outcome": "busy", "called_at": called}
+            for i, cid in enumerate((" lead ", "x/opt_out"))]}, headers=key
+                           ).json()["accepted"] == 2
+        lead = httpx.delete(f"{base}/%20lead%20", headers=key).json()
+        assert (lead["contact_id"], lead["deleted"]["outcomes"]) == ("lead", 1)
+        odd = httpx.delete(f"{base}/x%2Fopt_out", headers=key).json()
+        assert (odd["contact_id"], odd["erased"], odd["deleted"]["outcomes"]) == (
+            "x/opt_out", True, 1)
+        assert httpx.post(f"{base}/x%2Fopt_out", headers=key).status_code == 405
         log = server.log.read_text()
     assert "s3cret" not in log and "Traceback" not in log
     assert "/contacts/<contact>" in log  # the access log, without the id

@@ -149,6 +149,7 @@ def test_outcomes_then_rank_then_check(client):
     ({"contact": {"contact_id": "c"}, "horizon_hours": "48"}, "horizon_hours"),
     ({"contact": {"contact_id": "c", "opt_out": "yes"}}, "contact.opt_out"),
     ({"contact": {"contact_id": "c"}, "now": 1764064800000}, "now"),
+    ({"contact": {"contact_id": "c"}, "now": "1234567890"}, "now"),  # not 2009-02-13
     ({"contact": {"contact_id": "c", "country": "XX"}}, "contact.country"),
     ({"contact": {"contact_id": "c", "country": "PL", "subdivision": "TX"}},
      "contact.subdivision"),
@@ -390,9 +391,16 @@ def test_without_a_model_the_rules_answer_and_the_api_key_is_required(tmp_path):
             {"call_id": "p2", "contact_id": "c-secret-7", "phone": phone, "outcome": "??",
              "called_at": "2026-05-04T10:00:00Z"}]}, **key).json()
         assert (stored["accepted"], len(stored["rejected"])) == (1, 1)
+        # a contact's rights: its id (here with a space, a comma and a phone number) stays
+        # out of the access log and of BentoML's request metrics, which label by path
+        named = httpx.get(f"{server.url}/contacts/Ann%20Lee%2C%20%2B48%20601", **key)
+        assert named.status_code == 200 and named.json()["contact_id"] == "Ann Lee, +48 601"
+        metrics = httpx.get(f"{server.url}/metrics", **key).text
+        assert 'endpoint="/contacts/{contact_id}"' in metrics and "Ann Lee" not in metrics
         log = server.log.read_text()
     assert "s3cret" not in log
     assert "512345678" not in log and "c-secret-7" not in log
+    assert "Ann Lee" not in log and "+48 601" not in log
 
 
 def test_serve_reports_user_mistakes_in_one_line(tmp_path):

@@ -55,6 +55,8 @@ def test_train_writes_bundle_run_registry_and_bentoml(trained):
     constant = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
     assert meta["metrics"]["log_loss"] < 0.97 * constant
     assert "-> champion: no champion yet" in out.stdout
+    assert "no erased contacts to leave out (a server on another store: --forget-db" in (
+        " ".join(out.stdout.split()))  # said, not silently assumed
     # the history's account, as `validate` gives it, and its rejected rows beside it
     line = next(x for x in out.stdout.splitlines() if x.startswith("history: "))
     rows, clean, rejected, dups = (int(n.replace(",", "")) for n in

@@ -407,6 +407,8 @@ def _forget_list(db: str) -> set[str]:
     if "://" not in db and not Path(db).is_file():
         if Path(db) != Path(config.db_path()):
             raise ConfigError(f"--forget-db: no outcome store at {db}")
+        console.print(f"no outcome store at {db}: no erased contacts to leave out (a server "
+                      "on another store: --forget-db PATH)", highlight=False, soft_wrap=True)
         return set()
     from callback_timing.store import OutcomeStore
 

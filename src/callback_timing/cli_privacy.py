@@ -55,6 +55,10 @@ def purge_cmd(
     store = open_store(db)
     try:
         done = store.purge(cutoff)
+        if done["outcomes"] or done["decisions"]:  # a server on this store forgets them now
+            from callback_timing.online import Beacon, beacon_path
+
+            Beacon(beacon_path(store, "privacy")).ring()
     finally:
         store.close()
     console.print(f"purged {done['outcomes']:,} calls and {done['decisions']:,} rankings "
@@ -82,6 +86,11 @@ def register_cmd(
     if out is None:
         typer.echo(text, nl=False)
         return
+    if out.is_dir():
+        raise ConfigError(f"--out: {out} is a folder: give a file in it")
+    if out.is_file() and out.read_bytes()[:16] == b"SQLite format 3\x00":
+        raise ConfigError(f"--out: {out} is a database (an outcome store?), which would be "
+                          "overwritten: give another file")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     console.print(f"wrote {out}", highlight=False)

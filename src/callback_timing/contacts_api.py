@@ -36,7 +36,7 @@ def contacts_app(ranker: Callable[[], object]) -> Starlette:
         return JSONResponse({"error": message}, status_code=status)
 
     async def call(request, work):
-        contact_id = request.path_params["contact_id"]
+        contact_id = request.path_params["contact_id"].strip()  # as /rank and /outcomes read it
         if not _ID.match(contact_id):
             return error(400, "contact_id: 1 to 256 characters, no NUL")
         service = ranker()
@@ -56,6 +56,14 @@ def contacts_app(ranker: Callable[[], object]) -> Starlette:
                                                    "deleted": s.erase(cid)})
 
     async def opt_out(request):
+        if not request.scope.get("raw_path", b"/opt_out").endswith(b"/opt_out"):
+            # "x%2Fopt_out": the id itself ends in /opt_out (the path is decoded before routing)
+            contact_id = request.path_params["contact_id"] + "/opt_out"
+            request.scope["path_params"] = {**request.path_params, "contact_id": contact_id}
+            if request.method == "DELETE":
+                return await erase(request)
+            return error(405, "method: POST /contacts/{id} is not a right of the contact; "
+                              "GET (access) or DELETE (erasure)")
         on = request.method == "POST"
         return await call(request, lambda s, cid: {"contact_id": cid, "opted_out": on,
                                                    "changed": s.opt_out(cid, on)})

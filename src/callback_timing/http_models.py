@@ -84,15 +84,26 @@ class RankRequest(BaseModel):
     @field_validator("now", "requested_at", mode="before")
     @classmethod
     def _text_timestamp(cls, value: Any) -> Any:
-        """ISO 8601 text: a number would be read as seconds (or milliseconds) since 1970."""
-        if value is not None and not isinstance(value, str | datetime):
-            raise ValueError("expected an ISO 8601 timestamp with offset, e.g. "
-                             "2026-06-01T10:00:00Z")
-        return value
+        return iso_text(value)
 
     def to_policy(self) -> dict:
         """The request as :meth:`callback_timing.policy.Policy.rank` reads it."""
         return self.model_dump(exclude_none=True)
+
+
+def iso_text(value: Any) -> Any:
+    """A timestamp field as sent, if it is ISO 8601 text (or ``None``): pydantic alone would
+    read a number, or digits such as "1234567890", as seconds (or milliseconds) since 1970."""
+    from callback_timing.isotime import parse_iso
+
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        parse_iso(value if isinstance(value, str) else "")
+    except ValueError:
+        raise ValueError("expected an ISO 8601 timestamp with offset, e.g. "
+                         "2026-06-01T10:00:00Z") from None
+    return value
 
 
 class RankBatchRequest(BaseModel):
@@ -212,6 +223,11 @@ class CheckRequest(BaseModel):
     at: datetime | None = Field(None, examples=["2026-06-01T12:00:00Z"])
     request_id: str | None = Field(None, max_length=256, pattern=r"^[^\x00]*$",
                                    description="the callback request (its attempt cap)")
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _text_timestamp(cls, value: Any) -> Any:
+        return iso_text(value)
 
 
 class CheckResponse(BaseModel):

@@ -187,7 +187,7 @@ class Beacon:
             return ""
 
 
-def _beacon_path(store: OutcomeStore, kind: str) -> Path | None:
+def beacon_path(store: OutcomeStore, kind: str) -> Path | None:
     """Where the workers sharing ``store`` on this machine signal ``kind`` changes."""
     url = store.url
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
@@ -221,9 +221,9 @@ class OnlineRanker:
         self._reload_lock = threading.Lock()
         self._noted: dict[str, tuple[int, float]] = {}  # what -> (count, last logged)
         self.started_at = pd.Timestamp.now(tz="UTC")
-        self._outcome_beacon = Beacon(_beacon_path(self.store, "outcomes"))
-        self._model_beacon = Beacon(_beacon_path(self.store, "model"))
-        self._privacy_beacon = Beacon(_beacon_path(self.store, "privacy"))
+        self._outcome_beacon = Beacon(beacon_path(self.store, "outcomes"))
+        self._model_beacon = Beacon(beacon_path(self.store, "model"))
+        self._privacy_beacon = Beacon(beacon_path(self.store, "privacy"))
         self._opted_out: set[str] = self.store.opted_out()
         self._forgotten: set[str] = self.store.forgotten_hashes()
         #: the zone, country, subdivision and industry /rank was last given per contact (the
@@ -578,7 +578,7 @@ class OnlineRanker:
         return {"contact_id": contact_id, "opted_out": opted, "erased": forgotten,
                 "stored": {k: _records(v) for k, v in data.items()},
                 "calls_in_model_history": in_memory,
-                "explanation": _explanation(answer, opted or forgotten, self.config),
+                "explanation": _explanation(answer, opted, self.config, forgotten),
                 "best_windows": answer.get("windows", [])}
 
     #: a recurring problem (a model failure, per reason; the store) is logged at most this
@@ -650,6 +650,19 @@ class OnlineRanker:
             calls.loc[missing, "call_id"] = [
                 f"{cid}@{at.isoformat()}" for cid, at in
                 zip(calls["contact_id"][missing], calls["called_at"][missing], strict=True)]
+        rows_of = None
+        if self.settings.purge and len(calls):  # a call past the retention is not kept
+            cutoff = self.config.retention_cutoff()
+            old_call = (calls["called_at"] < cutoff).to_numpy()
+            if old_call.any():
+                rows_of = {_call_key(r): i for i, r in enumerate(rows)}
+                months = self.config.retention_call_months
+                rejected += [{"index": rows_of.get(cid, -1), "call_id": cid,
+                              "field": "called_at",
+                              "reason": f"older than the retention ({months} months): not kept"}
+                             for cid in calls["call_id"][old_call]]
+                rejected.sort(key=lambda r: r["index"])
+                calls = calls[~old_call]
         received = pd.Timestamp.now(tz="UTC")
         with self._lock:  # stored and added together: a sync in between would add them twice
             new, old = self.store.add_outcomes(calls, received_at=received)
@@ -661,7 +674,7 @@ class OnlineRanker:
             self._outcome_beacon.ring()
         conflicts = self._conflicts(calls, old)
         if conflicts:  # a re-sent call_id is a duplicate only if it says the same
-            rows_of = {_call_key(r): i for i, r in enumerate(rows)}
+            rows_of = rows_of or {_call_key(r): i for i, r in enumerate(rows)}
             rejected += [{"index": rows_of.get(cid, -1), "call_id": cid, "field": field,
                           "reason": f"call_id already stored with another {field}: the "
                                     "stored call is kept (give a correction a new call_id)"}
@@ -721,16 +734,27 @@ class OnlineRanker:
         given = [raw[c].notna() if c in raw else pd.Series(False, index=raw.index)
                  for c in ("timezone", "country", "phone")]
         bare = ~(given[0] | given[1] | given[2])
-        if not bare.any():
-            return raw
         raw = raw.copy()
         for column in _PROFILE:
             if column not in raw:
                 raw[column] = None
-            known = raw.loc[bare, "contact_id"].map(
-                lambda cid, c=column: profile(cid).get(c) if isinstance(cid, str) else None)
-            raw.loc[bare, column] = raw.loc[bare, column].where(raw.loc[bare, column].notna(),
-                                                                known)
+        known = {cid: profile(cid) for cid in raw["contact_id"].unique() if isinstance(cid, str)}
+
+        def fill(rows: pd.Series, column: str) -> None:
+            if rows.any():
+                have = raw.loc[rows, "contact_id"].map(
+                    lambda cid: known.get(cid, {}).get(column))
+                raw.loc[rows, column] = raw.loc[rows, column].where(
+                    raw.loc[rows, column].notna(), have)
+
+        for column in _PROFILE:
+            fill(bare, column)  # nothing about where: all the contact is known as
+        # a phone or a zone says where, not what the contact does nor (in its own country)
+        # which region it is in: an outcome with a phone number keeps the rest of the profile
+        fill(~bare, "industry")
+        home = raw["contact_id"].map(lambda cid: known.get(cid, {}).get("country"))
+        same = ~bare & raw["country"].notna() & (raw["country"].astype(str).str.upper() == home)
+        fill(same, "subdivision")
         return raw
 
     # --- decision log ----------------------------------------------------------------------
@@ -918,7 +942,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def _explanation(answer: dict, objected: bool, config) -> list[str]:
+def _explanation(answer: dict, objected: bool, config, erased: bool = False) -> list[str]:
     """How a contact's best time is found, in plain words (Art. 15: meaningful information
     about the logic involved)."""
     day = next((d for d in config.hours_for(None, None) if d is not None), (480, 1260))
@@ -929,7 +953,11 @@ def _explanation(answer: dict, objected: bool, config) -> list[str]:
         f"{config.max_attempts_per_request} times per request and "
         f"{config.max_calls_24h} times in 24 hours.",
     ]
-    if objected:
+    if erased:
+        lines.append("Your call history was erased at your request: we propose the times a "
+                     "traditional callback desk would, from general answer rates; new calls "
+                     "are not used for timing either.")
+    elif objected:
         lines.append("You objected to AI timing: we propose the times a traditional "
                      "callback desk would, from general answer rates, without your history.")
     else:
@@ -940,9 +968,10 @@ def _explanation(answer: dict, objected: bool, config) -> list[str]:
     reasons = [r for w in answer.get("windows", [])[:1] for r in w.get("reasons", [])]
     if reasons:
         lines.append("Right now the best time is chosen because: " + "; ".join(reasons) + ".")
-    lines.append("Call times are kept for "
-                 f"{config.retention_call_months} months; you may ask us to erase them or to "
-                 "stop using them for timing at any time.")
+    if not erased:
+        lines.append("Call times are kept for "
+                     f"{config.retention_call_months} months; you may ask us to erase them or "
+                     "to stop using them for timing at any time.")
     return lines
 
 

@@ -110,6 +110,35 @@ class ClientErrorLog(logging.Filter):
         return True
 
 
+#: the scope key that carries a ``/contacts/`` request's real path past BentoML's middleware
+CONTACT_PATH = "callback_timing.contact_path"
+#: what BentoML's request metrics, tracing and access log see of a ``/contacts/`` path
+CONTACT_TEMPLATE = "/contacts/{contact_id}"
+
+
+def hide_contact_paths() -> None:
+    """BentoML's request metrics label each request with its path, and ``/metrics`` would list
+    every contact id asked about (kept in its multiprocess files too). Its metrics middleware,
+    the outermost, is given the path as a template instead (``/contacts/{contact_id}``), and so
+    are the tracing and access log inside it; :class:`Guard` puts the real path back."""
+    from bentoml._internal.server.http import instruments
+
+    for name in ("RunnerTrafficMetricsMiddleware", "HTTPTrafficMetricsMiddleware"):
+        cls = getattr(instruments, name, None)
+        if cls is None or getattr(cls.__call__, "_hides_contacts", False):
+            continue
+        call = cls.__call__
+
+        async def hidden(self, scope, receive, send, _call=call):
+            path = scope.get("path", "") if isinstance(scope, dict) else ""
+            if path.startswith("/contacts/"):
+                scope = {**scope, "path": CONTACT_TEMPLATE, CONTACT_PATH: path}
+            return await _call(self, scope, receive, send)
+
+        hidden._hides_contacts = True
+        cls.__call__ = hidden
+
+
 class ContactPathLog(logging.Filter):
     """BentoML's access log writes each request's path: the contact id of a ``/contacts/``
     path is replaced, so that no contact id reaches the log.
@@ -118,9 +147,13 @@ class ContactPathLog(logging.Filter):
     ...     "127.0.0.1:5", "scheme=http,method=GET,path=/contacts/c-42/opt_out"), None)
     >>> ContactPathLog().filter(record), record.getMessage()
     (True, '127.0.0.1:5 (scheme=http,method=GET,path=/contacts/<contact>)')
+    >>> record.args = ("127.0.0.1:5", "method=GET,path=/contacts/Ann Lee, +48 6,type=,length=0")
+    >>> ContactPathLog().filter(record), record.getMessage()
+    (True, '127.0.0.1:5 (method=GET,path=/contacts/<contact>,type=,length=0)')
     """
 
-    _PATH = re.compile(r"/contacts/[^,)\s]*")
+    # to the end of the path: the next field of the line (ids may hold spaces and commas)
+    _PATH = re.compile(r"/contacts/.*?(?=,type=|,length=|$)")
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Replace the contact id of a ``/contacts/`` path in the record's arguments with
@@ -176,6 +209,8 @@ class Guard:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if CONTACT_PATH in scope:  # see hide_contact_paths: the id back for the contacts app
+            scope = {**scope, "path": scope[CONTACT_PATH]}
         path = scope["path"]
         if self.api_key and path.startswith("/dashboard") and scope["query_string"]:
             login = await self._login(scope)
@@ -456,3 +491,4 @@ def _max_body() -> int:
 
 CallbackTiming.add_asgi_middleware(Guard, api_key=os.environ.get(API_KEY_ENV) or None,
                                    max_body=_max_body())
+hide_contact_paths()
