@@ -220,6 +220,15 @@ def test_missing_or_corrupt_model_serves_the_rules(tmp_path, bundle_dir):
     assert ranker.info()["degraded"] and "could not be loaded" in ranker.info()["detail"]
     assert ranker.rank([_req("c-0001")])[0]["source"] == "rules"
     ranker.close()
+    cut = tmp_path / "cut"  # only the booster damaged (a copy cut short)
+    shutil.copytree(bundle_dir, cut)
+    booster = cut / "model" / "booster.json"
+    booster.write_bytes(booster.read_bytes()[:500])
+    ranker = _ranker(tmp_path, cut)
+    detail = ranker.info()["detail"]
+    assert "model/booster.json is not a readable XGBoost model" in detail
+    assert "\n" not in detail and "[bt]" not in detail  # not XGBoost's C++ stack trace
+    ranker.close()
 
 
 def test_reload_swaps_a_good_model_and_refuses_a_bad_one(tmp_path, bundle_dir):
@@ -257,6 +266,8 @@ def test_watcher_reloads_a_new_bundle_in_the_served_folder(tmp_path, bundle_dir)
     shutil.copytree(bundle_dir, serving)
     ranker = ranker_at(tmp_path, serving, watch_seconds=0.05)
     _, new, _ = tiny_bundle(tmp_path / "new", n_calls=1800, seed=4, version="v3")
+    meta = json.loads((new / "metadata.json").read_text())
+    (new / "metadata.json").write_text(json.dumps({**meta, "decision": "champion"}))
     shutil.rmtree(serving)
     shutil.copytree(new, serving)
     os.utime(serving / "metadata.json", (1e9, 2e9))
@@ -286,6 +297,20 @@ def test_watcher_leaves_a_challenger_to_an_explicit_reload(tmp_path, bundle_dir,
     assert f"{serving} now holds a challenger (not promoted): model v1 still answers" in (
         caplog.text)
     assert ranker.model_version == "v1"
+    # a bundle trained with --no-track has no decision: never compared, not served either
+    _, untracked, _ = tiny_bundle(tmp_path / "untracked", n_calls=1800, seed=5, version="v5")
+    with caplog.at_level(logging.WARNING, logger="callback_timing.online"):
+        shutil.rmtree(serving)
+        shutil.copytree(untracked, serving)
+        os.utime(serving / "metadata.json", (2e9, 3e9))
+        for _ in range(200):
+            if "never compared with the champion" in caplog.text:
+                break
+            ranker._stop.wait(0.05)
+    assert f"{serving} now holds a bundle never compared with the champion" in caplog.text
+    assert ranker.model_version == "v1"
+    shutil.rmtree(serving)
+    shutil.copytree(new, serving)
     assert ranker.reload()["model_version"] == "v4"  # asked for: served
     ranker.close()
     with caplog.at_level(logging.WARNING, logger="callback_timing.online"):

@@ -45,6 +45,23 @@ def test_rank_without_model_answers_from_rules(tmp_path):
     assert row["source"] == "rules" and row["fallback_reason"] == "no model loaded"
 
 
+def test_a_bundle_that_loads_but_cannot_rank_is_refused_as_a_server_refuses_it(tmp_path):
+    """One written by another version (a feature this one does not build): the rules answer,
+    and the note says the model was refused (it said the model answered)."""
+    _, folder, _ = tiny_bundle(tmp_path / "model")
+    state = json.loads((folder / "model" / "answer_model.json").read_text())
+    state["feature_names"][0] = "a_feature_of_another_version"
+    (folder / "model" / "answer_model.json").write_text(json.dumps(state))
+    _write(tmp_path / "req.jsonl", [json.dumps(GOOD)])
+    out = run("rank", "--requests", "req.jsonl", "--out", "resp.jsonl", "--model", str(folder),
+              cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"from {folder} refused (the model did not answer): the rules answer" in (
+        " ".join(out.stderr.split()))
+    row = json.loads((tmp_path / "resp.jsonl").read_text())
+    assert (row["source"], row["fallback_reason"]) == ("rules", "no model loaded")
+
+
 def test_a_byte_order_mark_is_read_and_a_line_not_utf8_is_answered_in_place(tmp_path):
     (tmp_path / "req.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode()
                                          + b"\n\xff\xfe{}\n")

@@ -126,7 +126,10 @@ class ModelBundle:
             priors = Priors.from_dict(json.loads((folder / "priors.json").read_text()))
             history = pd.read_parquet(folder / "history.parquet")
         except (OSError, ValueError, KeyError) as exc:
-            raise SchemaError(f"cannot load model bundle {folder}: {exc}") from None
+            what = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if type(exc).__name__ == "XGBoostError":  # its text is a C++ stack trace
+                what = "model/booster.json is not a readable XGBoost model (damaged?)"
+            raise SchemaError(f"cannot load model bundle {folder}: {what}") from None
         return cls(model=model, priors=priors, history=history, metadata=meta)
 
 

@@ -33,6 +33,8 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+for _c in (console, err_console):  # into a file or a pipe (a cron log): one line each, not
+    _c.soft_wrap = not _c.is_terminal  # cut at 80 columns; a terminal wraps at its width
 log = logging.getLogger("callback_timing")
 
 

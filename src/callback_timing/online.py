@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import exc as sa_exc
 
@@ -53,7 +52,7 @@ from callback_timing import config as defaults
 from callback_timing.bundle import read_metadata
 from callback_timing.contacts import load_keys
 from callback_timing.data import REASON_NAIVE, clean_history
-from callback_timing.policy import Policy, load_bundle
+from callback_timing.policy import Policy, load_bundle, smoke_test
 from callback_timing.policy_config import desk_config, load_policy_config
 from callback_timing.privacy import contact_hash, is_forgotten, lawful_history
 from callback_timing.rules import RuleModel
@@ -858,16 +857,21 @@ class OnlineRanker:
 
     def _watch(self) -> None:
         """Reload when the served folder's ``metadata.json`` changes (a new champion). A
-        bundle that ``train`` did not promote (``"decision": "challenger"``) is not served by
-        itself: a warning says so, and ``POST /admin/reload`` serves it if asked."""
+        bundle that was not promoted (``"decision": "challenger"``, or none: trained with
+        ``--no-track``, never compared with the champion) is not served by itself: a warning
+        says so, and ``POST /admin/reload`` serves it if asked."""
         while not self._stop.wait(self.settings.watch_seconds):
             stamp = self._bundle_stamp()
             if stamp is not None and stamp != self._watched:
                 self._watched = stamp
-                if _decision_of(self.settings.model_dir) == "challenger":
-                    logger.warning("%s now holds a challenger (not promoted): %s still "
-                                   "answers; POST /admin/reload serves it anyway",
-                                   self.settings.model_dir, self._answering)
+                decision = _decision_of(self.settings.model_dir)
+                if decision != "champion":
+                    what = ("a challenger (not promoted)" if decision == "challenger" else
+                            "a bundle never compared with the champion (trained without "
+                            "tracking)")
+                    logger.warning("%s now holds %s: %s still answers; POST /admin/reload "
+                                   "serves it anyway", self.settings.model_dir, what,
+                                   self._answering)
                     continue
                 try:
                     self.reload()
@@ -902,24 +906,15 @@ def _decision_of(folder: Path) -> str | None:
 
 
 def _smoke_test(bundle, config, rules) -> str | None:
-    """Why ``bundle`` cannot serve (``None``: it ranks a contact of its history with the model
-    and finite probabilities)."""
+    """Why ``bundle`` cannot serve (``None``: it ranks with the model), see
+    :func:`~callback_timing.policy.smoke_test`."""
     try:
         policy = Policy(bundle, config=config, rules=rules)
-        h = policy.history
-        cid = str(h["contact_id"].iloc[-1]) if len(h) else "smoke-test"
-        now = (h["called_at"].max() if len(h) else pd.Timestamp.now(tz="UTC"))
-        slots = policy.slot_table([{"contact": {"contact_id": cid}, "now": now.isoformat(),
-                                    "policy": "model", "horizon_hours": 72}], allowed_only=True)
     except CallbackTimingError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - any failure disqualifies the bundle
-        return f"{type(exc).__name__} while ranking"
-    if len(slots) and (slots["source"] != "model").any():
-        return "the model did not answer"
-    if not np.isfinite(slots["p_answer"].to_numpy(dtype=float)).all():
-        return "the model returned NaN"
-    return None
+        return f"{type(exc).__name__} while loading"
+    return smoke_test(policy)
 
 
 def _arm_key(request: dict) -> str:

@@ -612,9 +612,31 @@ def load_bundle(model_dir: str | Path | None = None) -> tuple[ModelBundle | None
     return bundle, f"model {bundle.version} from {folder}"
 
 
+def smoke_test(policy: Policy) -> str | None:
+    """Why ``policy``'s model cannot answer (``None``: it ranks a contact of its history with
+    the model and finite probabilities). A bundle that loads may still fail to predict, e.g.
+    one written by another version whose features this one does not build."""
+    try:
+        h = policy.history
+        cid = str(h["contact_id"].iloc[-1]) if len(h) else "smoke-test"
+        now = (h["called_at"].max() if len(h) else pd.Timestamp.now(tz="UTC"))
+        slots = policy.slot_table([{"contact": {"contact_id": cid}, "now": now.isoformat(),
+                                    "policy": "model", "horizon_hours": 72}], allowed_only=True)
+    except CallbackTimingError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - any failure disqualifies the bundle
+        return f"{type(exc).__name__} while ranking"
+    if len(slots) and (slots["source"] != "model").any():
+        return "the model did not answer"
+    if not np.isfinite(slots["p_answer"].to_numpy(dtype=float)).all():
+        return "the model returned NaN"
+    return None
+
+
 def load_policy(model_dir: str | Path | None = None, rules_path: str | Path | None = None,
                 rules_table_path: str | Path | None = None) -> tuple[Policy, str]:
-    """A :class:`Policy` with the bundle at ``model_dir`` if it loads, else rules only.
+    """A :class:`Policy` with the bundle at ``model_dir`` if it loads and answers
+    (:func:`smoke_test`, as a server checks a bundle before serving it), else rules only.
 
     Returns the policy and one line saying what answers (:func:`load_bundle`). Mistakes in
     the rules files are :class:`~callback_timing.schema.ConfigError`.
@@ -622,4 +644,10 @@ def load_policy(model_dir: str | Path | None = None, rules_path: str | Path | No
     config = load_policy_config(rules_path)
     rules = RuleModel.from_file(rules_table_path)
     bundle, note = load_bundle(model_dir)
-    return Policy(bundle, config=config, rules=rules), note
+    policy = Policy(bundle, config=config, rules=rules)
+    if bundle is not None:
+        problem = smoke_test(policy)
+        if problem is not None:
+            note = f"model {bundle.version} from {model_dir} refused ({problem}): the rules answer"
+            policy = Policy(None, config=config, rules=rules)
+    return policy, note

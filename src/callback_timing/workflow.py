@@ -448,7 +448,7 @@ def evaluate_campaign(
     from callback_timing.campaign import replay
     from callback_timing.evaluate import first_requests
     from callback_timing.plots import campaign_plot
-    from callback_timing.policy import load_bundle
+    from callback_timing.policy import Policy, load_bundle, smoke_test
 
     history = Path(history)
     if not history.is_file():
@@ -459,6 +459,11 @@ def evaluate_campaign(
                           "`evaluate` replays requests in the world `simulate` wrote")
     calls = load_history(history).calls
     bundle, note = load_bundle(model_dir)
+    if bundle is not None:  # one that loads but cannot rank would replay as the rules
+        problem = smoke_test(Policy(bundle))
+        if problem is not None:
+            note = f"model {bundle.version} from {model_dir} refused ({problem}): the rules answer"
+            bundle = None
     if bundle is not None and "split" in bundle.metadata:
         start = pd.Timestamp(bundle.metadata["split"]["test_from"])
     else:
