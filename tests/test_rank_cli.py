@@ -103,6 +103,11 @@ def test_schedule_respects_capacity_and_beats_greedy(tmp_path):
     plan = pd.read_csv(tmp_path / "plan.csv")
     assert len(plan) == 60 and plan["assigned"].all()
     assert plan.groupby("at").size().max() <= 2
+    assert plan["at"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:00Z").all()  # as the API
+    for command in ("rank", "schedule"):  # a mistyped file: named before the model loads
+        missing = run(command, "--requests", "nope.jsonl", "--out", "x.out", cwd=tmp_path)
+        assert missing.returncode == 1
+        assert missing.stderr.strip() == "error: --requests: no file nope.jsonl", command
     optimal, greedy = map(float, re.search(
         r"value ([\d.]+) \(greedy ([\d.]+)\)", " ".join(out.stdout.split())).groups())
     assert optimal >= greedy > 0

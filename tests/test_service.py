@@ -424,6 +424,23 @@ def test_serve_reports_user_mistakes_in_one_line(tmp_path):
     assert "Traceback" not in bad_db.stderr
 
 
+def test_serving_beyond_this_machine_without_a_key_is_warned_of(tmp_path, capsys,
+                                                               monkeypatch):
+    from callback_timing.cli_serve import prepare_serve
+
+    monkeypatch.delenv("CALLBACK_TIMING_API_KEY", raising=False)
+    db = str(tmp_path / "o.db")
+    prepare_serve(None, free_port(), "127.0.0.1", db, 0.1, None, None, 1, 5.0)
+    assert "without an API key" not in capsys.readouterr().out
+    prepare_serve(None, free_port(), "0.0.0.0", db, 0.1, None, None, 1, 5.0)
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "warning: listening on 0.0.0.0 without an API key" in shown
+    assert "set CALLBACK_TIMING_API_KEY" in shown
+    monkeypatch.setenv("CALLBACK_TIMING_API_KEY", "k")
+    prepare_serve(None, free_port(), "0.0.0.0", db, 0.1, None, None, 1, 5.0)
+    assert "without an API key" not in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_schemathesis_finds_no_server_error(tmp_path, bundle_dir):
     """Generated requests (valid and invalid) against the OpenAPI spec: never a 5xx."""

@@ -584,3 +584,15 @@ def test_postgresql_a_late_committing_lower_seq_is_found_by_the_received_window(
     finally:
         one.close()
         two.close()
+
+
+def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path):
+    path = tmp_path / "o.db"
+    store = OutcomeStore(path)
+    store.add_outcomes(pd.DataFrame([{
+        "call_id": "m-1", "contact_id": "c-1", "called_at": pd.Timestamp("2026-06-01T10:00Z"),
+        "outcome": "busy"}]))
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()
+             if p.name.startswith("o.db")}
+    store.close()
+    assert modes["o.db"] == 0o600 and set(modes.values()) == {0o600}, modes

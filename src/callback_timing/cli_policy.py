@@ -44,6 +44,14 @@ def _read_requests(path: Path) -> list[tuple[int, dict | str]]:
     return parsed
 
 
+def _check_requests_file(path: Path) -> None:
+    from callback_timing.schema import ConfigError
+
+    if not path.is_file():
+        raise ConfigError(f"--requests: no file {path}" + (" (a folder)" if path.is_dir()
+                                                           else ""))
+
+
 def rank_cmd(
     requests: Annotated[Path, typer.Option(help="JSON-lines file of /rank requests.")],
     out: Annotated[Path, typer.Option(help="JSON-lines file for the responses.")],
@@ -61,6 +69,7 @@ def rank_cmd(
     from callback_timing.policy import load_policy
 
     check_outputs({"--requests": requests}, {"--out": out})
+    _check_requests_file(requests)  # before loading the model
     policy, note = load_policy(model, rules, rules_table)
     err_console.print(note, highlight=False)
     parsed = _read_requests(requests)
@@ -180,6 +189,9 @@ def schedule_cmd(
     from callback_timing.schema import ConfigError
 
     check_outputs({"--requests": requests, "--capacity-file": capacity_file}, {"--out": out})
+    _check_requests_file(requests)
+    if capacity_file is not None and not capacity_file.is_file():
+        raise ConfigError(f"--capacity-file: no file {capacity_file}")
     seats: int | pd.Series = capacity
     if capacity_file is not None:  # read before the work: a mistake in it is told at once
         try:
@@ -224,7 +236,8 @@ def schedule_cmd(
     chosen = assign(slots, seats)
     summary = compare(slots, seats, best=chosen)
     out.parent.mkdir(parents=True, exist_ok=True)
-    chosen.to_csv(out, index=False)
+    # ISO 8601 with Z, as the API answers (not pandas' "2026-06-01 12:00:00+00:00")
+    chosen.assign(at=chosen["at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(out, index=False)
     opt, greedy = summary["optimal"], summary["greedy"]
     console.print(
         f"{len(chosen):,} requests ({len(bad):,} skipped): {opt['assigned']:,} assigned to "

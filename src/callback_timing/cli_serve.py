@@ -119,6 +119,11 @@ def prepare_serve(model: Path | None, port: int, host: str, db: str, control_sha
     console.print(f"ranking with {note}\noutcome store: {where}", highlight=False)
     console.print(f"API docs:  {base}/docs\ndashboard: {base}/dashboard\n"
                   f"status:    {base}/info\n(Ctrl-C stops the server)", highlight=False)
+    key = config.API_KEY_ENV
+    if host not in ("127.0.0.1", "::1", "localhost") and not os.environ.get(key):
+        console.print(f"[yellow]warning:[/] listening on {host} without an API key: anyone who "
+                      "reaches this port can rank contacts (their reasons tell of their "
+                      f"calls), read /kpis, /monitor and /metrics; set {key}", highlight=False)
     sys.stdout.flush()
     env = serve_environment(model, db, control_share, rules, rules_table, watch, workers)
     args = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--port", str(port),

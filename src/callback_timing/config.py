@@ -69,6 +69,8 @@ MIN_HISTORY_CALLS = 5
 EXPERIMENT_NAME = "callback-timing"
 #: MLflow registered model (champion/challenger aliases) of the answer model.
 REGISTERED_MODEL_NAME = "callback-timing-answer"
+#: the environment variable holding the server's API key (unset: no key asked)
+API_KEY_ENV = "CALLBACK_TIMING_API_KEY"
 
 
 def best_params_path() -> Path:

@@ -33,6 +33,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.requests import cookie_parser
 from starlette.responses import JSONResponse, RedirectResponse
 
+from callback_timing import config
 from callback_timing.contacts_api import contacts_app
 from callback_timing.dashboard import KpiSource, dashboard_app, kpis_app
 from callback_timing.http_models import (
@@ -58,7 +59,7 @@ from callback_timing.store import OutcomeStore
 
 logger = logging.getLogger(__name__)
 
-API_KEY_ENV = "CALLBACK_TIMING_API_KEY"
+API_KEY_ENV = config.API_KEY_ENV
 #: BentoML's health probes: open without the API key (load balancers do not send one).
 COOKIE = "ct_api_key"
 OPEN_PATHS = frozenset({"/readyz", "/livez", "/healthz"})

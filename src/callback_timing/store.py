@@ -31,6 +31,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -223,8 +224,14 @@ class OutcomeStore:
             raise ConfigError(f"--db: cannot use {shown}: "
                               f"{str(exc).replace(self.url, shown)}") from None
         self.dialect = self.engine.dialect.name
+        file = (Path(self.url[len("sqlite:///"):]) if self.url.startswith("sqlite:///")
+                and not memory else None)
+        new = file is not None and not file.exists()
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        if new:  # personal data: the owner's alone (SQLite gives its -wal/-shm the same mode)
+            with contextlib.suppress(OSError):
+                file.touch(mode=0o600)
         try:
             self._create()
         except sa.exc.DBAPIError as exc:  # unreachable, not a database, no permission, ...
