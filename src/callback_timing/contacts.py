@@ -240,6 +240,7 @@ def _state_zones() -> dict[str, tuple[str, ...]]:
     return out
 
 
+@lru_cache(maxsize=1024)
 def _offsets(zone: str) -> tuple[float, float]:
     """A zone's UTC offsets in hours mid-January and mid-July (standard and summer time)."""
     import datetime as dt
@@ -275,6 +276,7 @@ def region_zones(country: str | None, subdivision: str | None = None) -> tuple[s
     return (zones[0], far) if far is not None and _offsets(far) != home else (zones[0],)
 
 
+@lru_cache(maxsize=1024)
 def spans_several_offsets(country: str | None) -> bool:
     """Whether tzdata lists zones of different UTC offsets for the country (US, CA, ES, ...).
 

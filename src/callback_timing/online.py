@@ -649,19 +649,13 @@ class OnlineRanker:
             calls.loc[missing, "call_id"] = [
                 f"{cid}@{at.isoformat()}" for cid, at in
                 zip(calls["contact_id"][missing], calls["called_at"][missing], strict=True)]
-        rows_of = None
+        late: list[tuple[str, str, str]] = []  # (call_id, field, reason) found after cleaning
         if self.settings.purge and len(calls):  # a call past the retention is not kept
-            cutoff = self.config.retention_cutoff()
-            old_call = (calls["called_at"] < cutoff).to_numpy()
-            if old_call.any():
-                rows_of = {_call_key(r): i for i, r in enumerate(rows)}
-                months = self.config.retention_call_months
-                rejected += [{"index": rows_of.get(cid, -1), "call_id": cid,
-                              "field": "called_at",
-                              "reason": f"older than the retention ({months} months): not kept"}
-                             for cid in calls["call_id"][old_call]]
-                rejected.sort(key=lambda r: r["index"])
-                calls = calls[~old_call]
+            old_call = (calls["called_at"] < self.config.retention_cutoff()).to_numpy()
+            months = self.config.retention_call_months
+            late += [(cid, "called_at", f"older than the retention ({months} months): not kept")
+                     for cid in calls["call_id"][old_call]]
+            calls = calls[~old_call]
         received = pd.Timestamp.now(tz="UTC")
         with self._lock:  # stored and added together: a sync in between would add them twice
             new, old = self.store.add_outcomes(calls, received_at=received)
@@ -671,13 +665,14 @@ class OnlineRanker:
                 p.add_calls(fresh)
         if new:
             self._outcome_beacon.ring()
-        conflicts = self._conflicts(calls, old)
-        if conflicts:  # a re-sent call_id is a duplicate only if it says the same
-            rows_of = rows_of or {_call_key(r): i for i, r in enumerate(rows)}
-            rejected += [{"index": rows_of.get(cid, -1), "call_id": cid, "field": field,
-                          "reason": f"call_id already stored with another {field}: the "
-                                    "stored call is kept (give a correction a new call_id)"}
-                         for cid, field in conflicts.items()]
+        conflicts = self._conflicts(calls, old)  # a re-sent call_id saying something else
+        late += [(cid, field, f"call_id already stored with another {field}: the stored call "
+                              "is kept (give a correction a new call_id)")
+                 for cid, field in conflicts.items()]
+        if late:  # reported by their position in the request, as the others
+            index_of = {_call_key(r): i for i, r in enumerate(rows)}
+            rejected += [{"index": index_of.get(cid, -1), "call_id": cid, "field": field,
+                          "reason": reason} for cid, field, reason in late]
             rejected.sort(key=lambda r: r["index"])
         duplicates = len(old) + result.n_duplicates - len(conflicts)
         logger.debug("outcomes: %d accepted, %d duplicates, %d rejected", len(new),
