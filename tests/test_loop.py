@@ -431,3 +431,17 @@ def test_a_server_that_is_not_a_url_is_refused_before_training(tmp_path, server)
         retrain(str(tmp_path / "nothing.db"), model_dir=tmp_path / "m", server=server,
                 bentoml=False)
     assert not (tmp_path / "m").exists()  # nothing trained or written
+
+
+def test_a_server_that_does_not_answer_is_refused_before_training(tmp_path):
+    """--server down: nothing is trained (a promotion it cannot be told of would change the
+    served folder and the registry's champion behind its back)."""
+    from callback_timing.schema import ConfigError
+    from tests.conftest import free_port
+
+    down = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ConfigError, match=f"^--server: {down} cannot be reached .*: nothing "
+                                          "was trained$"):
+        retrain(str(tmp_path / "nothing.db"), model_dir=tmp_path / "m", server=down,
+                bentoml=False)
+    assert not (tmp_path / "m").exists() and not (tmp_path / "nothing.db").exists()

@@ -431,6 +431,7 @@ def test_batch_answers_bad_requests_in_place_when_asked(policy):
     assert out[1]["request_id"] == "ok" and out[1]["windows"]
     assert out[2]["source"] == "model"
     rules_only = Policy().rank(reqs[1:], errors="return")
-    assert rules_only[0]["source"] == "rules" and "no model is loaded" in rules_only[1]["error"]
+    assert rules_only[0]["source"] == "rules" and rules_only[1]["error"] == (
+        "policy: 'model' asked for, but no model is loaded")  # the field first, as for all
     with pytest.raises(RankRequestError, match="^horizon_hours:"):
         policy.rank(reqs)

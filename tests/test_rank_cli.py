@@ -99,7 +99,7 @@ def test_schedule_respects_capacity_and_beats_greedy(tmp_path):
               "--model", "missing", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "skipped line 61: expected a JSON object" in out.stderr
-    assert "skipped line 62: policy 'model' asked for, but no model is loaded" in out.stderr
+    assert "skipped line 62: policy: 'model' asked for, but no model is loaded" in out.stderr
     plan = pd.read_csv(tmp_path / "plan.csv")
     assert len(plan) == 60 and plan["assigned"].all()
     assert plan.groupby("at").size().max() <= 2

@@ -182,7 +182,7 @@ class Policy:
         :class:`ModelUnavailable`): what :meth:`rank` and :meth:`slot_table` accept."""
         req = self.normalise(request, now)
         if req["policy"] == "model" and self.bundle is None:
-            raise ModelUnavailable("policy 'model' asked for, but no model is loaded")
+            raise ModelUnavailable("policy: 'model' asked for, but no model is loaded")
         return req
 
     def dial_check(self, contact: dict, at: str | datetime | None = None,

@@ -213,7 +213,13 @@ def processing_register(config: PolicyConfig) -> str:
         "are left out when a server loads a bundle; retrain to remove them from the model.",
         "- **Dashboard snapshot** (`<store>.kpis.npz`): request ids and per-call figures, "
         "saved again after every purge or erasure.",
-        "- **MLflow runs** (`mlruns/`): metrics, plots and bundles of training runs.",
+        "- **Copies of bundles**: every MLflow training run (`mlruns/`, artifact `bundle/`), "
+        "the BentoML model store (`$BENTOML_HOME/models/callback-timing-answer/`) and a "
+        "`<model>.challenger` folder left by `retrain` hold a bundle, so the same call "
+        "history. Neither an erasure nor the retention reaches them: delete old runs "
+        "(`mlflow gc`) and old store models (`bentoml models delete`) on the same schedule "
+        "as the retention, and after erasures retrain and delete the runs and models before "
+        "it.",
         "- **Logs**: no contact id, phone number or API key.",
         "",
     ]

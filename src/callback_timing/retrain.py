@@ -32,6 +32,7 @@ import json
 import logging
 import shutil
 import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,22 @@ def _served_until(bundle) -> pd.Timestamp | None:
     return pd.Timestamp(until) if until else None
 
 
+def _check_reachable(server: str, timeout: float = 10.0) -> None:
+    """``ConfigError`` unless the server answers its readiness probe: a promotion it could not
+    be told of would change the served folder and the registry behind its back."""
+    url = server.rstrip("/") + "/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - http(s)
+            answer.read()
+    except urllib.error.HTTPError as exc:
+        raise ConfigError(f"--server: {server} is not ready (/readyz answered {exc.code}): "
+                          "nothing was trained") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError(f"--server: {server} cannot be reached ({reason}): nothing was "
+                          "trained") from None
+
+
 def tell_server(server: str, model_dir: Path, api_key: str | None = None,
                 timeout: float = 120.0) -> dict:
     """``POST /admin/reload`` to a running server with the served folder; its answer (or
@@ -238,6 +255,7 @@ def retrain(
         raise ConfigError(f"--history: no file {history}")
     if server:  # found wrong now, not after training a model it cannot tell about
         server_url(server)
+        _check_reachable(server)
     cutoff = cfg.active_cutoff()
     store = open_store(db)
     try:

@@ -429,7 +429,7 @@ class CallbackTiming:
         except RankRequestError as exc:
             return _client_error("/rank", str(exc))
         except ModelUnavailable as exc:
-            return _error(503, f"policy: {exc}")
+            return _error(503, str(exc))
 
     @bentoml.api(route="/rank_batch")
     def rank_batch(self, body: RankBatchRequest, /) -> RankBatchResponse:
