@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from callback_timing import config
+from callback_timing.schema import require_file
 
 RulesOption = Annotated[
     Path | None,
@@ -44,14 +45,6 @@ def _read_requests(path: Path) -> list[tuple[int, dict | str]]:
     return parsed
 
 
-def _check_requests_file(path: Path) -> None:
-    from callback_timing.schema import ConfigError
-
-    if not path.is_file():
-        raise ConfigError(f"--requests: no file {path}" + (" (a folder)" if path.is_dir()
-                                                           else ""))
-
-
 def rank_cmd(
     requests: Annotated[Path, typer.Option(help="JSON-lines file of /rank requests.")],
     out: Annotated[Path, typer.Option(help="JSON-lines file for the responses.")],
@@ -69,7 +62,7 @@ def rank_cmd(
     from callback_timing.policy import load_policy
 
     check_outputs({"--requests": requests}, {"--out": out})
-    _check_requests_file(requests)  # before loading the model
+    require_file(requests, "--requests")  # before loading the model
     policy, note = load_policy(model, rules, rules_table)
     err_console.print(note, highlight=False)
     parsed = _read_requests(requests)
@@ -189,9 +182,9 @@ def schedule_cmd(
     from callback_timing.schema import ConfigError
 
     check_outputs({"--requests": requests, "--capacity-file": capacity_file}, {"--out": out})
-    _check_requests_file(requests)
-    if capacity_file is not None and not capacity_file.is_file():
-        raise ConfigError(f"--capacity-file: no file {capacity_file}")
+    require_file(requests, "--requests")
+    if capacity_file is not None:
+        require_file(capacity_file, "--capacity-file")
     seats: int | pd.Series = capacity
     if capacity_file is not None:  # read before the work: a mistake in it is told at once
         try:

@@ -86,8 +86,9 @@ def register_cmd(
     if out is None:
         typer.echo(text, nl=False)
         return
-    if out.is_dir():
-        raise ConfigError(f"--out: {out} is a folder: give a file in it")
+    from callback_timing.cli import check_outputs
+
+    check_outputs({}, {"--out": out})
     if out.is_file() and out.read_bytes()[:16] == b"SQLite format 3\x00":
         raise ConfigError(f"--out: {out} is a database (an outcome store?), which would be "
                           "overwritten: give another file")

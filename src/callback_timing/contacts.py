@@ -324,12 +324,17 @@ def subdivision_code(country: str | None, text: str | None) -> str | None:
     return key if table is None else table.get(key)
 
 
+def per_place(country: pd.Series, subdivision: pd.Series, func) -> pd.Series:
+    """``func(country, subdivision)`` per row (missing: ``None``), called once per distinct
+    pair; a text Series on ``subdivision``'s index."""
+    key = country.astype("str").fillna("") + "|" + subdivision.astype("str").fillna("")
+    found = {k: func(*(part or None for part in k.split("|", 1))) for k in key.unique()}
+    return key.map(found).astype("str").rename(subdivision.name)
+
+
 def normalise_subdivisions(country: pd.Series, subdivision: pd.Series) -> pd.Series:
     """:func:`subdivision_code` per row, computed once per distinct (country, text) pair."""
-    key = country.astype("str").fillna("") + "|" + subdivision.astype("str").fillna("")
-    codes = {k: subdivision_code(*(part or None for part in k.split("|", 1)))
-             for k in key.unique()}
-    return key.map(codes).astype("str").rename(subdivision.name)
+    return per_place(country, subdivision, subdivision_code)
 
 
 # --- phone numbers ---------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from callback_timing.contacts import (
     normalise_industry,
     normalise_subdivisions,
     parse_phones,
+    per_place,
     pseudonymise,
     region_zones,
 )
@@ -272,9 +273,8 @@ def _resolve_contacts(
     use_phone = phones["timezone"].notna() & ~mismatch
     subdivision_text = _text(raw, "subdivision")
     subdivision = normalise_subdivisions(country, subdivision_text)
-    place = country.fillna("") + "|" + subdivision.fillna("")  # once per distinct place
-    main = place.map({key: (region_zones(*(part or None for part in key.split("|", 1)))
-                            or (None,))[0] for key in place.unique()}).astype("str")
+    main = per_place(country, subdivision,
+                     lambda c, s: (region_zones(c, s) or (None,))[0]).rename(None)
     source = np.select([given_tz.notna(), use_phone, main.notna()],
                        ["given", "phone", "country"], "default")
     no_zone = (source == "default") & ~rejects.any

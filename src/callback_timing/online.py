@@ -647,7 +647,7 @@ class OnlineRanker:
         missing = calls["call_id"].isna().to_numpy()
         if missing.any():  # the contract's key without a call_id: (contact_id, called_at)
             calls.loc[missing, "call_id"] = [
-                f"{cid}@{at.isoformat()}" for cid, at in
+                _keyed_id(cid, at) for cid, at in
                 zip(calls["contact_id"][missing], calls["called_at"][missing], strict=True)]
         late: list[tuple[str, str, str]] = []  # (call_id, field, reason) found after cleaning
         if self.settings.purge and len(calls):  # a call past the retention is not kept
@@ -965,17 +965,22 @@ def _explanation(answer: dict, objected: bool, config, erased: bool = False) -> 
     return lines
 
 
+def _keyed_id(contact_id: str, at: pd.Timestamp) -> str:
+    """The ``call_id`` of an outcome sent without one: the contract's key, contact and time."""
+    return f"{contact_id}@{at.tz_convert('UTC').isoformat()}"
+
+
 def _call_key(row) -> str | None:
-    """An outcome's ``call_id`` as stored: the given one, else ``contact_id@called_at``."""
+    """An outcome's ``call_id`` as stored: the given one, else :func:`_keyed_id`."""
     if not isinstance(row, dict):
         return None
     if row.get("call_id") is not None:
         return str(row["call_id"]).strip()
     try:
-        at = pd.Timestamp(str(row.get("called_at"))).tz_convert("UTC")
+        at = pd.Timestamp(str(row.get("called_at")))
+        return _keyed_id(str(row.get("contact_id")).strip(), at)
     except (ValueError, TypeError):
         return None
-    return f"{str(row.get('contact_id')).strip()}@{at.isoformat()}"
 
 
 def _text(row, key: str) -> str | None:

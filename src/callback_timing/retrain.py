@@ -40,7 +40,7 @@ from pathlib import Path
 import pandas as pd
 
 from callback_timing import config
-from callback_timing.schema import ConfigError
+from callback_timing.schema import ConfigError, require_file
 from callback_timing.traffic import server_url
 
 log = logging.getLogger(__name__)
@@ -251,8 +251,8 @@ def retrain(
     rule_table = RuleModel.from_file(rules_table_path)
     needed = cfg.retrain_min_new_calls if min_new_calls is None else min_new_calls
     model_dir = check_model_folder(model_dir if model_dir is not None else config.model_dir())
-    if history is not None and not Path(history).is_file():
-        raise ConfigError(f"--history: no file {history}")
+    if history is not None:
+        require_file(history, "--history")
     if server:  # found wrong now, not after training a model it cannot tell about
         server_url(server)
         _check_reachable(server)

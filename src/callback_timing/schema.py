@@ -73,6 +73,15 @@ class ConfigError(CallbackTimingError):
     """A configuration value or option is invalid."""
 
 
+def require_file(path: str | Path, option: str) -> Path:
+    """``path`` as a :class:`~pathlib.Path`; :class:`ConfigError` naming ``option`` when it
+    is not a file (missing, or a folder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{option}: no file {path}" + (" (a folder)" if path.is_dir() else ""))
+    return path
+
+
 def read_config_text(path: str | Path) -> str:
     """The text of a configuration file the user named (YAML, JSON); :class:`ConfigError`
     when it is not UTF-8 text (a binary or spreadsheet file given by mistake)."""

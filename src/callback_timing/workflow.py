@@ -25,7 +25,7 @@ from callback_timing import config
 from callback_timing.bundle import ModelBundle
 from callback_timing.data import LoadResult, load_history
 from callback_timing.plots import answer_heatmap, importance_plot, reliability_plot
-from callback_timing.schema import ConfigError, read_config_text
+from callback_timing.schema import ConfigError, read_config_text, require_file
 from callback_timing.simulation import load_ground_truth
 from callback_timing.training import Evaluation, evaluate_bundle_on, fit_and_evaluate, metrics_table
 
@@ -450,9 +450,7 @@ def evaluate_campaign(
     from callback_timing.plots import campaign_plot
     from callback_timing.policy import Policy, load_bundle, smoke_test
 
-    history = Path(history)
-    if not history.is_file():
-        raise ConfigError(f"--history: no file {history}")
+    history = require_file(history, "--history")
     _, world = load_ground_truth(history)
     if world is None:
         raise ConfigError(f"{history} has no synthetic world beside it (*.world.parquet): "
